@@ -1,0 +1,195 @@
+//! Wiring: open the store, start both listeners and the background tasks, and shut
+//! everything down in order on one signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::{self, ServeConfig};
+use crate::http::{self, AppState, Readiness};
+use crate::metrics::Metrics;
+use crate::service::{Policy, Service};
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server: its bound addresses and the handle that stops it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub service: Service,
+    pub readiness: Readiness,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    servers: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+/// Open the store and start serving. Addresses with port 0 get a free port; read the
+/// bound ones from the result.
+pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Running, AppError> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(
+        &store::StoreOptions {
+            data_dir: config.data_dir.clone(),
+            durability: match config.durability {
+                config::Durability::Immediate => store::Durability::Immediate,
+                config::Durability::Relaxed => store::Durability::Relaxed,
+            },
+            cache_size: config.cache_size,
+        },
+        metrics.clone(),
+    )?;
+    let service = Service::new(
+        store,
+        clock,
+        Policy {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+            grace_micros: config::micros(config.tombstone_grace),
+            max_future_skew_micros: config::micros(config.max_future_skew),
+        },
+        metrics,
+    );
+    let (stop, stopped) = watch::channel(false);
+    let readiness = Readiness::default();
+
+    let http_listener = bind(config.http_addr).await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let app = http::router(AppState {
+        service: service.clone(),
+        readiness: readiness.clone(),
+    });
+    let mut servers = Vec::new();
+    let shutdown = wait_for_stop(stopped.clone());
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = http::serve(http_listener, app, shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+    tracing::info!(%http_addr, "HTTP API listening");
+
+    let mut tasks = vec![tokio::spawn(sweep_loop(
+        service.clone(),
+        config.sweep_interval,
+        stopped.clone(),
+    ))];
+    if config.durability == config::Durability::Relaxed {
+        tasks.push(tokio::spawn(flush_loop(
+            service.clone(),
+            config.flush_interval,
+            stopped.clone(),
+        )));
+    }
+    readiness.set_ready(true);
+    Ok(Running {
+        http_addr,
+        service,
+        readiness,
+        stop,
+        tasks,
+        servers,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+impl Running {
+    /// Stop taking traffic, let in-flight requests finish (up to the shutdown timeout),
+    /// flush the store, and return.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.readiness.set_ready(false);
+        let _ = self.stop.send(true);
+        let servers = futures_join(self.servers);
+        if tokio::time::timeout(self.shutdown_timeout, servers)
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.service.close().await.map_err(|e| match e {
+            crate::service::ServiceError::Store(e) => AppError::Store(e),
+            other => AppError::Store(StoreError::Engine(other.to_string())),
+        })?;
+        tracing::info!("store flushed; shut down cleanly");
+        Ok(())
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// Resolves once a stop has been requested.
+pub async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Purge expired records and lapsed tombstones in small batches, so the writer is
+/// never held for long.
+async fn sweep_loop(service: Service, every: Duration, stopped: watch::Receiver<bool>) {
+    const BATCH: usize = 512;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wait_for_stop(stopped.clone()) => return,
+        }
+        loop {
+            match service.sweep(BATCH).await {
+                Ok(p) if p.expired + p.tombstones == BATCH => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed; will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// In relaxed mode, make commits durable at least every `every`.
+async fn flush_loop(service: Service, every: Duration, stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wait_for_stop(stopped.clone()) => return,
+        }
+        if service.has_unflushed_commits()
+            && let Err(e) = service.sync().await
+        {
+            tracing::warn!(error = %e, "periodic flush failed; will retry");
+        }
+    }
+}

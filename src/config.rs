@@ -1,0 +1,164 @@
+//! Command line and environment configuration. Every flag is also an env var, so a
+//! container is configured by environment alone.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "A session store that refuses stale writes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTP/JSON and Tokyo Tyrant ports over one embedded store).
+    Serve(Box<ServeConfig>),
+    /// Print the OpenAPI document the server serves at /openapi.json.
+    Openapi,
+}
+
+/// When a write is acknowledged relative to reaching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Acknowledge a write only after the commit holding it is fsynced (survives kill -9).
+    Immediate,
+    /// Acknowledge after commit; fsync at least every --flush-interval. A crash loses
+    /// acknowledged writes from the last flush interval.
+    Relaxed,
+}
+
+/// Whether plain Tyrant writes (put, putkeep, putnr) are timestamp-guarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TyrantGuard {
+    /// Plain writes behave as in Tokyo Tyrant; only `ext tsput`/`tsout` are guarded.
+    Off,
+    /// Plain writes read their timestamp from the value's leading digits.
+    Prefix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address of the HTTP/JSON API.
+    #[arg(long, env = "TIDEMARK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Address of the Tokyo Tyrant binary protocol port.
+    #[arg(long, env = "TIDEMARK_TYRANT_ADDR", default_value = "127.0.0.1:1978")]
+    pub tyrant_addr: SocketAddr,
+
+    /// Directory holding the database file (created if missing).
+    #[arg(long, env = "TIDEMARK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// When writes are acknowledged: after fsync (immediate) or after commit (relaxed).
+    #[arg(long, env = "TIDEMARK_DURABILITY", value_enum, default_value_t = Durability::Immediate)]
+    pub durability: Durability,
+
+    /// With --durability relaxed: the longest time an acknowledged write waits for fsync.
+    #[arg(long, env = "TIDEMARK_FLUSH_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// How long deletes (and expired records) keep guarding their key before they are purged.
+    #[arg(long, env = "TIDEMARK_TOMBSTONE_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub tombstone_grace: Duration,
+
+    /// Refuse write timestamps further than this ahead of the server clock; 0 disables.
+    #[arg(long, env = "TIDEMARK_MAX_FUTURE_SKEW", default_value = "60s", value_parser = parse_duration)]
+    pub max_future_skew: Duration,
+
+    /// Largest accepted value, in bytes.
+    #[arg(long, env = "TIDEMARK_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+
+    /// Largest accepted key, in bytes.
+    #[arg(long, env = "TIDEMARK_MAX_KEY_BYTES", default_value_t = 4096)]
+    pub max_key_bytes: usize,
+
+    /// Page cache of the storage engine, in bytes (caps most of the memory used for data).
+    #[arg(long, env = "TIDEMARK_CACHE_SIZE", default_value_t = 256 << 20)]
+    pub cache_size: usize,
+
+    /// How often the sweeper looks for expired records and purgeable tombstones.
+    #[arg(long, env = "TIDEMARK_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Longest time in-flight requests get to finish after a shutdown signal.
+    #[arg(long, env = "TIDEMARK_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Number of leading value digits that carry the timestamp in Tyrant `tsput`
+    /// (10 = seconds, 13 = milliseconds, 16 = microseconds, 19 = nanoseconds).
+    #[arg(long, env = "TIDEMARK_TYRANT_TS_DIGITS", default_value_t = 16, value_parser = parse_ts_digits)]
+    pub tyrant_ts_digits: usize,
+
+    /// Guard plain Tyrant put/putkeep/putnr by the value's leading timestamp digits.
+    #[arg(long, env = "TIDEMARK_TYRANT_GUARD", value_enum, default_value_t = TyrantGuard::Off)]
+    pub tyrant_guard: TyrantGuard,
+
+    /// Comma-separated Tyrant command names to refuse (answered like a masked command).
+    #[arg(
+        long,
+        env = "TIDEMARK_TYRANT_DENY",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub tyrant_deny: Vec<String>,
+
+    /// A Tyrant request that has started must complete within this time.
+    #[arg(long, env = "TIDEMARK_TYRANT_FRAME_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub tyrant_frame_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        // The same defaults as the command line, so tests and embedders start from them.
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            serve: ServeConfig,
+        }
+        match Defaults::try_parse_from(["tidemark"]) {
+            Ok(d) => d.serve,
+            Err(e) => panic!("built-in defaults must parse: {e}"),
+        }
+    }
+}
+
+/// Parse "100ms", "60s", "1h" (humantime), or a bare number of seconds ("0" disables).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text.trim()).map_err(|e| e.to_string())
+}
+
+fn parse_ts_digits(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n @ (10 | 13 | 16 | 19)) => Ok(n),
+        _ => Err("must be 10 (seconds), 13 (ms), 16 (µs) or 19 (ns)".into()),
+    }
+}
+
+/// Duration in whole microseconds, saturating.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

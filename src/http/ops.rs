@@ -1,0 +1,64 @@
+//! Operational endpoints: liveness, readiness, metrics, and the API description.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::problem::Problem;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive.", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 while taking traffic; 503 while starting or draining for shutdown.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready for traffic.", body = Health),
+        (status = 503, description = "Starting or draining; send traffic elsewhere.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
+    if state.readiness.is_ready() {
+        Ok(Json(Health { status: "ready" }))
+    } else {
+        Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            "the server is starting or draining for shutdown",
+        ))
+    }
+}
+
+/// Prometheus metrics in the text exposition format; series are prefixed `tidemark_`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = state.service.metrics().clone();
+    if let Ok(counts) = state.service.counts().await {
+        metrics
+            .records
+            .set(i64::try_from(counts.records).unwrap_or(i64::MAX));
+        metrics
+            .keys
+            .set(i64::try_from(counts.live()).unwrap_or(i64::MAX));
+    }
+    let mut response = metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

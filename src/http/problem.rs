@@ -1,0 +1,130 @@
+//! RFC 9457 problem details: the shape of every HTTP error tidemark sends.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::service::ServiceError;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error response body (RFC 9457). `type` is a stable URI naming the kind of
+/// problem; `title` is its short human summary; `detail` explains this occurrence.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(example = "urn:tidemark:problem:stale-write")]
+    pub kind: String,
+    #[schema(example = "Stale write")]
+    pub title: String,
+    #[schema(example = 409)]
+    pub status: u16,
+    pub detail: String,
+    /// For refused writes: the timestamp currently stored for the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_timestamp: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:tidemark:problem:{kind}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            current_timestamp: None,
+        }
+    }
+
+    pub fn bad_request(kind: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, title, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    fn with_current(mut self, current: u64) -> Self {
+        self.current_timestamp = Some(current);
+        self
+    }
+
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(current) = self.current_timestamp {
+            headers.insert(super::keys::X_WRITE_TIMESTAMP, HeaderValue::from(current));
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for Problem {
+    fn from(e: ServiceError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ServiceError::Stale { current } => Problem::new(
+                StatusCode::CONFLICT,
+                "stale-write",
+                "Stale write",
+                format!("{detail}; the write was refused and nothing changed"),
+            )
+            .with_current(current),
+            ServiceError::Tie { current } => Problem::new(
+                StatusCode::CONFLICT,
+                "timestamp-tie",
+                "Conflicting write with the same timestamp",
+                format!("{detail}; the write was refused and nothing changed"),
+            )
+            .with_current(current),
+            ServiceError::FutureTimestamp(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "future-timestamp",
+                "Timestamp too far in the future",
+                format!("{detail}; check the client's clock"),
+            ),
+            ServiceError::EmptyKey => Problem::bad_request("invalid-key", "Invalid key", detail),
+            ServiceError::KeyTooLong { .. } => Problem::new(
+                StatusCode::URI_TOO_LONG,
+                "key-too-long",
+                "Key too long",
+                detail,
+            ),
+            ServiceError::ValueTooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value-too-large",
+                "Value too large",
+                detail,
+            ),
+            ServiceError::TtlOutOfRange => {
+                Problem::bad_request("invalid-ttl", "Invalid X-TTL", detail)
+            }
+            ServiceError::NotFound => Problem::not_found(detail),
+            ServiceError::Exists => {
+                Problem::new(StatusCode::CONFLICT, "exists", "Key exists", detail)
+            }
+            ServiceError::Store(e) => {
+                // Engine details go to the log, not to clients.
+                tracing::error!(error = %e, "storage failure");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage-unavailable",
+                    "Storage unavailable",
+                    "the store could not complete the request; nothing was changed, retry later",
+                )
+            }
+        }
+    }
+}
