@@ -15,6 +15,7 @@ use crate::http::{self, AppState, Readiness};
 use crate::metrics::Metrics;
 use crate::service::{Policy, Service};
 use crate::store::{self, Store, StoreError};
+use crate::tyrant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -30,6 +31,7 @@ pub enum AppError {
 /// A running server: its bound addresses and the handle that stops it.
 pub struct Running {
     pub http_addr: SocketAddr,
+    pub tyrant_addr: SocketAddr,
     pub service: Service,
     pub readiness: Readiness,
     stop: watch::Sender<bool>,
@@ -87,6 +89,38 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
     }));
     tracing::info!(%http_addr, "HTTP API listening");
 
+    let tyrant_listener = bind(config.tyrant_addr).await?;
+    let tyrant_addr = tyrant_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            addr: config.tyrant_addr,
+            source,
+        })?;
+    let (limits, max_frame_bytes) =
+        tyrant::Settings::limits_for(config.max_key_bytes, config.max_value_bytes);
+    let tyrant_shared = tyrant::Shared::new(
+        service.clone(),
+        tyrant::Settings {
+            ts_digits: config.tyrant_ts_digits,
+            guard: config.tyrant_guard,
+            deny: config
+                .tyrant_deny
+                .iter()
+                .map(|name| name.trim().to_ascii_lowercase())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            frame_timeout: config.tyrant_frame_timeout,
+            limits,
+            max_frame_bytes,
+        },
+    );
+    servers.push(tokio::spawn(tyrant::serve(
+        tyrant_listener,
+        tyrant_shared,
+        stopped.clone(),
+    )));
+    tracing::info!(%tyrant_addr, "Tokyo Tyrant port listening");
+
     let mut tasks = vec![tokio::spawn(sweep_loop(
         service.clone(),
         config.sweep_interval,
@@ -102,6 +136,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
     readiness.set_ready(true);
     Ok(Running {
         http_addr,
+        tyrant_addr,
         service,
         readiness,
         stop,

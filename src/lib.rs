@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod record;
 pub mod service;
 pub mod store;
+pub mod tyrant;

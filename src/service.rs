@@ -485,23 +485,46 @@ impl Service {
         .await
     }
 
-    /// The first live record after `after` (exclusive; None = from the start), for
-    /// per-connection iteration in key order.
-    pub async fn next_live_after(
+    /// The first live record at or after `from` in key order, for per-connection
+    /// iteration (`Bound::Unbounded` = from the start).
+    pub async fn next_live(
         &self,
-        after: Option<Vec<u8>>,
+        from: Bound<Vec<u8>>,
     ) -> Result<Option<(Vec<u8>, Vec<u8>)>, ServiceError> {
         let now = self.now();
         self.blocking(move |store| {
-            let start = match &after {
-                Some(a) => Bound::Excluded(a.as_slice()),
-                None => Bound::Unbounded,
-            };
             let mut found = None;
-            store.scan(start, |key, record| {
+            store.scan(from.as_ref().map(Vec::as_slice), |key, record| {
                 if let Some(value) = record.live_value(now) {
                     found = Some((key.to_vec(), value.to_vec()));
                     return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Live records whose key satisfies `matches`, in key order, at most `max`.
+    pub async fn live_records_matching<F>(
+        &self,
+        matches: F,
+        max: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ServiceError>
+    where
+        F: Fn(&[u8]) -> bool + Send + 'static,
+    {
+        let now = self.now();
+        let max = max.unwrap_or(usize::MAX);
+        self.blocking(move |store| {
+            let mut found = Vec::new();
+            store.scan(Bound::Unbounded, |key, record| {
+                if found.len() >= max {
+                    return ControlFlow::Break(());
+                }
+                if let Some(value) = record.live_value(now).filter(|_| matches(key)) {
+                    found.push((key.to_vec(), value.to_vec()));
                 }
                 ControlFlow::Continue(())
             })?;

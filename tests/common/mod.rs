@@ -16,6 +16,7 @@ pub const T0: u64 = 1_767_225_600_000_000;
 pub struct TestServer {
     pub running: Option<Running>,
     pub http: SocketAddr,
+    pub tyrant: SocketAddr,
     pub clock: ManualClock,
     pub config: ServeConfig,
     dir: Option<tempfile::TempDir>,
@@ -57,6 +58,7 @@ impl TestServer {
             .expect("server starts");
         Self {
             http: running.http_addr,
+            tyrant: running.tyrant_addr,
             running: Some(running),
             clock,
             data_dir: config.data_dir.clone(),

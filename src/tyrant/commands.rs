@@ -1,0 +1,561 @@
+//! What each Tyrant request does, as calls on the shared [`Service`].
+//!
+//! Replies follow ttserver 1.1.41 byte for byte (see PROTOCOL.md §3–§4): failures are
+//! a single `01` except misc (`01 00000000`); mget and fwmkeys never fail; putnr never
+//! answers. Guarded writes (`ext tsput`/`tsout`, and plain put/putkeep/putnr under
+//! `--tyrant-guard prefix`) go through `Service::put`/`delete`, the same path as HTTP.
+
+use std::ops::Bound;
+
+use crate::config::TyrantGuard;
+use crate::record::DEFAULT_CONTENT_TYPE;
+use crate::service::{PutCondition, PutMode, ServiceError};
+
+use super::Shared;
+use super::frame::{self, Request, reply};
+use super::stat;
+
+/// Whether the connection stays open after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    Close,
+}
+
+/// Where this connection's iterator stands (the reference has one per database; here
+/// each connection has its own, iterating in key order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cursor {
+    /// iterinit not called since the connection opened or the last vanish.
+    Unset,
+    /// Next call returns the first live key from here.
+    At(Bound<Vec<u8>>),
+    /// Iteration finished; keeps failing until iterinit.
+    Done,
+}
+
+/// Per-connection state.
+pub struct Connection<'a> {
+    shared: &'a Shared,
+    cursor: Cursor,
+    fd: i64,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(shared: &'a Shared, fd: i64) -> Self {
+        Self {
+            shared,
+            cursor: Cursor::Unset,
+            fd,
+        }
+    }
+
+    /// Execute one request, appending its reply (if any) to `out`.
+    pub async fn execute(&mut self, request: Request, out: &mut Vec<u8>) -> After {
+        let name = request.name();
+        self.shared.counters.count(name);
+        let started = std::time::Instant::now();
+        let after = if self.shared.settings.deny.contains(name) {
+            masked(&request, &self.shared.counters, out)
+        } else {
+            let before = out.len();
+            let after = self.run(request, out).await;
+            let ok = out.get(before).is_none_or(|status| *status == 0);
+            let metrics = self.shared.service.metrics();
+            metrics
+                .requests
+                .with_label_values(&["tyrant", name, if ok { "ok" } else { "fail" }])
+                .inc();
+            after
+        };
+        self.shared
+            .service
+            .metrics()
+            .request_seconds
+            .with_label_values(&["tyrant"])
+            .observe(started.elapsed().as_secs_f64());
+        after
+    }
+
+    async fn run(&mut self, request: Request, out: &mut Vec<u8>) -> After {
+        let service = &self.shared.service;
+        let counters = &self.shared.counters;
+        match request {
+            Request::Put { key, value } => {
+                let ok = self.plain_put(key, value, PutMode::Overwrite).await;
+                counters.put_result(ok);
+                reply::status(out, ok);
+            }
+            Request::PutNr { key, value } => {
+                let ok = self.plain_put(key, value, PutMode::Overwrite).await;
+                counters.put_result(ok);
+            }
+            Request::PutKeep { key, value } => {
+                let ok = self.plain_put(key, value, PutMode::Keep).await;
+                counters.put_result(ok);
+                reply::status(out, ok);
+            }
+            Request::PutCat { key, value } => {
+                let ok = service
+                    .put_unguarded(key, value, PutMode::Concat)
+                    .await
+                    .unwrap_or(false);
+                counters.put_result(ok);
+                reply::status(out, ok);
+            }
+            Request::PutShl { key, value, width } => {
+                let width = usize::try_from(width).unwrap_or(0);
+                let ok = service
+                    .put_unguarded(key, value, PutMode::ShiftLeft(width))
+                    .await
+                    .unwrap_or(false);
+                counters.put_result(ok);
+                reply::status(out, ok);
+            }
+            Request::Out { key } => {
+                let ok = service.delete_unguarded(key).await.unwrap_or(false);
+                counters.out_result(ok);
+                reply::status(out, ok);
+            }
+            Request::Get { key } => match service.get(key).await {
+                Ok(Some(entry)) => reply::blob(out, &entry.value),
+                _ => {
+                    counters.get_miss();
+                    reply::status(out, false);
+                }
+            },
+            Request::Mget { keys } => {
+                let found = service.get_many(keys).await.unwrap_or_default();
+                reply::kv_list(out, found.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            }
+            Request::Vsiz { key } => match service.get(key).await {
+                Ok(Some(entry)) => {
+                    reply::u32_ok(out, u32::try_from(entry.value.len()).unwrap_or(u32::MAX))
+                }
+                _ => reply::status(out, false),
+            },
+            Request::IterInit => {
+                self.cursor = Cursor::At(Bound::Unbounded);
+                reply::status(out, true);
+            }
+            Request::IterNext => match self.iter_next().await {
+                Some((key, _)) => reply::blob(out, &key),
+                None => reply::status(out, false),
+            },
+            Request::Fwmkeys { prefix, max } => {
+                let max = usize::try_from(max).ok();
+                let keys = service
+                    .keys_with_prefix(prefix, max)
+                    .await
+                    .unwrap_or_default();
+                reply::list(out, &keys);
+            }
+            Request::AddInt { key, num } => add_int(service, key, num, out).await,
+            Request::AddDouble { key, integ, fract } => {
+                add_double(service, key, frame::double_from_wire(integ, fract), out).await
+            }
+            Request::Ext {
+                name, key, value, ..
+            } => self.ext(&name, key, value, out).await,
+            Request::Sync => reply::status(out, service.sync().await.is_ok()),
+            // redb keeps its B-trees balanced; there is nothing to rebuild.
+            Request::Optimize { .. } => reply::status(out, true),
+            Request::Vanish => {
+                let ok = service.vanish().await.is_ok();
+                if ok {
+                    self.cursor = Cursor::Unset;
+                }
+                reply::status(out, ok);
+            }
+            Request::Copy { path } => reply::status(out, self.copy(&path).await),
+            Request::Restore { path, .. } => reply::status(out, restore(&path)),
+            // tidemark has no replication; the setting is accepted (as ttserver does
+            // before its background task picks it up) and ignored. See the README.
+            Request::SetMst { .. } => reply::status(out, true),
+            Request::Rnum => {
+                let live = service.counts().await.map(|c| c.live()).unwrap_or(0);
+                reply::u64_ok(out, live);
+            }
+            Request::Size => reply::u64_ok(out, service.file_size()),
+            Request::Stat => {
+                let text = stat::render(self.shared, self.fd).await;
+                reply::blob(out, text.as_bytes());
+            }
+            Request::Misc { name, args, .. } => match self.misc(&name, args).await {
+                Some(items) => reply::list(out, &items),
+                None => reply::misc_failure(out),
+            },
+            // No update log: send our server id (0) and close, as ttserver does.
+            Request::Repl { .. } => {
+                out.extend_from_slice(&0u32.to_be_bytes());
+                return After::Close;
+            }
+        }
+        After::Continue
+    }
+
+    /// put/putkeep/putnr: Tyrant semantics, or guarded by the value's leading digits
+    /// under `--tyrant-guard prefix`.
+    async fn plain_put(&self, key: Vec<u8>, value: Vec<u8>, mode: PutMode) -> bool {
+        let service = &self.shared.service;
+        match self.shared.settings.guard {
+            TyrantGuard::Off => service
+                .put_unguarded(key, value, mode)
+                .await
+                .unwrap_or(false),
+            TyrantGuard::Prefix => {
+                let condition = if mode == PutMode::Keep {
+                    PutCondition::IfAbsent
+                } else {
+                    PutCondition::Always
+                };
+                self.guarded_put(key, value, condition).await.is_ok()
+            }
+        }
+    }
+
+    /// A put guarded by the timestamp in the value's first `ts_digits` bytes.
+    async fn guarded_put(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        condition: PutCondition,
+    ) -> Result<u64, ServiceError> {
+        let Some(timestamp) = prefix_timestamp(&value, self.shared.settings.ts_digits) else {
+            return Err(ServiceError::Stale { current: 0 });
+        };
+        self.shared
+            .service
+            .put(
+                key,
+                value,
+                DEFAULT_CONTENT_TYPE.to_string(),
+                timestamp,
+                None,
+                condition,
+            )
+            .await
+            .map(|_| timestamp)
+    }
+
+    async fn ext(&mut self, name: &[u8], key: Vec<u8>, value: Vec<u8>, out: &mut Vec<u8>) {
+        let result = match name {
+            b"tsput" => self.guarded_put(key, value, PutCondition::Always).await,
+            b"tsout" => match prefix_timestamp(&value, self.shared.settings.ts_digits) {
+                Some(timestamp) => self
+                    .shared
+                    .service
+                    .delete(key, timestamp)
+                    .await
+                    .map(|_| timestamp),
+                None => Err(ServiceError::Stale { current: 0 }),
+            },
+            // Without a script ttserver answers 01 to every name; so do we.
+            _ => Err(ServiceError::NotFound),
+        };
+        match result {
+            // The result is the timestamp now in force, in µs, as decimal text.
+            Ok(timestamp) => reply::blob(out, timestamp.to_string().as_bytes()),
+            Err(_) => reply::status(out, false),
+        }
+    }
+
+    async fn iter_next(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let Cursor::At(from) = &self.cursor else {
+            return None;
+        };
+        match self.shared.service.next_live(from.clone()).await {
+            Ok(Some((key, value))) => {
+                self.cursor = Cursor::At(Bound::Excluded(key.clone()));
+                Some((key, value))
+            }
+            Ok(None) => {
+                self.cursor = Cursor::Done;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// `copy`: a consistent snapshot to a path on the server host. A leading `@`
+    /// (ttserver's "run this shell command") is refused: no remote command execution.
+    async fn copy(&self, path: &[u8]) -> bool {
+        let path = c_string(path);
+        if path.is_empty() || path.starts_with(b"@") {
+            return false;
+        }
+        let Ok(path) = std::str::from_utf8(path) else {
+            return false;
+        };
+        let dest = std::path::PathBuf::from(path);
+        let service = &self.shared.service;
+        // Snapshot beside the database (same filesystem, never a partial file at the
+        // destination), then copy it over the destination, which may be a device such
+        // as /dev/null.
+        let scratch = service.store_path().with_extension(format!(
+            "copy-{}-{}.tmp",
+            std::process::id(),
+            self.shared.counters.next_copy_id()
+        ));
+        let ok = service.snapshot_to(scratch.clone()).await.is_ok() && {
+            let (from, to) = (scratch.clone(), dest);
+            tokio::task::spawn_blocking(move || std::fs::copy(from, to).is_ok())
+                .await
+                .unwrap_or(false)
+        };
+        let _ = std::fs::remove_file(&scratch);
+        ok
+    }
+
+    /// The misc functions of a hash database. `None` = failure (`01 00000000`).
+    async fn misc(&mut self, name: &[u8], args: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
+        let service = &self.shared.service;
+        let mut args = args.into_iter();
+        match name {
+            b"put" | b"putkeep" | b"putcat" => {
+                let (key, value) = (args.next()?, args.next()?);
+                let ok = match name {
+                    b"put" => self.plain_put(key, value, PutMode::Overwrite).await,
+                    b"putkeep" => self.plain_put(key, value, PutMode::Keep).await,
+                    _ => service
+                        .put_unguarded(key, value, PutMode::Concat)
+                        .await
+                        .unwrap_or(false),
+                };
+                self.shared.counters.put_result(ok);
+                ok.then(Vec::new)
+            }
+            b"out" => {
+                let ok = service.delete_unguarded(args.next()?).await.ok()?;
+                self.shared.counters.out_result(ok);
+                ok.then(Vec::new)
+            }
+            b"get" => {
+                let entry = service.get(args.next()?).await.ok()??;
+                Some(vec![entry.value])
+            }
+            b"putlist" => {
+                let mut ok = true;
+                while let (Some(key), Some(value)) = (args.next(), args.next()) {
+                    ok &= self.plain_put(key, value, PutMode::Overwrite).await;
+                }
+                ok.then(Vec::new)
+            }
+            b"outlist" => {
+                for key in args {
+                    service.delete_unguarded(key).await.ok()?;
+                }
+                Some(Vec::new())
+            }
+            b"getlist" => {
+                let found = service.get_many(args.collect()).await.ok()?;
+                Some(found.into_iter().flat_map(|(k, v)| [k, v]).collect())
+            }
+            b"getpart" => {
+                let entry = service.get(args.next()?).await.ok()??;
+                let offset = args.next().and_then(|a| c_long(&a)).unwrap_or(0).max(0);
+                let offset = usize::try_from(offset).ok()?;
+                if offset >= entry.value.len() {
+                    return None;
+                }
+                let rest = &entry.value[offset..];
+                let len = match args.next().and_then(|a| c_long(&a)) {
+                    Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX).min(rest.len()),
+                    _ => rest.len(),
+                };
+                Some(vec![rest[..len].to_vec()])
+            }
+            b"iterinit" => {
+                match args.next() {
+                    None => self.cursor = Cursor::At(Bound::Unbounded),
+                    Some(key) => {
+                        service.get(key.clone()).await.ok()??;
+                        self.cursor = Cursor::At(Bound::Included(key));
+                    }
+                }
+                Some(Vec::new())
+            }
+            b"iternext" => {
+                let (key, value) = self.iter_next().await?;
+                Some(vec![key, value])
+            }
+            b"sync" => service.sync().await.ok().map(|()| Vec::new()),
+            b"optimize" | b"defrag" | b"cacheclear" => Some(Vec::new()),
+            b"vanish" => {
+                service.vanish().await.ok()?;
+                self.cursor = Cursor::Unset;
+                Some(Vec::new())
+            }
+            b"regex" => {
+                let pattern = args.next()?;
+                let max = args
+                    .next()
+                    .and_then(|a| c_long(&a))
+                    .filter(|&n| n >= 1)
+                    .and_then(|n| usize::try_from(n).ok());
+                regex_records(service, &pattern, max).await
+            }
+            b"error" => Some(vec![b"0: success".to_vec()]),
+            _ => None,
+        }
+    }
+}
+
+/// Reply to a command refused by `--tyrant-deny`, as ttserver answers a masked one.
+fn masked(request: &Request, counters: &stat::Counters, out: &mut Vec<u8>) -> After {
+    match request {
+        Request::PutNr { .. } => {}
+        Request::Mget { .. } | Request::Fwmkeys { .. } | Request::Misc { .. } => {
+            reply::list(out, std::iter::empty::<&[u8]>())
+        }
+        Request::Rnum | Request::Size => reply::u64_ok(out, 0),
+        Request::Stat => reply::blob(out, counters.render().as_bytes()),
+        Request::Repl { .. } => return After::Close,
+        _ => reply::status(out, false),
+    }
+    After::Continue
+}
+
+async fn add_int(service: &crate::service::Service, key: Vec<u8>, num: i32, out: &mut Vec<u8>) {
+    let sum = service
+        .update_unguarded(key, move |current| {
+            let sum = match current {
+                None => num,
+                Some(bytes) => i32::from_le_bytes(bytes.try_into().ok()?).wrapping_add(num),
+            };
+            Some((sum.to_le_bytes().to_vec(), sum))
+        })
+        .await;
+    match sum {
+        // ttserver uses INT32_MIN as its error marker: stored, but reported as failure.
+        Ok(Some(sum)) if sum != i32::MIN => reply::i32_ok(out, sum),
+        _ => reply::status(out, false),
+    }
+}
+
+async fn add_double(service: &crate::service::Service, key: Vec<u8>, num: f64, out: &mut Vec<u8>) {
+    let sum = service
+        .update_unguarded(key, move |current| {
+            let sum = match current {
+                None => num,
+                Some(bytes) => f64::from_le_bytes(bytes.try_into().ok()?) + num,
+            };
+            Some((sum.to_le_bytes().to_vec(), sum))
+        })
+        .await;
+    match sum {
+        // A NaN result is stored but reported as failure, as ttserver does.
+        Ok(Some(sum)) if !sum.is_nan() => reply::double_ok(out, sum),
+        _ => reply::status(out, false),
+    }
+}
+
+async fn regex_records(
+    service: &crate::service::Service,
+    pattern: &[u8],
+    max: Option<usize>,
+) -> Option<Vec<Vec<u8>>> {
+    let pattern = std::str::from_utf8(c_string(pattern)).ok()?;
+    let (pattern, insensitive) = match pattern.strip_prefix('*') {
+        Some(rest) => (rest, true),
+        None => (pattern, false),
+    };
+    let regex = regex::bytes::RegexBuilder::new(pattern)
+        .case_insensitive(insensitive)
+        .size_limit(1 << 20)
+        .build()
+        .ok()?;
+    // Keys are matched as C strings (up to the first NUL), like ttserver.
+    let found = service
+        .live_records_matching(move |key| regex.is_match(c_string(key)), max)
+        .await
+        .ok()?;
+    Some(found.into_iter().flat_map(|(k, v)| [k, v]).collect())
+}
+
+/// `restore` replays update logs, which tidemark does not keep: a directory holding
+/// none is "nothing to do" (success, as ttserver); anything else fails.
+fn restore(path: &[u8]) -> bool {
+    let Ok(path) = std::str::from_utf8(c_string(path)) else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    !entries
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".ulog"))
+}
+
+/// The timestamp carried by a value's first `digits` bytes, in microseconds.
+/// 10 digits = seconds, 13 = milliseconds, 16 = microseconds, 19 = nanoseconds.
+pub fn prefix_timestamp(value: &[u8], digits: usize) -> Option<u64> {
+    let head = value.get(..digits)?;
+    if !head.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+    match digits {
+        10 => n.checked_mul(1_000_000),
+        13 => n.checked_mul(1_000),
+        16 => Some(n),
+        19 => Some(n / 1_000),
+        _ => None,
+    }
+}
+
+/// Bytes up to the first NUL, as ttserver reads path-like strings.
+fn c_string(bytes: &[u8]) -> &[u8] {
+    bytes.split(|b| *b == 0).next().unwrap_or_default()
+}
+
+/// A misc numeric argument parsed like C's `atoi`/`strtoll`: optional sign, leading
+/// digits, anything after ignored; no digits = 0.
+fn c_long(bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(c_string(bytes)).ok()?.trim_start();
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'-') => (-1, &text[1..]),
+        Some(b'+') => (1, &text[1..]),
+        _ => (1, text),
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return Some(0);
+    }
+    digits.parse::<i64>().ok().map(|n| sign * n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_timestamps_convert_to_microseconds() {
+        assert_eq!(
+            prefix_timestamp(b"1700000000rest", 10),
+            Some(1_700_000_000_000_000)
+        );
+        assert_eq!(
+            prefix_timestamp(b"1700000000123x", 13),
+            Some(1_700_000_000_123_000)
+        );
+        assert_eq!(
+            prefix_timestamp(b"1700000000123456", 16),
+            Some(1_700_000_000_123_456)
+        );
+        assert_eq!(
+            prefix_timestamp(b"1700000000123456789", 19),
+            Some(1_700_000_000_123_456)
+        );
+        assert_eq!(prefix_timestamp(b"17000000001234", 16), None);
+        assert_eq!(prefix_timestamp(b"170000000012345x", 16), None);
+    }
+
+    #[test]
+    fn c_long_parses_like_atoi() {
+        assert_eq!(c_long(b"12"), Some(12));
+        assert_eq!(c_long(b"-3x"), Some(-3));
+        assert_eq!(c_long(b"abc"), Some(0));
+        assert_eq!(c_long(b" 7"), Some(7));
+    }
+}
