@@ -25,11 +25,12 @@ pub struct TestServer {
 
 /// A config for tests: loopback port 0 everywhere, data in `data_dir`.
 pub fn test_config(data_dir: &Path) -> ServeConfig {
-    let mut config = ServeConfig::default();
-    config.http_addr = "127.0.0.1:0".parse().expect("literal address");
-    config.tyrant_addr = "127.0.0.1:0".parse().expect("literal address");
-    config.data_dir = data_dir.to_path_buf();
-    config
+    ServeConfig {
+        http_addr: "127.0.0.1:0".parse().expect("literal address"),
+        tyrant_addr: "127.0.0.1:0".parse().expect("literal address"),
+        data_dir: data_dir.to_path_buf(),
+        ..ServeConfig::default()
+    }
 }
 
 impl TestServer {
