@@ -165,7 +165,7 @@ async fn play(addr: SocketAddr, v: &Vector) -> (Vec<u8>, bool) {
         Duration::from_millis(60)
     };
     conn.read_until(Instant::now() + quiet, |_| false).await;
-    got.extend(conn.buf.drain(..));
+    got.append(&mut conn.buf);
     (got, conn.closed)
 }
 
