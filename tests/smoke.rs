@@ -13,7 +13,11 @@ async fn put_then_get_round_trips_over_a_real_socket() {
         .await
         .expect("put");
     assert_eq!(put.status(), 201);
-    let got = client.get(server.url("/keys/a%2Fb")).send().await.expect("get");
+    let got = client
+        .get(server.url("/keys/a%2Fb"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-type"], "text/plain");
     assert_eq!(got.text().await.expect("body"), "hello");

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::problem::Problem;
+use super::problem::{PROBLEM_JSON, Problem};
 use crate::record::DEFAULT_CONTENT_TYPE;
 use crate::service::{Entry, PutCondition, WriteOutcome};
 
@@ -22,6 +22,16 @@ pub const X_WRITE_TIMESTAMP: &str = "x-write-timestamp";
 pub const X_TTL: &str = "x-ttl";
 /// Header carrying a value's expiry: microseconds since the Unix epoch.
 pub const X_EXPIRES_AT: &str = "x-expires-at";
+
+// Descriptions shared by several operations in the OpenAPI document.
+const KEY_PARAM: &str = "The key: one path segment, percent-decoded to bytes \
+    (`a%2Fb` is the key `a/b`, `%00` a NUL byte, `%FF` a non-UTF-8 byte).";
+const CONFLICT_DESCRIPTION: &str = "Refused, nothing changed: stale (older than the stored \
+    timestamp, type `urn:tidemark:problem:stale-write`) or tie (same timestamp, different \
+    content, type `urn:tidemark:problem:timestamp-tie`).";
+const SKEW_DESCRIPTION: &str =
+    "Timestamp further ahead of the server clock than --max-future-skew.";
+const STORAGE_DESCRIPTION: &str = "The store could not complete the request; nothing changed.";
 
 /// Characters kept verbatim when a key is shown as a path segment: RFC 3986 `pchar`
 /// minus `%`, so listed keys can be pasted into `/keys/{key}` unchanged.
@@ -65,18 +75,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
 /// Percent-decode one path segment to bytes; malformed escapes are refused rather than
 /// passed through, so `%zz` can never silently become a different key.
 pub fn decode_segment(segment: &str) -> Result<Vec<u8>, Problem> {
-    let bytes = segment.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' {
-            let hex = bytes.get(i + 1..i + 3);
-            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                return Err(Problem::bad_request(
-                    "invalid-key",
-                    "Invalid key",
-                    "the key has a malformed percent-escape (use %XX with two hex digits)",
-                ));
-            }
-        }
+    if !escapes_are_well_formed(segment) {
+        return Err(Problem::bad_request(
+            "invalid-key",
+            "Invalid key",
+            "the key has a malformed percent-escape (use %XX with two hex digits)",
+        ));
     }
     let key: Vec<u8> = percent_decode_str(segment).collect();
     if key.is_empty() {
@@ -87,6 +91,17 @@ pub fn decode_segment(segment: &str) -> Result<Vec<u8>, Problem> {
         ));
     }
     Ok(key)
+}
+
+/// Whether every `%` in `text` starts a `%XX` escape with two hex digits.
+fn escapes_are_well_formed(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// A key as a path segment (the form `GET /keys` lists keys in).
@@ -179,21 +194,21 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
     path = "/keys/{key}",
     tag = "keys",
     params(
-        ("key" = String, Path, description = "The key, one path segment, percent-decoded to bytes (`a%2Fb` is `a/b`)."),
-        ("X-Write-Timestamp" = u64, Header, description = "The write's timestamp: microseconds since the Unix epoch."),
-        ("X-TTL" = Option<u64>, Header, description = "Expire the value this many seconds from now."),
-        ("Content-Type" = Option<String>, Header, description = "Stored and returned with the value; default application/octet-stream."),
+        ("key" = String, Path, description = KEY_PARAM),
+        ("X-Write-Timestamp" = u64, Header, description = "The write's timestamp: microseconds since the Unix epoch, decimal digits only."),
+        ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Expire the value this many whole seconds from now (1 to ten years)."),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value: any bytes."),
+    request_body(content_type = "*/*", description = "The value: any bytes. The request's Content-Type is stored and returned with it (default application/octet-stream)."),
     responses(
-        (status = 201, description = "Created: the key had no live value.", headers(("X-Write-Timestamp" = u64), ("ETag" = String))),
-        (status = 204, description = "Replaced, or the identical write repeated (idempotent).", headers(("X-Write-Timestamp" = u64), ("ETag" = String))),
-        (status = 400, description = "Malformed X-Write-Timestamp, X-TTL or key.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Stale (older than stored) or tie (same timestamp, different content); nothing changed.", body = Problem, content_type = "application/problem+json", headers(("X-Write-Timestamp" = u64, description = "The stored timestamp"))),
-        (status = 413, description = "Value over --max-value-bytes.", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Timestamp further ahead of the server clock than --max-future-skew.", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "X-Write-Timestamp missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created: the key had no live value.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 204, description = "Replaced, or the identical write (same timestamp, value and Content-Type) repeated: idempotent.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed X-Write-Timestamp (empty, not digits, negative, fraction, over u64), X-TTL or Content-Type; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = u64, description = "The stored timestamp (also in `current_timestamp`)."))),
+        (status = 413, description = "Value over --max-value-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 428, description = "X-Write-Timestamp missing.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn put_key(
@@ -251,13 +266,20 @@ pub async fn put_key(
     get,
     path = "/keys/{key}",
     tag = "keys",
-    params(("key" = String, Path, description = "The key, percent-decoded to bytes.")),
+    params(("key" = String, Path, description = KEY_PARAM)),
     responses(
-        (status = 200, description = "The value, with the Content-Type it was stored with. HEAD returns the same headers.", content_type = "application/octet-stream", body = Vec<u8>,
-            headers(("X-Write-Timestamp" = u64), ("ETag" = String), ("Cache-Control" = String), ("X-Expires-At" = u64, description = "Expiry, µs since the epoch, if any"), ("Expires" = String))),
-        (status = 400, description = "Malformed key.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent, expired or deleted.", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The value, with the Content-Type it was stored with.", content_type = "*/*",
+            headers(
+                ("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."),
+                ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."),
+                ("Cache-Control" = String, description = "no-store"),
+                ("X-Expires-At" = u64, description = "Expiry, µs since the Unix epoch; only when the value expires."),
+                ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
+            )),
+        (status = 400, description = "Empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "Absent, expired or deleted.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn get_key(State(state): State<AppState>, Key(key): Key) -> Result<Response, Problem> {
@@ -265,6 +287,37 @@ pub async fn get_key(State(state): State<AppState>, Key(key): Key) -> Result<Res
         return Err(Problem::not_found("no live value for this key"));
     };
     Ok(entry_response(entry))
+}
+
+/// The headers `GET` would send, without the value.
+#[utoipa::path(
+    head,
+    path = "/keys/{key}",
+    tag = "keys",
+    params(("key" = String, Path, description = KEY_PARAM)),
+    responses(
+        (status = 200, description = "The key has a live value; the headers are those of GET, including Content-Type and Content-Length.",
+            headers(
+                ("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."),
+                ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."),
+                ("Cache-Control" = String, description = "no-store"),
+                ("X-Expires-At" = u64, description = "Expiry, µs since the Unix epoch; only when the value expires."),
+                ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
+            )),
+        (status = 400, description = "Empty key or malformed percent-escape (no body)."),
+        (status = 404, description = "Absent, expired or deleted (no body)."),
+        (status = 414, description = "Key over --max-key-bytes (no body)."),
+        (status = 503, description = "The store could not answer (no body)."),
+    )
+)]
+pub async fn head_key(state: State<AppState>, key: Key) -> Result<Response, Problem> {
+    // axum drops the body of every HEAD response and keeps its Content-Length.
+    get_key(state, key).await
+}
+
+/// `/keys/` and `/keys//touch`: the path names the empty key, which HTTP cannot store.
+pub async fn empty_key() -> Problem {
+    Problem::bad_request("invalid-key", "Invalid key", "the key is empty")
 }
 
 fn entry_response(entry: Entry) -> Response {
@@ -290,16 +343,17 @@ fn entry_response(entry: Entry) -> Response {
     path = "/keys/{key}",
     tag = "keys",
     params(
-        ("key" = String, Path, description = "The key, percent-decoded to bytes."),
-        ("X-Write-Timestamp" = u64, Header, description = "The delete's timestamp: microseconds since the Unix epoch."),
+        ("key" = String, Path, description = KEY_PARAM),
+        ("X-Write-Timestamp" = u64, Header, description = "The delete's timestamp: microseconds since the Unix epoch, decimal digits only."),
     ),
     responses(
-        (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway), or the same delete repeated.", headers(("X-Write-Timestamp" = u64))),
-        (status = 400, description = "Malformed X-Write-Timestamp or key.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Stale or tie; nothing changed.", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Timestamp too far in the future.", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "X-Write-Timestamp missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed X-Write-Timestamp; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = u64, description = "The stored timestamp (also in `current_timestamp`)."))),
+        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 428, description = "X-Write-Timestamp missing.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn delete_key(
@@ -318,6 +372,7 @@ pub async fn delete_key(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Touched {
     /// Expiry in µs since the Unix epoch; null when the value never expires.
+    #[schema(required = true)]
     pub expires_at: Option<u64>,
 }
 
@@ -327,14 +382,15 @@ pub struct Touched {
     path = "/keys/{key}/touch",
     tag = "keys",
     params(
-        ("key" = String, Path, description = "The key, percent-decoded to bytes."),
-        ("X-TTL" = u64, Header, description = "Seconds from now."),
+        ("key" = String, Path, description = KEY_PARAM),
+        ("X-TTL" = u64, Header, minimum = 1, maximum = 315_360_000, description = "The new lifetime: whole seconds from now (1 to ten years)."),
     ),
     responses(
-        (status = 200, description = "The expiry now in force (unchanged if it was already later, or if the value never expires).", body = Touched),
-        (status = 400, description = "X-TTL missing or malformed.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent, expired or deleted: touch never revives.", body = Problem, content_type = "application/problem+json"),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The expiry now in force (unchanged if it was already later, or if the value never expires). Value and timestamp are never changed.", body = Touched),
+        (status = 400, description = "X-TTL missing or malformed; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "Absent, expired or deleted: touch never revives.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn touch_key(
@@ -357,11 +413,13 @@ pub async fn touch_key(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only keys starting with this (percent-decoded to bytes).
+    /// Only keys starting with this: a key prefix written like listed keys (a
+    /// percent-encoded segment such as `a%2F` or `%FF`), then query-encoded as usual.
     pub prefix: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page, query-encoded as usual.
     pub cursor: Option<String>,
 }
 
@@ -372,6 +430,7 @@ pub struct KeyPage {
     /// (usable as-is in `/keys/{key}`).
     pub keys: Vec<String>,
     /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -386,7 +445,8 @@ pub const MAX_PAGE: usize = 1000;
     params(ListQuery),
     responses(
         (status = 200, description = "One page of keys.", body = KeyPage),
-        (status = 400, description = "Bad limit, prefix or cursor.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid query: a limit that is not a whole number from 1 to 1000, or a prefix or cursor with a malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
 pub async fn list_keys(
@@ -406,13 +466,13 @@ pub async fn list_keys(
     // Query values arrive already form-decoded as text; keys are raw bytes, so the
     // prefix and cursor use the same percent-encoding as listed keys.
     let prefix = match query.prefix.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(p) => decode_query_bytes(p)?,
+        None => Vec::new(),
+        Some(p) => decode_query_bytes("prefix", p)?,
     };
     let after = query
         .cursor
         .as_deref()
-        .map(decode_query_bytes)
+        .map(|c| decode_query_bytes("cursor", c))
         .transpose()?;
     let page = state.service.list(prefix, after, limit).await?;
     Ok(Json(KeyPage {
@@ -421,8 +481,16 @@ pub async fn list_keys(
     }))
 }
 
-fn decode_query_bytes(text: &str) -> Result<Vec<u8>, Problem> {
+fn decode_query_bytes(name: &str, text: &str) -> Result<Vec<u8>, Problem> {
     // `Query` has already undone one level of form encoding; what remains is either
-    // plain text or a percent-encoded segment as listed by this endpoint.
+    // plain text or a percent-encoded segment as listed by this endpoint. As in paths,
+    // a malformed escape is refused rather than read as some other key.
+    if !escapes_are_well_formed(text) {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            "Invalid query",
+            format!("{name} has a malformed percent-escape (use %XX with two hex digits)"),
+        ));
+    }
     Ok(percent_decode_str(text).collect())
 }

@@ -15,12 +15,11 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::service::Service;
 use problem::Problem;
@@ -54,16 +53,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/keys/{key}",
             get(keys::get_key)
+                .head(keys::head_key)
                 .put(keys::put_key)
                 .delete(keys::delete_key),
         )
         .route("/keys/{key}/touch", post(keys::touch_key))
+        // `{key}` never matches an empty segment; answer those as the bad key they are
+        // rather than as an unknown route.
+        .route("/keys/", any(keys::empty_key))
+        .route("/keys//touch", any(keys::empty_key))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .route("/openapi.json", get(ops::openapi_json))
+        // The UI loads the document served above, so the two cannot drift apart.
+        .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        // Errors produced outside our handlers (the docs UI's bare 404, layers) get the
+        // same problem+json shape as ours.
+        .layer(middleware::map_response(problem::ensure_problem))
         // One body limit: the value limit. Bodies over it are refused with 413 while
         // streaming, before they are buffered.
         .layer(DefaultBodyLimit::max(max_value))

@@ -17,17 +17,19 @@ use super::{keys, ops, problem};
     paths(
         keys::put_key,
         keys::get_key,
+        keys::head_key,
         keys::delete_key,
         keys::touch_key,
         keys::list_keys,
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        ops::openapi_json,
     ),
     components(schemas(problem::Problem, keys::KeyPage, keys::Touched, ops::Health)),
     tags(
         (name = "keys", description = "Timestamp-guarded session values"),
-        (name = "operations", description = "Health, readiness, metrics"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,7 @@
 //! Operational endpoints: liveness, readiness, metrics, and the API description.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -7,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
-use super::problem::Problem;
+use super::problem::{PROBLEM_JSON, Problem};
+use super::{AppState, openapi};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -27,7 +29,7 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
-        (status = 503, description = "Starting or draining; send traffic elsewhere.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Starting or draining; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
     if state.readiness.is_ready() {
@@ -44,7 +46,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Probl
 
 /// Prometheus metrics in the text exposition format; series are prefixed `tidemark_`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.service.metrics().clone();
     if let Ok(counts) = state.service.counts().await {
@@ -59,6 +61,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// This OpenAPI 3.1 document; the UI at /docs/ renders it.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document, identical to openapi/openapi.json in the repository.", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> Response {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(openapi::document);
+    let mut response = DOCUMENT.as_str().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     response
 }

@@ -15,11 +15,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
-    #[schema(example = "urn:tidemark:problem:stale-write")]
+    #[schema(format = "uri", example = "urn:tidemark:problem:stale-write")]
     pub kind: String,
     #[schema(example = "Stale write")]
     pub title: String,
-    #[schema(example = 409)]
+    #[schema(minimum = 400, maximum = 599, example = 409)]
     pub status: u16,
     pub detail: String,
     /// For refused writes: the timestamp currently stored for the key.
@@ -69,6 +69,60 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// Longest body of a foreign error response kept as the problem's `detail`.
+const MAX_FOREIGN_DETAIL: usize = 1024;
+
+/// Rewrite an error response that is not problem+json (the docs UI's bare 404, a
+/// rejection from a layer) into one, keeping its status and headers such as `Allow`.
+pub async fn ensure_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    // A short text body (axum's rejections) explains this occurrence; anything else
+    // is replaced by the status's reason phrase. Server errors go to the log only.
+    let text = axum::body::to_bytes(body, MAX_FOREIGN_DETAIL)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .filter(|text| !text.trim().is_empty());
+    let detail = match text {
+        Some(text) if status.is_server_error() => {
+            tracing::error!(%status, detail = %text, "server error outside a handler");
+            reason.to_string()
+        }
+        Some(text) => text,
+        None => reason.to_string(),
+    };
+    let kind = reason
+        .chars()
+        .filter_map(|c| match c {
+            ' ' | '-' => Some('-'),
+            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect::<String>();
+    let mut problem = Problem::new(status, &kind, reason, detail).into_response();
+    let mut headers = parts.headers;
+    for describes_old_body in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+    ] {
+        headers.remove(describes_old_body);
+    }
+    // The problem's own headers (Content-Type, Cache-Control) win.
+    headers.extend(problem.headers_mut().drain());
+    *problem.headers_mut() = headers;
+    problem
 }
 
 impl From<ServiceError> for Problem {
