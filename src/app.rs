@@ -21,6 +21,8 @@ use crate::tyrant;
 pub enum AppError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -32,12 +34,15 @@ pub enum AppError {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub tyrant_addr: SocketAddr,
+    /// The separate metrics address, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub service: Service,
     pub readiness: Readiness,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
 }
 
 /// Open the store and start serving. Addresses with port 0 get a free port; read the
@@ -76,17 +81,49 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
             addr: config.http_addr,
             source,
         })?;
-    let app = http::router(AppState {
+    let auth_token = config
+        .resolve_auth_token()
+        .map_err(AppError::Config)?;
+    let state = AppState {
         service: service.clone(),
         readiness: readiness.clone(),
-    });
+    };
+    let app = http::router_with(
+        state.clone(),
+        &http::HttpOptions {
+            auth_token,
+            cors_origins: config.cors_origins.clone(),
+            request_timeout: config.request_timeout,
+            metrics_here: config.metrics_addr.is_none(),
+        },
+    );
+    let serve_options = http::server::ServeOptions {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+        shutdown_timeout: config.shutdown_timeout,
+    };
     let mut servers = Vec::new();
-    let shutdown = wait_for_stop(stopped.clone());
-    servers.push(tokio::spawn(async move {
-        if let Err(e) = http::serve(http_listener, app, shutdown).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    servers.push(tokio::spawn(http::server::serve(
+        http_listener,
+        app,
+        serve_options,
+        wait_for_stop(stopped.clone()),
+    )));
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_addr {
+        let listener = bind(addr).await?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr, source })?;
+        servers.push(tokio::spawn(http::server::serve(
+            listener,
+            http::metrics_router(state),
+            serve_options,
+            wait_for_stop(stopped.clone()),
+        )));
+        tracing::info!(metrics_addr = %bound, "metrics listening");
+        metrics_addr = Some(bound);
+    }
     tracing::info!(%http_addr, "HTTP API listening");
 
     let tyrant_listener = bind(config.tyrant_addr).await?;
@@ -137,20 +174,27 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
     Ok(Running {
         http_addr,
         tyrant_addr,
+        metrics_addr,
         service,
         readiness,
         stop,
         tasks,
         servers,
         shutdown_timeout: config.shutdown_timeout,
+        drain_delay: config.drain_delay,
     })
 }
 
 impl Running {
-    /// Stop taking traffic, let in-flight requests finish (up to the shutdown timeout),
-    /// flush the store, and return.
+    /// Drain: report not-ready for the drain delay (so a load balancer stops routing
+    /// here), stop accepting, let in-flight requests finish (up to the shutdown
+    /// timeout), flush the store, and return.
     pub async fn shutdown(self) -> Result<(), AppError> {
         self.readiness.set_ready(false);
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "readiness is 503; waiting for the load balancer");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let _ = self.stop.send(true);
         let servers = futures_join(self.servers);
         if tokio::time::timeout(self.shutdown_timeout, servers)

@@ -24,6 +24,41 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Print the OpenAPI document the server serves at /openapi.json.
     Openapi,
+    /// Probe a running server's /healthz (exit 0 when healthy); for container health checks.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The server's HTTP address; a wildcard host (0.0.0.0, [::]) is probed on loopback.
+    #[arg(long, env = "TIDEMARK_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Path to probe.
+    #[arg(long, default_value = "/healthz")]
+    pub path: String,
+
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// A secret string whose Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 /// When a write is acknowledged relative to reaching the disk.
@@ -123,6 +158,48 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_TYRANT_FRAME_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub tyrant_frame_timeout: Duration,
 
+    /// After SIGTERM, how long /readyz reports 503 before the listeners stop accepting,
+    /// so a load balancer has time to notice and stop routing here.
+    #[arg(long, env = "TIDEMARK_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
+    /// Bearer token required on /keys and admin routes (unset = no authentication).
+    #[arg(long, env = "TIDEMARK_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<Secret>,
+
+    /// File holding the bearer token (e.g. a Docker secret); trailing newline ignored.
+    #[arg(long, env = "TIDEMARK_AUTH_TOKEN_FILE", conflicts_with = "auth_token")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Serve /metrics on this separate address instead of the API address.
+    #[arg(long, env = "TIDEMARK_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Comma-separated origins allowed by CORS (unset = CORS off); `*` allows any.
+    #[arg(long, env = "TIDEMARK_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Longest time one HTTP request may take before it is answered 503.
+    #[arg(long, env = "TIDEMARK_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Longest time a client may take to send a request's headers (slowloris guard).
+    #[arg(long, env = "TIDEMARK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most simultaneous HTTP connections; more are closed on accept.
+    #[arg(long, env = "TIDEMARK_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Most simultaneous Tyrant connections; more are closed on accept.
+    #[arg(long, env = "TIDEMARK_TYRANT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub tyrant_max_connections: usize,
+
+    /// Comma-separated CIDRs allowed to connect to the Tyrant port (unset = any);
+    /// the protocol has no authentication.
+    #[arg(long, env = "TIDEMARK_TYRANT_ALLOW", value_delimiter = ',')]
+    pub tyrant_allow: Vec<ipnet::IpNet>,
+
     /// Log format.
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -140,6 +217,29 @@ impl Default for ServeConfig {
             Ok(d) => d.serve,
             Err(e) => panic!("built-in defaults must parse: {e}"),
         }
+    }
+}
+
+impl ServeConfig {
+    /// The bearer token, from --auth-token or --auth-token-file.
+    pub fn resolve_auth_token(&self) -> Result<Option<Secret>, String> {
+        if let Some(token) = &self.auth_token {
+            return non_empty(token.0.clone()).map(Some);
+        }
+        let Some(path) = &self.auth_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read auth token file {}: {e}", path.display()))?;
+        non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
+    }
+}
+
+fn non_empty(token: String) -> Result<Secret, String> {
+    if token.trim().is_empty() {
+        Err("the auth token is empty".into())
+    } else {
+        Ok(Secret(token))
     }
 }
 

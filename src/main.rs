@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tidemark::clock::SystemClock;
-use tidemark::config::{Cli, Command, LogFormat, ServeConfig};
+use tidemark::config::{Cli, Command, HealthcheckArgs, LogFormat, ServeConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,46 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(config) => run(&config),
+        Command::Healthcheck(args) => healthcheck(&args),
+    }
+}
+
+/// Probe `/healthz` with a bare HTTP/1.1 request, so the container image needs no curl.
+fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+
+    let mut addr = args.http_addr;
+    if addr.ip().is_unspecified() {
+        let loopback = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        addr = SocketAddr::new(loopback, addr.port());
+    }
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, args.timeout)?;
+        stream.set_read_timeout(Some(args.timeout))?;
+        stream.set_write_timeout(Some(args.timeout))?;
+        write!(
+            stream,
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+            args.path
+        )?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("tidemark healthcheck: {addr}{} is not healthy", args.path);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tidemark healthcheck: {addr}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

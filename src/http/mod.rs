@@ -1,14 +1,15 @@
-//! The HTTP/JSON front door: [`router`] builds the axum app; [`serve`] runs it on a
-//! bound listener until a shutdown future resolves.
+//! The HTTP/JSON front door: [`router`] builds the axum app; [`server::serve`] runs
+//! it on a bound listener until a shutdown future resolves.
 
 pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -16,11 +17,12 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use crate::config::Secret;
 use crate::service::Service;
 use problem::Problem;
 
@@ -45,10 +47,56 @@ pub struct AppState {
     pub readiness: Readiness,
 }
 
-/// The whole HTTP API, ready to serve or to call in-process with `oneshot`.
+/// Deployment options of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Bearer token required on /keys, /admin and (when served here) /metrics.
+    pub auth_token: Option<Secret>,
+    /// Origins allowed by CORS; empty = CORS off. `*` = any origin.
+    pub cors_origins: Vec<String>,
+    /// Longest time one request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Serve /metrics on this router (false when it has its own address).
+    pub metrics_here: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            auth_token: None,
+            cors_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            metrics_here: true,
+        }
+    }
+}
+
+/// The whole HTTP API with default options, ready to serve or to call in-process
+/// with `oneshot`.
 pub fn router(state: AppState) -> Router {
-    let max_value = state.service.policy().max_value_bytes;
+    router_with(state, &HttpOptions::default())
+}
+
+/// Only `/metrics`, for a separate metrics address.
+pub fn metrics_router(state: AppState) -> Router {
     Router::new()
+        .route("/metrics", get(ops::metrics))
+        .fallback(unknown_route)
+        .layer(middleware::map_response(problem::ensure_problem))
+        .with_state(state)
+}
+
+/// The whole HTTP API.
+pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
+    let max_value = state.service.policy().max_value_bytes;
+    let metrics = if options.metrics_here {
+        get(ops::metrics)
+    } else {
+        get(unknown_route)
+    };
+    let auth = options.auth_token.clone().map(Arc::new);
+    let request_timeout = options.request_timeout;
+    let app = Router::new()
         .route("/keys", get(keys::list_keys))
         .route(
             "/keys/{key}",
@@ -64,7 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/keys//touch", any(keys::empty_key))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", metrics)
         .route("/openapi.json", get(ops::openapi_json))
         // The UI loads the document served above, so the two cannot drift apart.
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
@@ -76,24 +124,122 @@ pub fn router(state: AppState) -> Router {
         // One body limit: the value limit. Bodies over it are refused with 413 while
         // streaming, before they are buffered.
         .layer(DefaultBodyLimit::max(max_value))
+        .layer(middleware::from_fn(move |request, next| {
+            with_timeout(request_timeout, request, next)
+        }))
+        .layer(middleware::from_fn(move |request, next| {
+            require_token(auth.clone(), request, next)
+        }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match cors(&options.cors_origins) {
+        Some(layer) => app.layer(layer),
+        None => app,
+    }
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then let in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// CORS for browser frontends; off unless origins are configured.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let custom = |name: &'static str| HeaderName::from_static(name);
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::DELETE,
+                Method::POST,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                custom(keys::X_WRITE_TIMESTAMP),
+                custom(keys::X_TTL),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::EXPIRES,
+                custom(keys::X_WRITE_TIMESTAMP),
+                custom(keys::X_EXPIRES_AT),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Paths that need the bearer token when one is configured. Health and readiness stay
+/// open for load balancers; the API description stays open for humans.
+fn needs_token(path: &str) -> bool {
+    path == "/keys"
+        || path.starts_with("/keys/")
+        || path == "/admin"
+        || path.starts_with("/admin/")
+        || path == "/metrics"
+}
+
+async fn require_token(token: Option<Arc<Secret>>, request: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    if !needs_token(request.uri().path()) || request.method() == axum::http::Method::OPTIONS {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    // Constant-time comparison, so response timing does not reveal the token.
+    if bool::from(presented.ct_eq(token.0.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        "this route needs `Authorization: Bearer <token>` with the server's token",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Answer 503 when a request takes longer than `limit` (body upload included).
+async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request-timeout",
+            "Request timed out",
+            format!("the request did not complete within {limit:?}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn unknown_route(request: Request) -> Problem {

@@ -29,6 +29,7 @@ pub fn test_config(data_dir: &Path) -> ServeConfig {
         http_addr: "127.0.0.1:0".parse().expect("literal address"),
         tyrant_addr: "127.0.0.1:0".parse().expect("literal address"),
         data_dir: data_dir.to_path_buf(),
+        drain_delay: std::time::Duration::ZERO,
         ..ServeConfig::default()
     }
 }
