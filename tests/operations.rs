@@ -1,0 +1,268 @@
+//! Deployment behaviour over real sockets: authentication, CORS, timeouts, connection
+//! caps, the separate metrics address, draining on shutdown, and the healthcheck command.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use tidemark::config::Secret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "s3cret-token";
+
+async fn put(client: &reqwest::Client, server: &TestServer, token: Option<&str>) -> u16 {
+    let mut request = client
+        .put(server.url("/keys/k"))
+        .header("X-Write-Timestamp", common::T0.to_string())
+        .body("v");
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    request.send().await.expect("put").status().as_u16()
+}
+
+#[tokio::test]
+async fn bearer_token_guards_keys_and_metrics_but_not_health() {
+    let server = TestServer::start_with(|c| c.auth_token = Some(Secret(TOKEN.into()))).await;
+    let client = reqwest::Client::new();
+    assert_eq!(put(&client, &server, None).await, 401);
+    assert_eq!(put(&client, &server, Some("wrong")).await, 401);
+    assert_eq!(put(&client, &server, Some(TOKEN)).await, 201);
+
+    let denied = client.get(server.url("/keys/k")).send().await.expect("get");
+    assert_eq!(denied.status(), 401);
+    assert_eq!(denied.headers()["www-authenticate"], "Bearer");
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    let listed = client.get(server.url("/keys")).send().await.expect("list");
+    assert_eq!(listed.status(), 401);
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 401);
+    for open in ["/healthz", "/readyz", "/openapi.json"] {
+        let r = client
+            .get(server.url(open))
+            .send()
+            .await
+            .expect("open route");
+        assert_eq!(r.status(), 200, "{open} must stay open");
+    }
+    let allowed = client
+        .get(server.url("/keys/k"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(allowed.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn token_file_is_read_with_its_trailing_newline_removed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("write token");
+    let server = TestServer::start_with(|c| c.auth_token_file = Some(file.clone())).await;
+    let client = reqwest::Client::new();
+    assert_eq!(put(&client, &server, None).await, 401);
+    assert_eq!(put(&client, &server, Some(TOKEN)).await, 201);
+    server.stop().await;
+}
+
+#[test]
+fn config_debug_output_never_shows_the_token() {
+    let config = tidemark::config::ServeConfig {
+        auth_token: Some(Secret(TOKEN.into())),
+        ..Default::default()
+    };
+    assert!(!format!("{config:?}").contains(TOKEN));
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_allows_only_configured_origins() {
+    let client = reqwest::Client::new();
+    let preflight = |server: &TestServer, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, server.url("/keys/k"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "PUT")
+            .header("Access-Control-Request-Headers", "x-write-timestamp")
+            .send()
+    };
+    let plain = TestServer::start().await;
+    let r = preflight(&plain, "https://app.example")
+        .await
+        .expect("preflight");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    plain.stop().await;
+
+    let server =
+        TestServer::start_with(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    let r = preflight(&server, "https://app.example")
+        .await
+        .expect("preflight");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed_headers = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(allowed_headers.contains("x-write-timestamp"));
+    let r = preflight(&server, "https://evil.example")
+        .await
+        .expect("preflight");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_address() {
+    let server = TestServer::start_with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let metrics_addr = server
+        .running
+        .as_ref()
+        .and_then(|r| r.metrics_addr)
+        .expect("metrics address bound");
+    let client = reqwest::Client::new();
+    let on_api = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(on_api.status(), 404);
+    let own = client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.expect("body").contains("tidemark_"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_header_senders_are_disconnected_after_the_header_read_timeout() {
+    let server =
+        TestServer::start_with(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let mut slow = TcpStream::connect(server.http).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("partial headers");
+    let mut buf = [0u8; 512];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {} // a 408 may be sent before the close
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        closed,
+        "a client that never finishes its headers must be cut off"
+    );
+    // Meanwhile other clients are served.
+    let ok = reqwest::get(server.url("/healthz")).await.expect("healthz");
+    assert_eq!(ok.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_on_accept() {
+    let server = TestServer::start_with(|c| c.max_connections = 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(server.http).await.expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.expect("reply");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(server.http).await.expect("connect");
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the cap gets no answer");
+    drop(held);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_reports_not_ready_during_the_drain_delay_and_keeps_serving() {
+    let mut server = TestServer::start_with(|c| c.drain_delay = Duration::from_millis(600)).await;
+    let running = server.running.take().expect("running");
+    let url = server.url("/readyz");
+    let keys = server.url("/keys/k");
+    let stopping = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(&url)
+        .send()
+        .await
+        .expect("readyz while draining");
+    assert_eq!(ready.status(), 503);
+    let put = client
+        .put(&keys)
+        .header("X-Write-Timestamp", common::T0.to_string())
+        .body("during drain")
+        .send()
+        .await
+        .expect("requests are still served while draining");
+    assert_eq!(put.status(), 201);
+    stopping
+        .await
+        .expect("join")
+        .expect("clean shutdown after the drain");
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "listeners stop after the drain delay"
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_command_exits_zero_for_a_healthy_server_and_nonzero_otherwise() {
+    let server = TestServer::start().await;
+    let bin = env!("CARGO_BIN_EXE_tidemark");
+    let addr = server.http.to_string();
+    let status = tokio::process::Command::new(bin)
+        .args(["healthcheck", "--http-addr", &addr])
+        .status()
+        .await
+        .expect("run healthcheck");
+    assert!(status.success());
+    // A wildcard address is probed on loopback, as inside a container.
+    let wildcard = format!("0.0.0.0:{}", server.http.port());
+    let status = tokio::process::Command::new(bin)
+        .args(["healthcheck", "--http-addr", &wildcard])
+        .status()
+        .await
+        .expect("run healthcheck");
+    assert!(status.success());
+    server.stop().await;
+    let status = tokio::process::Command::new(bin)
+        .args(["healthcheck", "--http-addr", &addr, "--timeout", "500ms"])
+        .status()
+        .await
+        .expect("run healthcheck");
+    assert!(!status.success());
+}
