@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::guard::{self, FutureTimestamp, Intent, Verdict};
 use crate::metrics::Metrics;
 use crate::record::{DEFAULT_CONTENT_TYPE, Record, State};
-use crate::store::{Counts, Purged, Store, StoreError};
+use crate::store::{Counts, Purged, Store, StoreError, WriteBatch};
 
 /// Limits and guard settings the service enforces for both front doors.
 #[derive(Debug, Clone, Copy)]
@@ -189,7 +189,10 @@ impl Service {
         let result = self
             .store
             .write(move |batch| {
-                let stored = batch.get(&key)?;
+                let stored = match stored_for_write(batch, &key)? {
+                    Ok(stored) => stored,
+                    Err(corrupt) => return Ok(Err(corrupt)),
+                };
                 let was_live = stored.as_ref().is_some_and(|r| r.is_live(now));
                 if condition == PutCondition::IfAbsent && was_live {
                     return Ok(Err(ServiceError::Exists));
@@ -232,7 +235,10 @@ impl Service {
         let result = self
             .store
             .write(move |batch| {
-                let stored = batch.get(&key)?;
+                let stored = match stored_for_write(batch, &key)? {
+                    Ok(stored) => stored,
+                    Err(corrupt) => return Ok(Err(corrupt)),
+                };
                 Ok(
                     match guard::decide(stored.as_ref(), timestamp, Intent::Delete, now, grace) {
                         Verdict::Apply => {
@@ -263,7 +269,11 @@ impl Service {
         let wanted = expiry(now, ttl_secs)?;
         self.store
             .write(move |batch| {
-                let Some(mut record) = batch.get(&key)?.filter(|r| r.is_live(now)) else {
+                let stored = match stored_for_write(batch, &key)? {
+                    Ok(stored) => stored,
+                    Err(corrupt) => return Ok(Err(corrupt)),
+                };
+                let Some(mut record) = stored.filter(|r| r.is_live(now)) else {
                     return Ok(Err(ServiceError::NotFound));
                 };
                 let State::Live { expires_at, .. } = &mut record.state else {
@@ -342,11 +352,14 @@ impl Service {
         let max_value = self.policy.max_value_bytes;
         self.store
             .write(move |batch| {
-                let stored = batch.get(&key)?;
+                let stored = match stored_for_write(batch, &key)? {
+                    Ok(stored) => stored,
+                    Err(corrupt) => return Ok(Err(corrupt)),
+                };
                 let timestamp = server_stamp(stored.as_ref(), now);
                 let live = stored.and_then(|r| live_entry(r, now));
                 let (value, content_type) = match (mode, live) {
-                    (PutMode::Keep, Some(_)) => return Ok(false),
+                    (PutMode::Keep, Some(_)) => return Ok(Ok(false)),
                     (PutMode::Overwrite | PutMode::Keep, _) | (_, None) => {
                         (value, DEFAULT_CONTENT_TYPE.to_string())
                     }
@@ -364,13 +377,12 @@ impl Service {
                     }
                 };
                 if value.len() > max_value {
-                    return Ok(false);
+                    return Ok(Ok(false));
                 }
                 batch.put(&key, &Record::live(timestamp, value, content_type, None))?;
-                Ok(true)
+                Ok(Ok(true))
             })
-            .await
-            .map_err(Into::into)
+            .await?
     }
 
     /// An unguarded delete (Tyrant `out`): false when there was no live value. Still
@@ -380,16 +392,18 @@ impl Service {
         let now = self.now();
         self.store
             .write(move |batch| {
-                let stored = batch.get(&key)?;
+                let stored = match stored_for_write(batch, &key)? {
+                    Ok(stored) => stored,
+                    Err(corrupt) => return Ok(Err(corrupt)),
+                };
                 if !stored.as_ref().is_some_and(|r| r.is_live(now)) {
-                    return Ok(false);
+                    return Ok(Ok(false));
                 }
                 let timestamp = server_stamp(stored.as_ref(), now);
                 batch.put(&key, &Record::tombstone(timestamp, now))?;
-                Ok(true)
+                Ok(Ok(true))
             })
-            .await
-            .map_err(Into::into)
+            .await?
     }
 
     /// Read-modify-write of a live value under one transaction (Tyrant addint,
@@ -408,21 +422,23 @@ impl Service {
         let now = self.now();
         self.store
             .write(move |batch| {
-                let stored = batch.get(&key)?;
+                let stored = match stored_for_write(batch, &key)? {
+                    Ok(stored) => stored,
+                    Err(corrupt) => return Ok(Err(corrupt)),
+                };
                 let timestamp = server_stamp(stored.as_ref(), now);
                 let live = stored.and_then(|r| live_entry(r, now));
                 let Some((value, answer)) = update(live.as_ref().map(|e| e.value.as_slice()))
                 else {
-                    return Ok(None);
+                    return Ok(Ok(None));
                 };
                 let content_type = live
                     .map(|e| e.content_type)
                     .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
                 batch.put(&key, &Record::live(timestamp, value, content_type, None))?;
-                Ok(Some(answer))
+                Ok(Ok(Some(answer)))
             })
-            .await
-            .map_err(Into::into)
+            .await?
     }
 
     /// Remove every record, tombstones included (Tyrant `vanish`).
@@ -551,7 +567,12 @@ impl Service {
 
     /// Purge records whose guard has lapsed; at most `limit` per call.
     pub async fn sweep(&self, limit: usize) -> Result<Purged, ServiceError> {
-        let cutoff = self.now().saturating_sub(self.policy.grace_micros);
+        // A guard lapses at deleted_at/expires_at + grace, so only records from at or
+        // before now - grace may go. Before that instant nothing can have lapsed; a
+        // saturating 0 here would purge records from time 0 that still guard.
+        let Some(cutoff) = self.now().checked_sub(self.policy.grace_micros) else {
+            return Ok(Purged::default());
+        };
         // Check with a read first: an empty write commit would still cost an fsync.
         if !self
             .blocking(move |store| store.has_purgeable(cutoff))
@@ -626,6 +647,20 @@ impl Service {
 /// seen and a later guarded write is compared against real time.
 pub fn server_stamp(stored: Option<&Record>, now: u64) -> u64 {
     stored.map_or(now, |r| now.max(r.timestamp.saturating_add(1)))
+}
+
+/// The record a write closure starts from. A corrupt record is answered as that
+/// caller's own error: returned as the closure's `Err`, it would abort the group
+/// commit and fail every unrelated write batched with it.
+fn stored_for_write(
+    batch: &WriteBatch<'_>,
+    key: &[u8],
+) -> Result<Result<Option<Record>, ServiceError>, StoreError> {
+    match batch.get(key) {
+        Ok(stored) => Ok(Ok(stored)),
+        Err(corrupt @ StoreError::Corrupt { .. }) => Ok(Err(corrupt.into())),
+        Err(engine) => Err(engine),
+    }
 }
 
 fn expiry(now: u64, ttl_secs: u64) -> Result<u64, ServiceError> {

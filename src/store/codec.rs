@@ -19,8 +19,13 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             content_type,
             expires_at,
         } => {
-            // Content types come from a length-checked header; clamp rather than panic.
-            let ct = &content_type.as_bytes()[..content_type.len().min(u16::MAX as usize)];
+            // Content types come from a length-checked header; clamp rather than panic,
+            // and at a character boundary, or the record would never decode again.
+            let mut ct_len = content_type.len().min(u16::MAX as usize);
+            while !content_type.is_char_boundary(ct_len) {
+                ct_len -= 1;
+            }
+            let ct = &content_type.as_bytes()[..ct_len];
             out.reserve(HEADER + 2 + ct.len() + value.len());
             out.push(LIVE);
             out.extend_from_slice(&record.timestamp.to_be_bytes());
@@ -79,6 +84,21 @@ mod tests {
             let mut buf = Vec::new();
             encode(&r, &mut buf);
             prop_assert_eq!(decode(&buf), Some(r));
+        }
+
+        #[test]
+        fn overlong_content_types_are_clamped_to_valid_utf8(filler in 0usize..4, ch in "[é€𝄞a]") {
+            // Put a multi-byte character across the u16 length limit.
+            let ct = format!("{}{}", "a".repeat(u16::MAX as usize - 3 + filler), ch.repeat(4));
+            let r = Record::live(1, b"v".to_vec(), ct.clone(), None);
+            let mut buf = Vec::new();
+            encode(&r, &mut buf);
+            let decoded = decode(&buf).expect("an encoded record always decodes");
+            let State::Live { content_type, .. } = decoded.state else {
+                panic!("decoded as a tombstone");
+            };
+            prop_assert!(content_type.len() <= u16::MAX as usize);
+            prop_assert!(ct.starts_with(&content_type));
         }
 
         #[test]

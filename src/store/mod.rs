@@ -56,6 +56,15 @@ pub enum StoreError {
         found: u64,
         supported: u64,
     },
+    #[error(
+        "{path} has schema version {found}, which no tidemark release wrote; \
+         this tidemark reads version {supported}"
+    )]
+    UnknownSchema {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
     #[error("{path} holds data but no tidemark schema version; it was not written by tidemark")]
     UnknownLayout { path: PathBuf },
     #[error("stored record for key {key:?} is corrupt")]
@@ -362,10 +371,13 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Versions below 1 never existed; a future v2 adds its upgrade step here.
-            Some(_) => {
-                return Err(StoreError::UnknownLayout {
+            // Versions below 1 never existed; a future v2 adds its upgrade step from 1 here
+            // (see migrations/README.md).
+            Some(v) => {
+                return Err(StoreError::UnknownSchema {
                     path: path.to_path_buf(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
                 });
             }
             None => {

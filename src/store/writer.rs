@@ -127,6 +127,10 @@ impl Writer {
         let count = jobs.len();
         let mut completions: Vec<Completion> = Vec::with_capacity(count);
         let outcome = self.apply(jobs, durable, &mut completions);
+        // If the transaction could not even begin, no job ran. Drop them (answering
+        // `Closed`) rather than keep them for the next batch: kept, they would grow the
+        // batch past MAX_BATCH on every failure while their callers hang.
+        jobs.clear();
         if outcome.is_ok() {
             if durable {
                 self.unflushed.store(false, Ordering::Release);
@@ -140,10 +144,15 @@ impl Writer {
         } else if let Err(e) = &outcome {
             tracing::error!(error = %e, batch = count, "write batch failed; nothing in it was committed");
         }
+        let failure = match &outcome {
+            Ok(()) => None,
+            Err(StoreError::BatchFailed(why)) => Some(why.clone()),
+            Err(e) => Some(e.to_string()),
+        };
         for done in completions {
-            done(match &outcome {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::BatchFailed(e.to_string())),
+            done(match &failure {
+                None => Ok(()),
+                Some(why) => Err(StoreError::BatchFailed(why.clone())),
             });
         }
     }
