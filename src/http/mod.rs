@@ -146,18 +146,18 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
 /// CORS for browser frontends; off unless origins are configured.
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     use axum::http::{HeaderName, HeaderValue, Method, header};
-    let origins: Vec<&str> = origins.iter().map(|o| o.trim()).filter(|o| !o.is_empty()).collect();
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
     if origins.is_empty() {
         return None;
     }
     let allow_origin = if origins.contains(&"*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     let custom = |name: &'static str| HeaderName::from_static(name);
     Some(
