@@ -2,8 +2,11 @@
 //!
 //! Replies follow ttserver 1.1.41 byte for byte (see PROTOCOL.md §3–§4): failures are
 //! a single `01` except misc (`01 00000000`); mget and fwmkeys never fail; putnr never
-//! answers. Guarded writes (`ext tsput`/`tsout`, and plain put/putkeep/putnr under
-//! `--tyrant-guard prefix`) go through `Service::put`/`delete`, the same path as HTTP.
+//! answers. One deliberate exception: an mget (or misc getlist) whose reply would
+//! exceed the reply budget fails with `01 00000000` instead of being built, where
+//! ttserver would try to allocate it. Guarded writes (`ext tsput`/`tsout`, and plain
+//! put/putkeep/putnr under `--tyrant-guard prefix`) go through `Service::put`/`delete`,
+//! the same path as HTTP.
 
 use std::ops::Bound;
 
@@ -21,6 +24,17 @@ pub enum After {
     Continue,
     Close,
 }
+
+/// A list reply may be this many times the connection's frame limit; a request
+/// whose answer would be larger fails instead (`01 00000000`).
+const REPLY_BUDGET_FRAMES: usize = 4;
+
+/// Bytes of values fetched from the store per call while building a list reply.
+const FETCH_BYTES: usize = 16 << 20;
+
+/// A list reply would exceed the reply budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TooLarge;
 
 /// Where this connection's iterator stands (the reference has one per database; here
 /// each connection has its own, iterating in key order).
@@ -124,10 +138,14 @@ impl<'a> Connection<'a> {
                     reply::status(out, false);
                 }
             },
-            Request::Mget { keys } => {
-                let found = service.get_many(keys).await.unwrap_or_default();
-                reply::kv_list(out, found.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-            }
+            Request::Mget { keys } => match self.get_many(keys).await {
+                Ok(found) => {
+                    reply::kv_list(out, found.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+                }
+                // Not a reference answer (ttserver would try to build it): a failure
+                // status the C client reads like misc's, count included.
+                Err(TooLarge) => reply::misc_failure(out),
+            },
             Request::Vsiz { key } => match service.get(key).await {
                 Ok(Some(entry)) => {
                     reply::u32_ok(out, u32::try_from(entry.value.len()).unwrap_or(u32::MAX))
@@ -168,7 +186,12 @@ impl<'a> Connection<'a> {
                 reply::status(out, ok);
             }
             Request::Copy { path } => reply::status(out, self.copy(&path).await),
-            Request::Restore { path, .. } => reply::status(out, restore(&path)),
+            Request::Restore { path, .. } => {
+                let ok = tokio::task::spawn_blocking(move || restore(&path))
+                    .await
+                    .unwrap_or(false);
+                reply::status(out, ok)
+            }
             // tidemark has no replication; the setting is accepted (as ttserver does
             // before its background task picks it up) and ignored. See the README.
             Request::SetMst { .. } => reply::status(out, true),
@@ -260,6 +283,48 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// The live records among `keys`, in request order with duplicates kept (mget,
+    /// misc getlist), fetched a few at a time so that neither the fetch nor the reply
+    /// can grow past the reply budget: a small request naming one large value many
+    /// times must not make the server build a reply of gigabytes. A store error reads
+    /// as "nothing found", as mget never fails.
+    async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TooLarge> {
+        let service = &self.shared.service;
+        let budget = self
+            .shared
+            .settings
+            .max_frame_bytes
+            .saturating_mul(REPLY_BUDGET_FRAMES);
+        // Enough keys per store call to be cheap, few enough that their values (at most
+        // max_value_bytes each) stay a fraction of the budget.
+        let per_fetch = (FETCH_BYTES / service.policy().max_value_bytes.max(1)).clamp(1, 4096);
+        let mut found = Vec::new();
+        let mut reply_bytes = 0usize;
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            // Each distinct key once per fetch; duplicates share the fetched value.
+            let chunk: Vec<Vec<u8>> = keys.by_ref().take(per_fetch).collect();
+            let mut distinct = chunk.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let Ok(values) = service.get_many(distinct).await else {
+                return Ok(Vec::new());
+            };
+            let values: std::collections::HashMap<Vec<u8>, Vec<u8>> = values.into_iter().collect();
+            for key in chunk {
+                let Some(value) = values.get(&key) else {
+                    continue;
+                };
+                reply_bytes = reply_bytes.saturating_add(8 + key.len() + value.len());
+                if reply_bytes > budget {
+                    return Err(TooLarge);
+                }
+                found.push((key, value.clone()));
+            }
+        }
+        Ok(found)
+    }
+
     async fn iter_next(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
         let Cursor::At(from) = &self.cursor else {
             return None;
@@ -279,6 +344,8 @@ impl<'a> Connection<'a> {
 
     /// `copy`: a consistent snapshot to a path on the server host. A leading `@`
     /// (ttserver's "run this shell command") is refused: no remote command execution.
+    /// So is the live database file itself, which the copy would overwrite under the
+    /// open store and corrupt.
     async fn copy(&self, path: &[u8]) -> bool {
         let path = c_string(path);
         if path.is_empty() || path.starts_with(b"@") {
@@ -289,22 +356,33 @@ impl<'a> Connection<'a> {
         };
         let dest = std::path::PathBuf::from(path);
         let service = &self.shared.service;
+        let live = service.store_path();
         // Snapshot beside the database (same filesystem, never a partial file at the
         // destination), then copy it over the destination, which may be a device such
         // as /dev/null.
-        let scratch = service.store_path().with_extension(format!(
+        let scratch = live.with_extension(format!(
             "copy-{}-{}.tmp",
             std::process::id(),
             self.shared.counters.next_copy_id()
         ));
-        let ok = service.snapshot_to(scratch.clone()).await.is_ok() && {
-            let (from, to) = (scratch.clone(), dest);
-            tokio::task::spawn_blocking(move || std::fs::copy(from, to).is_ok())
+        let refused = {
+            let (dest, live) = (dest.clone(), live.clone());
+            tokio::task::spawn_blocking(move || same_file(&dest, &live))
                 .await
-                .unwrap_or(false)
+                .unwrap_or(true)
         };
-        let _ = std::fs::remove_file(&scratch);
-        ok
+        if refused {
+            tracing::warn!(path = %dest.display(), "Tyrant copy onto the live database refused");
+            return false;
+        }
+        let ok = service.snapshot_to(scratch.clone()).await.is_ok();
+        tokio::task::spawn_blocking(move || {
+            let copied = ok && std::fs::copy(&scratch, &dest).is_ok();
+            let _ = std::fs::remove_file(&scratch);
+            copied
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// The misc functions of a hash database. `None` = failure (`01 00000000`).
@@ -348,7 +426,7 @@ impl<'a> Connection<'a> {
                 Some(Vec::new())
             }
             b"getlist" => {
-                let found = service.get_many(args.collect()).await.ok()?;
+                let found = self.get_many(args.collect()).await.ok()?;
                 Some(found.into_iter().flat_map(|(k, v)| [k, v]).collect())
             }
             b"getpart" => {
@@ -485,6 +563,26 @@ fn restore(path: &[u8]) -> bool {
     !entries
         .flatten()
         .any(|e| e.file_name().to_string_lossy().ends_with(".ulog"))
+}
+
+/// Whether `a` names the same existing file as `b` (through any symlink, `..` or hard
+/// link). A destination that does not exist yet is never the live file.
+#[cfg(unix)]
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether `a` names the same existing file as `b` (through any symlink or `..`).
+#[cfg(not(unix))]
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!(
+        (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+        (Ok(a), Ok(b)) if a == b
+    )
 }
 
 /// The timestamp carried by a value's first `digits` bytes, in microseconds.

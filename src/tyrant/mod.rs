@@ -30,6 +30,12 @@ use commands::Connection;
 /// Longest text line waited for before a non-binary connection is closed.
 const MAX_TEXT_LINE: usize = 64 << 10;
 
+/// Pending replies are sent once they reach this size, even mid-pipeline.
+const OUTBOX_FLUSH_BYTES: usize = 64 << 10;
+
+/// Largest read buffer an idle connection keeps.
+const INBOX_KEEP_BYTES: usize = 1 << 20;
+
 /// Settings of the Tyrant port.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -155,18 +161,30 @@ async fn run_connection(
     let mut conn = Connection::new(shared, fd);
     let mut inbox = BytesMut::with_capacity(4096);
     let mut outbox = Vec::with_capacity(4096);
+    // When the request now partly buffered must be complete. Set when its first
+    // bytes are seen, not per read: a client trickling one byte at a time must not
+    // keep a half-sent request (and its buffer) alive forever.
+    let mut frame_deadline: Option<Instant> = None;
     loop {
         // Answer every complete request already buffered (pipelining), in order.
         loop {
             match frame::decode(&inbox, &shared.settings.limits) {
                 Ok(Some((request, used))) => {
                     inbox.advance(used);
+                    frame_deadline = None;
                     match conn.execute(request, &mut outbox).await {
                         commands::After::Continue => {}
                         commands::After::Close => {
                             socket.write_all(&outbox).await?;
                             return Err(Dropped::Close);
                         }
+                    }
+                    // Many pipelined requests for big values must not pile up their
+                    // replies in memory: send as we go (the socket's backpressure then
+                    // paces a client that reads slowly).
+                    if outbox.len() >= OUTBOX_FLUSH_BYTES {
+                        socket.write_all(&outbox).await?;
+                        outbox.clear();
                     }
                 }
                 Ok(None) => break,
@@ -186,13 +204,22 @@ async fn run_connection(
         }
         if !outbox.is_empty() {
             socket.write_all(&outbox).await?;
-            outbox.clear();
+            // Keep a modest buffer, not the largest reply this connection ever sent.
+            if outbox.capacity() > OUTBOX_FLUSH_BYTES {
+                outbox = Vec::with_capacity(4096);
+            } else {
+                outbox.clear();
+            }
         }
         if inbox.len() > shared.settings.max_frame_bytes {
             return Err(Dropped::FrameTooLarge);
         }
         if *stop.borrow() && inbox.is_empty() {
             return Ok(());
+        }
+        if inbox.is_empty() && inbox.capacity() > INBOX_KEEP_BYTES {
+            // One big request must not pin its buffer for the life of the connection.
+            inbox = BytesMut::with_capacity(4096);
         }
         inbox.reserve(8192);
         let read = if inbox.is_empty() {
@@ -202,10 +229,10 @@ async fn run_connection(
                 () = crate::app::wait_for_stop(stop.clone()) => return Ok(()),
             }
         } else {
-            // Inside a request: the rest must arrive within the frame timeout.
-            match tokio::time::timeout(shared.settings.frame_timeout, socket.read_buf(&mut inbox))
-                .await
-            {
+            // Inside a request: all of it must arrive within the frame timeout.
+            let deadline = *frame_deadline
+                .get_or_insert_with(|| Instant::now() + shared.settings.frame_timeout);
+            match tokio::time::timeout_at(deadline.into(), socket.read_buf(&mut inbox)).await {
                 Ok(read) => read?,
                 Err(_) => return Err(Dropped::FrameTimeout),
             }

@@ -105,7 +105,7 @@ pub async fn render(shared: &Shared, fd: i64) -> String {
     line("version", "1.1.41".into());
     line("libver", "324".into());
     line("protver", "0.91".into());
-    line("os", std::env::consts::OS.into());
+    line("os", os_name().into());
     line("time", format!("{now:.6}"));
     line("pid", std::process::id().to_string());
     line("sid", "0".into());
@@ -127,6 +127,21 @@ pub async fn render(shared: &Shared, fd: i64) -> String {
     text.push_str(&shared.counters.render());
     let _ = writeln!(text, "tidemark_version\t{}", env!("CARGO_PKG_VERSION"));
     text
+}
+
+/// The build OS as ttserver names it (`TTSYSNAME` in its myconf.h).
+fn os_name() -> &'static str {
+    match std::env::consts::OS {
+        "linux" | "android" => "Linux",
+        "freebsd" => "FreeBSD",
+        "netbsd" => "NetBSD",
+        "openbsd" => "OpenBSD",
+        "solaris" | "illumos" => "SunOS",
+        "aix" => "AIX",
+        "macos" => "Mac OS X",
+        "windows" => "Windows",
+        _ => "Generic",
+    }
 }
 
 /// The socket's file descriptor number (ttserver's `fd` line), -1 where unknown.

@@ -2,6 +2,8 @@
 //! its own temporary data directory and a clock the test controls.
 #![allow(dead_code)]
 
+pub mod tyrant;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
