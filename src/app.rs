@@ -147,6 +147,8 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
             frame_timeout: config.tyrant_frame_timeout,
             limits,
             max_frame_bytes,
+            allow: config.tyrant_allow.clone(),
+            max_connections: config.tyrant_max_connections,
         },
     );
     servers.push(tokio::spawn(tyrant::serve(

@@ -266,3 +266,88 @@ async fn healthcheck_command_exits_zero_for_a_healthy_server_and_nonzero_otherwi
         .expect("run healthcheck");
     assert!(!status.success());
 }
+
+/// Send a Tyrant `rnum` and report whether an answer came back before a close.
+async fn tyrant_answers(stream: &mut TcpStream) -> bool {
+    if stream.write_all(&[0xC8, 0x80]).await.is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 9];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn tyrant_port_admits_only_allowed_networks() {
+    let denied = TestServer::start_with(|c| {
+        c.tyrant_allow = vec!["10.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    let mut s = TcpStream::connect(denied.tyrant).await.expect("connect");
+    assert!(!tyrant_answers(&mut s).await, "127.0.0.1 is not in 10/8");
+    denied.stop().await;
+
+    let allowed = TestServer::start_with(|c| {
+        c.tyrant_allow = vec![
+            "10.0.0.0/8".parse().expect("cidr"),
+            "127.0.0.0/8".parse().expect("cidr"),
+        ];
+    })
+    .await;
+    let mut s = TcpStream::connect(allowed.tyrant).await.expect("connect");
+    assert!(tyrant_answers(&mut s).await);
+    allowed.stop().await;
+}
+
+#[tokio::test]
+async fn tyrant_connections_beyond_the_cap_are_closed_on_accept() {
+    let server = TestServer::start_with(|c| c.tyrant_max_connections = 2).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(server.tyrant).await.expect("connect");
+        assert!(tyrant_answers(&mut s).await);
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(server.tyrant).await.expect("connect");
+    assert!(!tyrant_answers(&mut extra).await);
+    drop(held);
+    // Capacity frees up once connections close.
+    let mut later = None;
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(server.tyrant).await.expect("connect");
+        if tyrant_answers(&mut s).await {
+            later = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(later.is_some(), "a slot frees when a client leaves");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_slower_than_the_request_timeout_get_503_problem() {
+    let server = TestServer::start_with(|c| c.request_timeout = Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(server.http).await.expect("connect");
+    // Headers complete, body promised but never sent: the handler waits on the body.
+    s.write_all(
+        format!(
+            "PUT /keys/slow HTTP/1.1\r\nHost: x\r\nX-Write-Timestamp: {}\r\nContent-Length: 10\r\n\r\nab",
+            common::T0
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered before the test gives up")
+        .expect("read");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("application/problem+json"), "{head}");
+    server.stop().await;
+}

@@ -50,6 +50,18 @@ pub struct Settings {
     /// Largest request (all fields together) a connection will buffer; bigger ones
     /// (e.g. a huge misc putlist) close the connection.
     pub max_frame_bytes: usize,
+    /// Networks allowed to connect; empty = any. The protocol has no authentication.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections beyond this are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Settings {
+    /// Whether a client at `ip` may connect.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
 }
 
 impl Settings {
@@ -99,6 +111,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Rece
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    if !shared.settings.allows(peer.ip()) {
+                        tracing::warn!(%peer, "Tyrant connection refused by --tyrant-allow");
+                        continue;
+                    }
+                    if connections.len() >= shared.settings.max_connections {
+                        tracing::warn!(%peer, limit = shared.settings.max_connections, "Tyrant connection limit reached; closing");
+                        continue;
+                    }
                     let shared = shared.clone();
                     let stop = stop.clone();
                     connections.spawn(async move {
