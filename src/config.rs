@@ -26,6 +26,129 @@ pub enum Command {
     Openapi,
     /// Probe a running server's /healthz (exit 0 when healthy); for container health checks.
     Healthcheck(HealthcheckArgs),
+    /// Copy the whole store — timestamps and tombstones included — into a backup file,
+    /// from a running server (default) or a stopped one's data directory.
+    Backup(BackupArgs),
+    /// Put a backup file in place as a data directory's database (server stopped).
+    Restore(RestoreArgs),
+    /// Write every record, tombstones included, as JSON lines.
+    Export(ExportArgs),
+    /// Apply JSON-lines records through the timestamp guard: newer data is never overwritten.
+    Import(ImportArgs),
+}
+
+/// Where backup, export and import find the store: a running server (the default), or
+/// with --data-dir the data directory of a stopped one.
+#[derive(Debug, Clone, Args)]
+pub struct StoreTarget {
+    /// Base URL of the running server's HTTP API.
+    #[arg(long, env = "TIDEMARK_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+
+    /// Bearer token for the server's /admin routes.
+    #[arg(long, env = "TIDEMARK_AUTH_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+
+    /// File holding the bearer token (e.g. a Docker secret); trailing newline ignored.
+    #[arg(long, env = "TIDEMARK_AUTH_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// Open the database in this directory instead of asking a server. The server must
+    /// be stopped: only one process may open the database.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StoreTarget {
+    /// The bearer token, from --token or --token-file.
+    pub fn resolve_token(&self) -> Result<Option<Secret>, String> {
+        if let Some(token) = &self.token {
+            return non_empty(token.0.clone()).map(Some);
+        }
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (written under a temporary name, then renamed).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub target: StoreTarget,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup file (from `tidemark backup`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+
+    /// Data directory to restore into; its server must be stopped.
+    #[arg(long, env = "TIDEMARK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Replace an existing database in DIR.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The JSON-lines file to write; `-` writes to standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub target: StoreTarget,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The JSON-lines file to read; `-` reads standard input.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+
+    #[command(flatten)]
+    pub target: StoreTarget,
+
+    #[command(flatten)]
+    pub limits: ImportLimits,
+}
+
+/// With --data-dir, import applies the limits and guard settings a server would; these
+/// are the same flags and environment variables as `serve`'s.
+#[derive(Debug, Clone, Args)]
+pub struct ImportLimits {
+    /// Largest accepted value, in bytes (with --data-dir).
+    #[arg(long, env = "TIDEMARK_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+
+    /// Largest accepted key, in bytes (with --data-dir).
+    #[arg(long, env = "TIDEMARK_MAX_KEY_BYTES", default_value_t = 4096)]
+    pub max_key_bytes: usize,
+
+    /// How long deletes and expired records keep guarding their key (with --data-dir).
+    #[arg(long, env = "TIDEMARK_TOMBSTONE_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub tombstone_grace: Duration,
+
+    /// Refuse timestamps further than this ahead of the clock; 0 disables (with --data-dir).
+    #[arg(long, env = "TIDEMARK_MAX_FUTURE_SKEW", default_value = "60s", value_parser = parse_duration)]
+    pub max_future_skew: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

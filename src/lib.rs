@@ -15,6 +15,7 @@ pub mod config;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+pub mod ops;
 pub mod record;
 pub mod service;
 pub mod store;

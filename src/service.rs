@@ -1,8 +1,9 @@
 //! The hallway: operations both front doors share, and the only caller of the store.
 //!
-//! Every guarded write — HTTP PUT/DELETE, Tyrant `tsput`/`tsout`, and Tyrant plain
-//! writes under `--tyrant-guard prefix` — goes through [`Service::put`] or
-//! [`Service::delete`], which consult [`guard::decide`] inside the write transaction.
+//! Every guarded write — HTTP PUT/DELETE, Tyrant `tsput`/`tsout`, Tyrant plain writes
+//! under `--tyrant-guard prefix`, and records brought in by `tidemark import` —
+//! goes through [`Service::put`], [`Service::delete`] or [`Service::import`], which
+//! consult [`guard::decide`] inside the write transaction.
 //! Unguarded Tyrant writes (Tyrant semantics) record the server's clock as their
 //! timestamp (see [`server_stamp`]) so later guarded writes on either port compare
 //! against a meaningful time.
@@ -10,6 +11,8 @@
 use std::ops::{Bound, ControlFlow};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::guard::{self, FutureTimestamp, Intent, Verdict};
@@ -69,6 +72,22 @@ pub enum PutMode {
     Concat,
     /// Append, then keep only the last `width` bytes (the new value is kept whole on a miss).
     ShiftLeft(usize),
+}
+
+/// What importing one record did (see [`Service::import`]).
+#[derive(Debug)]
+pub enum Imported {
+    /// Newer than what guarded the key, or the key was free: stored exactly as given.
+    Applied,
+    /// The identical write was already stored at this timestamp; nothing changed.
+    Repeated,
+    /// Older than the stored timestamp; nothing changed.
+    Stale { current: u64 },
+    /// Same timestamp as the stored record, different content; nothing changed.
+    Tie { current: u64 },
+    /// Refused before the guard was asked: over a size limit, too far in the future,
+    /// or the stored record is corrupt.
+    Refused(ServiceError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -563,6 +582,118 @@ impl Service {
     /// Write a consistent snapshot of the store to a new database file at `dest`.
     pub async fn snapshot_to(&self, dest: PathBuf) -> Result<u64, ServiceError> {
         self.blocking(move |store| store.snapshot_to(&dest)).await
+    }
+
+    /// Every stored record — tombstones and expired values included — in key order, all
+    /// from one read transaction, so the sequence is a consistent snapshot while writes
+    /// go on. Records arrive through a channel holding at most `capacity`; a store
+    /// failure arrives as the last item. Dropping the receiver stops the scan.
+    ///
+    /// Must be called from within the Tokio runtime (the scan runs on its blocking pool).
+    pub fn export(
+        &self,
+        capacity: usize,
+    ) -> mpsc::Receiver<Result<(Vec<u8>, Record), ServiceError>> {
+        let (records, receiver) = mpsc::channel(capacity.max(1));
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let scanned = store.scan(Bound::Unbounded, |key, record| {
+                match records.blocking_send(Ok((key.to_vec(), record))) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    // The reader went away (a client disconnected): stop reading.
+                    Err(_) => ControlFlow::Break(()),
+                }
+            });
+            if let Err(e) = scanned {
+                let _ = records.blocking_send(Err(e.into()));
+            }
+        });
+        receiver
+    }
+
+    /// Bring in records from an export (or another store), each through the guard
+    /// exactly like [`Service::put`] and [`Service::delete`]: a record applies only when
+    /// it is newer than what guards its key, so importing an old export never
+    /// overwrites newer data. Applied records are stored as given — timestamp, expiry
+    /// and delete time included. Returns one outcome per record, in order.
+    ///
+    /// Records are applied in order inside one write transaction, so a later record
+    /// for the same key is judged against an earlier one from the same call.
+    pub async fn import(
+        &self,
+        records: Vec<(Vec<u8>, Record)>,
+    ) -> Result<Vec<Imported>, ServiceError> {
+        let now = self.now();
+        let grace = self.policy.grace_micros;
+        let checked: Vec<Result<(Vec<u8>, Record), ServiceError>> = records
+            .into_iter()
+            .map(|(key, record)| {
+                self.check_import(&key, &record, now)
+                    .map(|()| (key, record))
+            })
+            .collect();
+        let outcomes = self
+            .store
+            .write(move |batch| {
+                let mut outcomes = Vec::with_capacity(checked.len());
+                for item in checked {
+                    let (key, record) = match item {
+                        Ok(pair) => pair,
+                        Err(refused) => {
+                            outcomes.push(Imported::Refused(refused));
+                            continue;
+                        }
+                    };
+                    let stored = match stored_for_write(batch, &key)? {
+                        Ok(stored) => stored,
+                        Err(corrupt) => {
+                            outcomes.push(Imported::Refused(corrupt));
+                            continue;
+                        }
+                    };
+                    let intent = match &record.state {
+                        State::Live {
+                            value,
+                            content_type,
+                            ..
+                        } => Intent::Put {
+                            value,
+                            content_type,
+                        },
+                        State::Tombstone { .. } => Intent::Delete,
+                    };
+                    let outcome = match guard::decide(
+                        stored.as_ref(),
+                        record.timestamp,
+                        intent,
+                        now,
+                        grace,
+                    ) {
+                        Verdict::Apply => {
+                            batch.put(&key, &record)?;
+                            Imported::Applied
+                        }
+                        Verdict::Repeat => Imported::Repeated,
+                        Verdict::Stale { current } => Imported::Stale { current },
+                        Verdict::Tie { current } => Imported::Tie { current },
+                    };
+                    outcomes.push(outcome);
+                }
+                Ok(outcomes)
+            })
+            .await?;
+        Ok(outcomes)
+    }
+
+    /// The limits every write obeys, for a record arriving by import.
+    fn check_import(&self, key: &[u8], record: &Record, now: u64) -> Result<(), ServiceError> {
+        self.check_key(key)?;
+        if let State::Live { value, .. } = &record.state {
+            self.check_value(value.len())?;
+        }
+        // No refusal metric here: these are not client writes.
+        guard::check_skew(record.timestamp, now, self.policy.max_future_skew_micros)
+            .map_err(ServiceError::FutureTimestamp)
     }
 
     /// Purge records whose guard has lapsed; at most `limit` per call.

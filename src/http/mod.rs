@@ -1,7 +1,9 @@
 //! The HTTP/JSON front door: [`router`] builds the axum app; [`server::serve`] runs
 //! it on a bound listener until a shutdown future resolves.
 
+pub mod admin;
 pub mod keys;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
@@ -127,9 +129,13 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         .layer(middleware::from_fn(move |request, next| {
             with_timeout(request_timeout, request, next)
         }))
+        // Backup, export and import move whole stores: merged here, inside the token
+        // check but outside the request timeout and the value-sized body limit.
+        .merge(admin::routes())
         .layer(middleware::from_fn(move |request, next| {
             require_token(auth.clone(), request, next)
         }))
+        .layer(middleware::from_fn(limits::limit_headers))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,

@@ -3,7 +3,8 @@
 
 use utoipa::OpenApi;
 
-use super::{keys, ops, problem};
+use super::{admin, keys, ops, problem};
+use crate::ops::jsonl;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,11 +26,24 @@ use super::{keys, ops, problem};
         ops::readyz,
         ops::metrics,
         ops::openapi_json,
+        admin::backup,
+        admin::export,
+        admin::import,
     ),
-    components(schemas(problem::Problem, keys::KeyPage, keys::Touched, ops::Health)),
+    components(schemas(
+        problem::Problem,
+        keys::KeyPage,
+        keys::Touched,
+        ops::Health,
+        jsonl::ExportLine,
+        jsonl::ImportReport,
+        jsonl::LineError,
+    )),
     tags(
         (name = "keys", description = "Timestamp-guarded session values"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "admin", description = "Backup, export and import of the whole store; \
+            no request timeout, bearer token required when one is configured"),
     )
 )]
 pub struct ApiDoc;

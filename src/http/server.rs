@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use super::limits;
+
 /// Connection-level limits of the HTTP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -40,6 +42,10 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
+        // Generous transport limits: the router answers anything over its own, smaller
+        // limits (see `limits`) with a problem+json 431, which hyper cannot.
+        .max_headers(limits::TRANSPORT_MAX_HEADERS)
+        .max_buf_size(limits::TRANSPORT_MAX_BUF)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
