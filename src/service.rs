@@ -185,7 +185,10 @@ impl Service {
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Entry>, ServiceError> {
         self.check_key(&key)?;
         let now = self.now();
-        let record = self.blocking(move |store| store.get(&key)).await?;
+        // A point read is one B-tree descent, almost always in redb's page cache: cheaper
+        // inline than the hand-off to the blocking pool (docs/BENCHMARKS.md has the
+        // numbers). Scans, which can run long, still go to the blocking pool.
+        let record = self.store.get(&key)?;
         Ok(record.and_then(|r| live_entry(r, now)))
     }
 

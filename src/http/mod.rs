@@ -141,7 +141,13 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
             record_request,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            // 503s from /readyz while draining are expected, not errors worth an ERROR
+            // line per health check; real 5xx causes are logged where they happen.
+            TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state);
     match cors(&options.cors_origins) {
         Some(layer) => app.layer(layer),
