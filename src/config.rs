@@ -2,7 +2,7 @@
 //! container is configured by environment alone.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -62,15 +62,7 @@ pub struct StoreTarget {
 impl StoreTarget {
     /// The bearer token, from --token or --token-file.
     pub fn resolve_token(&self) -> Result<Option<Secret>, String> {
-        if let Some(token) = &self.token {
-            return non_empty(token.0.clone()).map(Some);
-        }
-        let Some(path) = &self.token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-        non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
+        resolve_token(self.token.as_ref(), self.token_file.as_deref())
     }
 }
 
@@ -346,16 +338,21 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// The bearer token, from --auth-token or --auth-token-file.
     pub fn resolve_auth_token(&self) -> Result<Option<Secret>, String> {
-        if let Some(token) = &self.auth_token {
-            return non_empty(token.0.clone()).map(Some);
-        }
-        let Some(path) = &self.auth_token_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read auth token file {}: {e}", path.display()))?;
-        non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
+        resolve_token(self.auth_token.as_ref(), self.auth_token_file.as_deref())
     }
+}
+
+/// A token given directly, or read from a file (trailing newline ignored).
+fn resolve_token(token: Option<&Secret>, file: Option<&Path>) -> Result<Option<Secret>, String> {
+    if let Some(token) = token {
+        return non_empty(token.0.clone()).map(Some);
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read auth token file {}: {e}", path.display()))?;
+    non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
 }
 
 fn non_empty(token: String) -> Result<Secret, String> {
