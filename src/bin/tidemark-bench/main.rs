@@ -1,0 +1,544 @@
+//! `tidemark-bench`: a closed-loop load generator for tidemark's two front doors and,
+//! for comparison, Redis — the same minimal client for every target, so the numbers
+//! differ by the server, not by the client library.
+//!
+//! It only talks to loopback addresses unless told otherwise (`--allow-remote`), and
+//! every run is bounded in time (`--duration`, `--warmup`, I/O timeouts) and
+//! optionally in count (`--max-ops`). See docs/BENCHMARKS.md for how the published
+//! numbers were made with it (`bench/compare.sh`).
+
+mod hist;
+mod load;
+mod proto;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use load::{Plan, Shared, Tally};
+use proto::Op;
+
+/// Closed-loop load generator for tidemark (HTTP and Tokyo Tyrant ports) and Redis.
+///
+/// Each connection is a task with its own TCP connection that keeps --pipeline
+/// requests outstanding and sends the next request as soon as a reply arrives.
+/// After --warmup, requests are measured for --duration; the report gives ops/s,
+/// latency percentiles and counts of ok / stale (guarded write refused as older) /
+/// miss (read of an absent key) / error.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark-bench", version, verbatim_doc_comment)]
+struct Args {
+    /// Server protocol: tidemark's HTTP/JSON API, the Tokyo Tyrant binary protocol
+    /// (tidemark's second port, or any ttserver), or Redis (RESP).
+    #[arg(long, value_enum)]
+    target: Target,
+
+    /// Server address, HOST:PORT. Must resolve to loopback unless --allow-remote.
+    #[arg(long)]
+    addr: String,
+
+    /// Permit a non-loopback --addr. Only point this at servers you own.
+    #[arg(long)]
+    allow_remote: bool,
+
+    /// Operation. tidemark-http: put (guarded PUT with X-Write-Timestamp), get.
+    /// tyrant: put (plain C8 10; alias plain-put), guarded-put (ext tsput), get.
+    /// redis: set (alias put, plain-put), get, guarded-set (alias guarded-put:
+    /// EVALSHA of a Lua script that keeps a timestamp per key and refuses older writes).
+    #[arg(long, value_enum)]
+    op: OpName,
+
+    /// Concurrent connections, each one task with its own TCP connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    connections: u32,
+
+    /// Requests outstanding per connection (1 = strict request→response).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pipeline: u32,
+
+    /// Measured time, e.g. 10s, 500ms, 1m. 0 with --prefill only fills the keyspace.
+    #[arg(long, default_value = "10s", value_parser = parse_bounded_duration)]
+    duration: Duration,
+
+    /// Unmeasured load before the measured time (connections, caches, allocator warm up).
+    #[arg(long, default_value = "2s", value_parser = parse_bounded_duration)]
+    warmup: Duration,
+
+    /// Size of the keyspace; keys are bk0000000000 … chosen uniformly at random.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    keys: u64,
+
+    /// Value bytes per write (a tyrant guarded-put value is at least its 16 timestamp digits).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    value_size: u32,
+
+    /// Write every key once before warm-up (with this target's plain write, or the
+    /// guarded one where that is the only write), so a get run finds values.
+    #[arg(long)]
+    prefill: bool,
+
+    /// Stop after this many measured requests (0 = no cap; --duration still applies).
+    #[arg(long, default_value_t = 0)]
+    max_ops: u64,
+
+    /// Client runtime worker threads (1 = a single-threaded runtime). The client shares
+    /// the machine with the server, so more threads can take CPU from the server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: u32,
+
+    /// Longest wait for a connect, a write or a reply before the connection is
+    /// counted as failed and reopened.
+    #[arg(long, default_value = "5s", value_parser = parse_bounded_duration)]
+    io_timeout: Duration,
+
+    /// Print one JSON object instead of the human-readable report.
+    #[arg(long)]
+    json: bool,
+
+    /// Free-form label copied into the report (e.g. which server configuration).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Target {
+    /// tidemark's HTTP/JSON port.
+    TidemarkHttp,
+    /// A Tokyo Tyrant binary port (tidemark's or ttserver's).
+    Tyrant,
+    /// A Redis server (RESP2).
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OpName {
+    Put,
+    PlainPut,
+    GuardedPut,
+    Get,
+    Set,
+    GuardedSet,
+}
+
+/// Longest --duration / --warmup / --io-timeout: keeps every run bounded.
+const MAX_PHASE: Duration = Duration::from_secs(3600);
+
+fn parse_bounded_duration(text: &str) -> Result<Duration, String> {
+    let d = tidemark::config::parse_duration(text)?;
+    if d > MAX_PHASE {
+        return Err(format!("at most {}s", MAX_PHASE.as_secs()));
+    }
+    Ok(d)
+}
+
+fn resolve_op(target: Target, op: OpName) -> Result<Op, String> {
+    use OpName as N;
+    Ok(match (target, op) {
+        (Target::TidemarkHttp, N::Put | N::GuardedPut) => Op::HttpPut,
+        (Target::TidemarkHttp, N::Get) => Op::HttpGet,
+        (Target::Tyrant, N::Put | N::PlainPut) => Op::TyrantPut,
+        (Target::Tyrant, N::GuardedPut) => Op::TyrantGuardedPut,
+        (Target::Tyrant, N::Get) => Op::TyrantGet,
+        (Target::Redis, N::Set | N::Put | N::PlainPut) => Op::RedisSet,
+        (Target::Redis, N::Get) => Op::RedisGet,
+        (Target::Redis, N::GuardedSet | N::GuardedPut) => Op::RedisGuardedSet,
+        (target, op) => {
+            return Err(format!(
+                "--op {} is not available for --target {}",
+                op.to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                target
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+            ));
+        }
+    })
+}
+
+async fn resolve_addr(addr: &str, allow_remote: bool) -> Result<SocketAddr, String> {
+    let candidates: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("cannot resolve --addr {addr}: {e}"))?
+        .collect();
+    let Some(first) = candidates.first().copied() else {
+        return Err(format!("--addr {addr} resolves to nothing"));
+    };
+    // Every resolved address must be loopback: a name that resolves to both must not
+    // let traffic leave the machine by accident.
+    if !allow_remote && !candidates.iter().all(|a| a.ip().is_loopback()) {
+        return Err(format!(
+            "--addr {addr} is not a loopback address ({candidates:?}); \
+             pass --allow-remote to load a server on another host"
+        ));
+    }
+    Ok(first)
+}
+
+/// CPU time (user + system, all threads) this process has used, from /proc/self/stat.
+/// Linux only (None elsewhere); clock ticks are taken as 1/100 s, Linux's USER_HZ on
+/// every mainstream architecture. Lets bench/compare.sh tell the client's share of the
+/// machine from the server's and from unrelated load.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields after its ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the file, 12th and 13th after ')'.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    mean: f64,
+}
+
+#[derive(Serialize)]
+struct PrefillReport {
+    keys: u64,
+    ok: u64,
+    failed: u64,
+    elapsed_s: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    label: String,
+    target: Target,
+    op: String,
+    /// What exactly went over the wire, e.g. "guarded-put (ext tsput)".
+    operation: &'static str,
+    addr: String,
+    connections: u32,
+    pipeline: u32,
+    threads: u32,
+    keys: u64,
+    value_size: u32,
+    warmup_s: f64,
+    duration_s: f64,
+    /// From the start of the measured window to the last measured reply.
+    elapsed_s: f64,
+    ops: u64,
+    ops_per_sec: f64,
+    ok: u64,
+    stale: u64,
+    miss: u64,
+    error: u64,
+    /// Microseconds, from the log-bucket histogram (±1.6 %).
+    latency_us: Latency,
+    prefill: Option<PrefillReport>,
+    /// Wall time of the load phase (warm-up + measured + drain), without the prefill.
+    load_wall_s: f64,
+    /// CPU this client used during the load phase (Linux; null elsewhere).
+    client_cpu_s: Option<f64>,
+    first_error: Option<String>,
+}
+
+fn op_label(op: Op) -> &'static str {
+    match op {
+        Op::HttpPut => "put (guarded PUT)",
+        Op::HttpGet => "get",
+        Op::TyrantPut => "put (plain)",
+        Op::TyrantGuardedPut => "guarded-put (ext tsput)",
+        Op::TyrantGet => "get",
+        Op::RedisSet => "set",
+        Op::RedisGet => "get",
+        Op::RedisGuardedSet => "guarded-set (EVALSHA)",
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads as usize)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidemark-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tidemark-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode, String> {
+    let op = resolve_op(args.target, args.op)?;
+    let addr = resolve_addr(&args.addr, args.allow_remote).await?;
+    if args.duration.is_zero() && !args.prefill {
+        return Err("--duration 0 only makes sense with --prefill".into());
+    }
+    let script_sha = if matches!(op, Op::RedisGuardedSet) {
+        load::redis_load_script(addr, proto::GUARD_SCRIPT, args.io_timeout).await?
+    } else {
+        String::new()
+    };
+    let make_shared = |op: Op| Shared {
+        op,
+        addr,
+        connections: args.connections as usize,
+        pipeline: args.pipeline as usize,
+        keys: args.keys,
+        value: vec![b'v'; args.value_size as usize],
+        script_sha: script_sha.clone(),
+        io_timeout: args.io_timeout,
+        next_timestamp: AtomicU64::new(now_micros()),
+        issued: AtomicU64::new(0),
+    };
+
+    let prefill = if args.prefill {
+        let prefill_op = op.prefill_op();
+        if !args.json {
+            eprintln!(
+                "prefill: writing {} keys with {} over {} connections…",
+                args.keys,
+                op_label(prefill_op),
+                args.connections
+            );
+        }
+        let started = Instant::now();
+        let tally = load::run(Arc::new(make_shared(prefill_op)), Plan::Prefill).await;
+        Some(PrefillReport {
+            keys: args.keys,
+            ok: tally.ok,
+            failed: args.keys.saturating_sub(tally.ok),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        })
+    } else {
+        None
+    };
+
+    // The load's timestamps start after the prefill's, so the guard accepts them.
+    let shared = Arc::new(make_shared(op));
+    let load_started = Instant::now();
+    let cpu_before = process_cpu_seconds();
+    let tally = if args.duration.is_zero() {
+        None
+    } else {
+        let measure_start = Instant::now() + args.warmup;
+        let plan = Plan::Load {
+            measure_start,
+            measure_end: measure_start + args.duration,
+            max_ops: args.max_ops,
+        };
+        let tally = load::run(shared, plan).await;
+        let elapsed = tally
+            .last_reply
+            .map(|at| at.saturating_duration_since(measure_start))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(args.duration);
+        Some((tally, elapsed))
+    };
+    let load_wall = load_started.elapsed();
+    let client_cpu = process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+
+    let mut report = build_report(&args, op, prefill, tally.as_ref());
+    report.load_wall_s = load_wall.as_secs_f64();
+    report.client_cpu_s = client_cpu;
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return Err(format!("cannot serialise the report: {e}")),
+        }
+    } else {
+        print_human(&report);
+    }
+    let prefill_failed = report.prefill.as_ref().is_some_and(|p| p.failed > 0);
+    let nothing_measured = tally.is_some() && report.ops == 0;
+    Ok(if prefill_failed || nothing_measured {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn build_report(
+    args: &Args,
+    op: Op,
+    prefill: Option<PrefillReport>,
+    tally: Option<&(Tally, Duration)>,
+) -> Report {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let (ops, elapsed, latency, counts, first_error) = match tally {
+        Some((t, elapsed)) => (
+            t.ops(),
+            elapsed.as_secs_f64(),
+            Latency {
+                p50: us(t.latency_ns.quantile(0.50)),
+                p90: us(t.latency_ns.quantile(0.90)),
+                p99: us(t.latency_ns.quantile(0.99)),
+                p999: us(t.latency_ns.quantile(0.999)),
+                max: us(t.latency_ns.max()),
+                mean: t.latency_ns.mean() / 1000.0,
+            },
+            (t.ok, t.stale, t.miss, t.error),
+            t.first_error.clone(),
+        ),
+        None => (
+            0,
+            0.0,
+            Latency {
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p999: 0.0,
+                max: 0.0,
+                mean: 0.0,
+            },
+            (0, 0, 0, 0),
+            None,
+        ),
+    };
+    Report {
+        label: args.label.clone(),
+        target: args.target,
+        op: args
+            .op
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
+        operation: op_label(op),
+        addr: args.addr.clone(),
+        connections: args.connections,
+        pipeline: args.pipeline,
+        threads: args.threads,
+        keys: args.keys,
+        value_size: args.value_size,
+        warmup_s: args.warmup.as_secs_f64(),
+        duration_s: args.duration.as_secs_f64(),
+        elapsed_s: elapsed,
+        ops,
+        ops_per_sec: if elapsed > 0.0 {
+            ops as f64 / elapsed
+        } else {
+            0.0
+        },
+        ok: counts.0,
+        stale: counts.1,
+        miss: counts.2,
+        error: counts.3,
+        latency_us: latency,
+        prefill,
+        load_wall_s: 0.0,
+        client_cpu_s: None,
+        first_error,
+    }
+}
+
+fn print_human(r: &Report) {
+    let target = r
+        .target
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    println!(
+        "target {target}  op {}  addr {}  connections {}  pipeline {}  threads {}",
+        r.operation, r.addr, r.connections, r.pipeline, r.threads
+    );
+    if let Some(p) = &r.prefill {
+        println!(
+            "prefill   {} keys in {:.2}s ({} failed)",
+            p.keys, p.elapsed_s, p.failed
+        );
+    }
+    if r.duration_s == 0.0 {
+        return;
+    }
+    println!(
+        "measured  {} ops in {:.2}s after {:.1}s warm-up: {:.0} ops/s",
+        r.ops, r.elapsed_s, r.warmup_s, r.ops_per_sec
+    );
+    println!(
+        "outcomes  ok {}  stale {}  miss {}  error {}",
+        r.ok, r.stale, r.miss, r.error
+    );
+    let l = &r.latency_us;
+    println!(
+        "latency   p50 {:.1}µs  p90 {:.1}µs  p99 {:.1}µs  p99.9 {:.1}µs  max {:.1}µs  mean {:.1}µs",
+        l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+    );
+    if let Some(cpu) = r.client_cpu_s {
+        println!(
+            "client    {:.2}s CPU over {:.2}s of load ({:.0}% of one core)",
+            cpu,
+            r.load_wall_s,
+            100.0 * cpu / r.load_wall_s.max(1e-9)
+        );
+    }
+    if let Some(e) = &r.first_error {
+        println!("first error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_per_target() {
+        assert_eq!(
+            resolve_op(Target::TidemarkHttp, OpName::Put),
+            Ok(Op::HttpPut)
+        );
+        assert_eq!(
+            resolve_op(Target::Tyrant, OpName::GuardedPut),
+            Ok(Op::TyrantGuardedPut)
+        );
+        assert_eq!(
+            resolve_op(Target::Redis, OpName::GuardedSet),
+            Ok(Op::RedisGuardedSet)
+        );
+        assert!(resolve_op(Target::TidemarkHttp, OpName::PlainPut).is_err());
+        assert!(resolve_op(Target::Tyrant, OpName::Set).is_err());
+    }
+
+    #[tokio::test]
+    async fn only_loopback_without_allow_remote() {
+        assert!(resolve_addr("127.0.0.1:1", false).await.is_ok());
+        assert!(resolve_addr("[::1]:1", false).await.is_ok());
+        assert!(resolve_addr("192.0.2.1:1", false).await.is_err());
+        assert!(resolve_addr("192.0.2.1:1", true).await.is_ok());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}
