@@ -92,8 +92,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 wait_port() { # port: until something accepts, at most 10 s
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
