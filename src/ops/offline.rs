@@ -59,9 +59,9 @@ fn store_in(dir: &Path) -> Result<Store, StoreError> {
     )
 }
 
-/// redb lets one process open a file; a second open fails with "Database already open".
+/// redb lets one process open a file; the store reports a second open as `InUse`.
 fn is_in_use(error: &StoreError) -> bool {
-    matches!(error, StoreError::Engine(text) if text.contains("already open"))
+    matches!(error, StoreError::InUse { .. })
 }
 
 fn open_failure(path: &Path, error: &StoreError) -> Failure {

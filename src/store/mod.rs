@@ -78,6 +78,8 @@ pub enum StoreError {
     Corrupt { key: Vec<u8> },
     #[error("the store is shut down")]
     Closed,
+    #[error("{path} is open in another process (only one process may open a database)")]
+    InUse { path: PathBuf },
     #[error("the write batch failed: {0}")]
     BatchFailed(String),
 }
@@ -182,6 +184,9 @@ impl Store {
                     path: path.clone(),
                     source,
                 },
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse { path: path.clone() }
+                }
                 other => StoreError::Engine(format!("{}: {other}", path.display())),
             })?;
         let file_id = prepare_schema(&db, &path)?;
