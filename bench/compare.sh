@@ -176,7 +176,7 @@ tm-immediate/http-put          tidemark-http  127.0.0.1:$P_TMI_HTTP    put
 if [ -n "${CASES:-}" ]; then
     wanted=" $CASES "
     CASE_TABLE=$(echo "$CASE_TABLE" | while read -r name rest; do
-        [ -n "$name" ] && [[ "$wanted" == *" $name "* ]] && echo "$name $rest"
+        if [ -n "$name" ] && [[ "$wanted" == *" $name "* ]]; then echo "$name $rest"; fi
     done)
 fi
 

@@ -12,7 +12,7 @@ use common::{T0, TestServer};
 use reqwest::{Client, StatusCode};
 use tidemark::config::Durability;
 use tidemark::metrics::Metrics;
-use tidemark::store::{self, Counts, DB_FILE_NAME, Store, StoreOptions, WAL_FILE_NAME};
+use tidemark::store::{self, Counts, DB_FILE_NAME, Store, StoreOptions, WAL_FILE_NAMES};
 
 const SECOND: u64 = 1_000_000;
 const KEYS: u64 = 120;
@@ -270,7 +270,7 @@ async fn relaxed_durability_data_survives_a_clean_shutdown() {
 /// power loss leaves; unsynced bytes are there either way.)
 async fn crash_image(server: &TestServer, into: &Path) -> Store {
     std::fs::create_dir_all(into).expect("image dir");
-    for file in [DB_FILE_NAME, WAL_FILE_NAME] {
+    for file in [DB_FILE_NAME, WAL_FILE_NAMES[0], WAL_FILE_NAMES[1]] {
         std::fs::copy(server.data_dir().join(file), into.join(file))
             .expect("copy the database files");
     }

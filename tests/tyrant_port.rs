@@ -961,6 +961,8 @@ async fn copy_onto_the_live_database_file_is_refused() {
     let both = Both::start().await;
     let mut tyrant = both.tyrant().await;
     assert_eq!(tyrant.put(b"k", b"v").await, OK);
+    // Counting checkpoints the write into the database file, so the file is settled.
+    assert_eq!(tyrant.rnum().await, 1);
     let live = both.server.data_dir().join(tidemark::store::DB_FILE_NAME);
     let before = std::fs::read(&live).expect("read the database file");
     // The same file under other names: a detour through the directory, a symlink and

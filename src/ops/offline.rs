@@ -14,7 +14,7 @@ use crate::config::{ImportLimits, RestoreArgs, micros};
 use crate::metrics::Metrics;
 use crate::service::{Policy, Service};
 use crate::store::{
-    Counts, DB_FILE_NAME, Durability, Store, StoreError, StoreOptions, WAL_FILE_NAME,
+    Counts, DB_FILE_NAME, Durability, Store, StoreError, StoreOptions, WAL_FILE_NAMES,
 };
 
 /// Page cache for a maintenance open; the work is one sequential pass.
@@ -263,15 +263,17 @@ pub async fn restore(args: &RestoreArgs) -> Result<Restored, Failure> {
     // folded the log in). A restored file can carry the same file id as the log — the
     // same backup restored twice — and would then replay the log's batches, so the log
     // goes before the new file comes.
-    let wal = data_dir.join(WAL_FILE_NAME);
-    match std::fs::remove_file(&wal) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(Failure(format!(
-                "cannot remove the old write-ahead log {}: {e}",
-                wal.display()
-            )));
+    for name in WAL_FILE_NAMES {
+        let wal = data_dir.join(name);
+        match std::fs::remove_file(&wal) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Failure(format!(
+                    "cannot remove the old write-ahead log {}: {e}",
+                    wal.display()
+                )));
+            }
         }
     }
     std::fs::rename(&staged, &target).map_err(|e| {

@@ -1,13 +1,20 @@
 //! The vault: the only module that imports redb.
 //!
-//! One redb file holds every record. Reads run in read transactions and never wait
-//! for the writer. Writes are closures handed to a single writer thread
-//! ([`writer`]) that applies whatever has queued up inside one write transaction,
-//! commits once, and only then answers each caller — group commit.
+//! One redb file holds every record; a write-ahead log carries durability between
+//! checkpoints. Writes are closures run under one lock on the caller's task
+//! ([`writer`]): each stages its changes, which are appended to the log and applied to
+//! an in-memory table of changes not yet in redb (the memtable), and is answered once
+//! the log is synced (or at once, when the store is relaxed). A checkpointer thread
+//! moves the memtable into redb in one durable commit every few seconds. Point reads
+//! look in the memtables, then in redb as of the last checkpoint; scans checkpoint
+//! first and then read redb.
 
 mod codec;
+mod memtable;
 mod wal;
 mod writer;
+
+pub use writer::WriteBatch;
 
 use std::ops::{Bound, ControlFlow};
 use std::path::{Path, PathBuf};
@@ -17,7 +24,6 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     WriteTransaction,
 };
-use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::record::{Record, State};
@@ -36,7 +42,9 @@ const APPLIED_LSN_KEY: &str = "applied_lsn";
 /// A random id given to each database file, so its write-ahead log is recognised.
 const FILE_ID_KEY: &str = "file_id";
 /// File name of the write-ahead log inside the data directory.
-pub const WAL_FILE_NAME: &str = "tidemark.wal";
+/// The write-ahead log's two files (see [`wal`]); the first is the one written after
+/// a clean start.
+pub const WAL_FILE_NAMES: [&str; 2] = ["tidemark.wal", "tidemark.wal.1"];
 
 /// The on-disk layout this build reads and writes. See migrations/.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -144,11 +152,20 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    core: Arc<writer::Core>,
     path: PathBuf,
-    jobs: mpsc::Sender<writer::Message>,
-    unflushed: Arc<std::sync::atomic::AtomicBool>,
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: std::sync::Mutex<Option<writer::Threads>>,
+}
+
+impl Drop for Inner {
+    /// A store dropped without [`Store::close`] stops its threads; the log keeps
+    /// whatever redb does not hold yet, as after a crash.
+    fn drop(&mut self) {
+        let threads = self.threads.get_mut().ok().and_then(Option::take);
+        if let Some(threads) = threads {
+            threads.stop(&self.core);
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -161,7 +178,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Open (or create) the database in `options.data_dir`, replay its write-ahead log
-    /// if the last stop was unclean, and start the writer thread.
+    /// if the last stop was unclean, and start the syncer and checkpointer threads.
     pub fn open(options: &StoreOptions, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         Self::open_with_checkpoints(options, metrics, writer::CHECKPOINT_INTERVAL)
     }
@@ -190,32 +207,27 @@ impl Store {
                 other => StoreError::Engine(format!("{}: {other}", path.display())),
             })?;
         let file_id = prepare_schema(&db, &path)?;
-        let wal_path = options.data_dir.join(WAL_FILE_NAME);
+        let wal_paths = WAL_FILE_NAMES.map(|name| options.data_dir.join(name));
         let wal_io = |source| StoreError::Io {
-            path: wal_path.clone(),
+            path: wal_paths[0].clone(),
             source,
         };
-        let (mut log, batches) = wal::Wal::open(&wal_path, file_id).map_err(wal_io)?;
+        let (mut log, batches) = wal::Wal::open(wal_paths.clone(), file_id).map_err(wal_io)?;
         let applied = recover(&db, batches)?;
         log.reset().map_err(wal_io)?;
-        let db = Arc::new(db);
-        let unflushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (jobs, handle) = writer::spawn(
-            db.clone(),
+        let (core, threads) = writer::start(
+            Arc::new(db),
             log,
-            applied + 1,
+            applied,
             checkpoint_interval,
             options.durability,
             metrics,
-            unflushed.clone(),
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                core,
                 path,
-                jobs,
-                unflushed,
-                writer: std::sync::Mutex::new(Some(handle)),
+                threads: std::sync::Mutex::new(Some(threads)),
             }),
         })
     }
@@ -224,76 +236,53 @@ impl Store {
         &self.inner.path
     }
 
-    /// Run `op` inside the shared write transaction and return its result once the
-    /// commit holding it has finished (durably, unless the store is relaxed).
+    /// Run `op` against the store's current state and return its result once its
+    /// changes are logged — and synced, unless the store is relaxed.
     ///
-    /// `op` must only return `Err` for engine failures: that aborts the whole batch.
+    /// `op` runs under the write lock, so it must be short and must not block.
+    /// It must only return `Err` for engine failures: nothing it staged is applied.
     /// Refusals (stale writes and the like) are part of `T`.
     pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = writer::Job::new(op, reply, false);
-        self.inner
-            .jobs
-            .send(writer::Message::Job(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        // A dropped reply means the batch never committed (engine failure or a panic).
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.inner.core.write(op, false).await
     }
 
     /// Make every write so far durable (the write-ahead log is synced), whatever the
     /// durability mode.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job = writer::Job::new(|_| Ok(()), reply, true);
-        self.inner
-            .jobs
-            .send(writer::Message::Job(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.inner.core.write(|_| Ok(()), true).await
     }
 
     /// Whether relaxed commits are waiting for an fsync.
     pub fn has_unflushed_commits(&self) -> bool {
-        self.inner
-            .unflushed
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.inner.core.has_unsynced()
     }
 
-    /// Stop the writer after everything queued so far, flushing it to disk.
+    /// Stop taking writes, write everything into redb durably, and stop the threads.
     pub async fn close(&self) -> Result<(), StoreError> {
-        let (reply, done) = oneshot::channel();
-        if self
-            .inner
-            .jobs
-            .send(writer::Message::Shutdown(reply))
+        let threads = self.inner.threads.lock().ok().and_then(|mut t| t.take());
+        let Some(threads) = threads else {
+            return Ok(());
+        };
+        let core = self.inner.core.clone();
+        tokio::task::spawn_blocking(move || threads.close(&core))
             .await
-            .is_ok()
-        {
-            done.await.map_err(|_| StoreError::Closed)??;
-        }
-        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
-        Ok(())
+            .map_err(|e| StoreError::Engine(format!("close failed: {e}")))?
     }
 
     /// The record stored for `key`, including tombstones and expired values.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(RECORDS)?;
-        let Some(guard) = table.get(key)? else {
-            return Ok(None);
-        };
-        codec::decode(guard.value())
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })
+        self.inner.core.get(key)
+    }
+
+    /// A read transaction holding every write acknowledged so far: logged changes are
+    /// checkpointed into redb first. Blocks for the checkpoint; call it off the async
+    /// workers.
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.inner.core.checkpoint_now()?;
+        Ok(self.inner.core.db().begin_read()?)
     }
 
     /// Visit records in key order starting at `from`, until `visit` breaks or the keys run out.
@@ -302,7 +291,7 @@ impl Store {
         from: Bound<&[u8]>,
         mut visit: impl FnMut(&[u8], Record) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS)?;
         for entry in table.range::<&[u8]>((from, Bound::Unbounded))? {
             let (key, value) = entry?;
@@ -318,7 +307,7 @@ impl Store {
 
     /// Record counts at server time `now`.
     pub fn counts(&self, now: u64) -> Result<Counts, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.begin_read()?;
         let records = txn.open_table(RECORDS)?.len()?;
         let tombstones = txn.open_table(TOMBSTONES)?.len()?;
         let expiries = txn.open_table(EXPIRIES)?;
@@ -337,7 +326,13 @@ impl Store {
 
     /// Whether any record's guard lapsed at or before `cutoff` (so a purge has work).
     pub fn has_purgeable(&self, cutoff: u64) -> Result<bool, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        // Candidates come from redb's index tables; a checkpoint first only when a
+        // record not yet checkpointed may be due (rare: grace periods are long), so the
+        // sweeper does not force a checkpoint every round.
+        if self.inner.core.memtables_may_hold_due(cutoff) {
+            self.inner.core.checkpoint_now()?;
+        }
+        let txn = self.inner.core.db().begin_read()?;
         let upper: (u64, &[u8]) = (cutoff.saturating_add(1), &[]);
         for table in [TOMBSTONES, EXPIRIES] {
             if txn.open_table(table)?.range(..upper)?.next().is_some() {
@@ -367,7 +362,7 @@ impl Store {
                 "destination already exists",
             )));
         }
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.begin_read()?;
         let source = txn.open_table(RECORDS)?;
         let target = Database::create(dest)?;
         prepare_schema(&target, dest)?;
@@ -376,7 +371,7 @@ impl Store {
         while rows.peek().is_some() {
             let out = target.begin_write()?;
             {
-                let mut batch = WriteBatch::open(&out)?;
+                let mut batch = Tables::open(&out)?;
                 for entry in rows.by_ref().take(10_000) {
                     let (key, value) = entry?;
                     let record =
@@ -410,7 +405,7 @@ fn recover(db: &Database, batches: Vec<wal::Batch>) -> Result<u64, StoreError> {
     };
     let txn = db.begin_write()?;
     {
-        let mut batch = WriteBatch::open(&txn)?;
+        let mut batch = Tables::open(&txn)?;
         for (_, entries) in &pending {
             for entry in entries {
                 match entry {
@@ -502,47 +497,28 @@ fn random_id() -> u64 {
     hasher.finish()
 }
 
-/// The write side of one transaction, lent to each write closure in turn.
-/// Keeps the sweeper's index tables consistent with the records.
-pub struct WriteBatch<'txn> {
+/// The tables of one redb write transaction, keeping the sweeper's index tables
+/// consistent with the records. Checkpoints, recovery and snapshots write through it.
+struct Tables<'txn> {
     records: Table<'txn, &'static [u8], &'static [u8]>,
     expiries: Table<'txn, (u64, &'static [u8]), ()>,
     tombstones: Table<'txn, (u64, &'static [u8]), ()>,
     scratch: Vec<u8>,
-    /// The changes made through this batch, in write-ahead-log form.
-    log: Vec<u8>,
 }
 
-impl<'txn> WriteBatch<'txn> {
+impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
             records: txn.open_table(RECORDS)?,
             expiries: txn.open_table(EXPIRIES)?,
             tombstones: txn.open_table(TOMBSTONES)?,
             scratch: Vec::new(),
-            log: Vec::new(),
         })
     }
 
-    /// The logged changes, leaving the batch's log empty.
-    fn take_log(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.log)
-    }
-
-    /// The record for `key` as this transaction sees it (earlier writes in the batch included).
-    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let Some(guard) = self.records.get(key)? else {
-            return Ok(None);
-        };
-        codec::decode(guard.value())
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })
-    }
-
     /// Store `record` under `key`, replacing what was there.
-    pub fn put(&mut self, key: &[u8], record: &Record) -> Result<(), StoreError> {
+    fn put(&mut self, key: &[u8], record: &Record) -> Result<(), StoreError> {
         codec::encode(record, &mut self.scratch);
-        wal::log_put(&mut self.log, key, &self.scratch);
         let old = self
             .records
             .insert(key, self.scratch.as_slice())?
@@ -553,9 +529,8 @@ impl<'txn> WriteBatch<'txn> {
         index(&mut self.expiries, &mut self.tombstones, key, record)
     }
 
-    /// Remove `key` entirely (no tombstone). Returns what was there.
-    pub fn remove(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        wal::log_remove(&mut self.log, key);
+    /// Remove `key` entirely.
+    fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
         let old = self
             .records
             .remove(key)?
@@ -563,48 +538,15 @@ impl<'txn> WriteBatch<'txn> {
         if let Some(old) = &old {
             unindex(&mut self.expiries, &mut self.tombstones, key, old)?;
         }
-        Ok(old)
+        Ok(())
     }
 
     /// Remove every record, tombstones included.
-    pub fn clear(&mut self) -> Result<(), StoreError> {
-        wal::log_clear(&mut self.log);
+    fn clear(&mut self) -> Result<(), StoreError> {
         self.records.retain(|_, _| false)?;
         self.expiries.retain(|_, _| false)?;
         self.tombstones.retain(|_, _| false)?;
         Ok(())
-    }
-
-    /// Purge up to `limit` records whose guard lapsed at or before `cutoff`
-    /// (expired at or before it, or deleted at or before it).
-    pub fn purge(&mut self, cutoff: u64, limit: usize) -> Result<Purged, StoreError> {
-        let upper: (u64, &[u8]) = (cutoff.saturating_add(1), &[]);
-        let mut purged = Purged::default();
-        let due = collect_due(&self.tombstones, upper, limit)?;
-        for (at, key) in due {
-            self.tombstones.remove((at, key.as_slice()))?;
-            if matches!(self.get(&key)?, Some(Record { state: State::Tombstone { deleted_at }, .. }) if deleted_at == at)
-            {
-                wal::log_remove(&mut self.log, &key);
-                self.records.remove(key.as_slice())?;
-                purged.tombstones += 1;
-            }
-        }
-        let due = collect_due(
-            &self.expiries,
-            upper,
-            limit.saturating_sub(purged.tombstones),
-        )?;
-        for (at, key) in due {
-            self.expiries.remove((at, key.as_slice()))?;
-            if matches!(self.get(&key)?, Some(Record { state: State::Live { expires_at: Some(e), .. }, .. }) if e == at)
-            {
-                wal::log_remove(&mut self.log, &key);
-                self.records.remove(key.as_slice())?;
-                purged.expired += 1;
-            }
-        }
-        Ok(purged)
     }
 }
 
@@ -613,20 +555,6 @@ impl<'txn> WriteBatch<'txn> {
 pub struct Purged {
     pub expired: usize,
     pub tombstones: usize,
-}
-
-fn collect_due(
-    table: &Table<'_, (u64, &'static [u8]), ()>,
-    upper: (u64, &[u8]),
-    limit: usize,
-) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-    let mut due = Vec::new();
-    for entry in table.range(..upper)?.take(limit) {
-        let (k, _) = entry?;
-        let (at, key) = k.value();
-        due.push((at, key.to_vec()));
-    }
-    Ok(due)
 }
 
 fn index(
@@ -714,11 +642,9 @@ mod tests {
             .unwrap();
         store.write(|b| b.remove(b"k8").map(|_| ())).await.unwrap();
         // The log as the crash leaves it.
-        std::fs::copy(
-            live.path().join(WAL_FILE_NAME),
-            image.path().join(WAL_FILE_NAME),
-        )
-        .unwrap();
+        for name in WAL_FILE_NAMES {
+            std::fs::copy(live.path().join(name), image.path().join(name)).unwrap();
+        }
         store.close().await.unwrap();
 
         let recovered = Store::open(&options(image.path()), Arc::new(Metrics::new())).unwrap();
@@ -740,6 +666,93 @@ mod tests {
         again.close().await.unwrap();
     }
 
+    fn live(i: u64) -> Record {
+        Record::live(i, i.to_be_bytes().to_vec(), "t".into(), None)
+    }
+
+    async fn put_all(store: &Store, keys: std::ops::Range<u64>, version: u64) {
+        for i in keys {
+            let key = format!("k{i}").into_bytes();
+            store
+                .write(move |b| b.put(&key, &live(version)))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A crash in the middle of a checkpoint leaves the database file from before it,
+    /// the log file being checkpointed and the new one: replay must take both, in
+    /// order, so a key rewritten after the rotation ends at its newest record.
+    #[tokio::test]
+    async fn a_crash_during_a_checkpoint_replays_both_log_files_in_order() {
+        let live_dir = tempfile::tempdir().unwrap();
+        let image = tempfile::tempdir().unwrap();
+        let store = Store::open_with_checkpoints(
+            &options(live_dir.path()),
+            Arc::new(Metrics::new()),
+            std::time::Duration::MAX,
+        )
+        .unwrap();
+        // Two checkpoints first, so the log has gone once round both files.
+        put_all(&store, 0..10, 1).await;
+        store.inner.core.checkpoint_now().unwrap();
+        put_all(&store, 10..20, 1).await;
+        store.inner.core.checkpoint_now().unwrap();
+        // Before the third checkpoint: the database file and the active log file.
+        put_all(&store, 0..30, 2).await;
+        let copy = |name: &str| {
+            std::fs::copy(live_dir.path().join(name), image.path().join(name)).unwrap();
+        };
+        copy(DB_FILE_NAME);
+        copy(WAL_FILE_NAMES[0]);
+        // The checkpoint rotates to the other file; writes after it land there.
+        store.inner.core.checkpoint_now().unwrap();
+        put_all(&store, 25..35, 3).await;
+        copy(WAL_FILE_NAMES[1]);
+        store.close().await.unwrap();
+
+        let recovered = Store::open(&options(image.path()), Arc::new(Metrics::new())).unwrap();
+        for i in 0..35u64 {
+            let want = if i >= 25 { 3 } else { 2 };
+            assert_eq!(
+                recovered.get(format!("k{i}").as_bytes()).unwrap(),
+                Some(live(want)),
+                "k{i}"
+            );
+        }
+        assert_eq!(recovered.counts(0).unwrap().records, 35);
+        recovered.close().await.unwrap();
+    }
+
+    /// A refused or failed write closure leaves nothing behind: staged changes are
+    /// applied only when it returns Ok.
+    #[tokio::test]
+    async fn a_failed_write_closure_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
+        let failed = store
+            .write(|b| {
+                b.put(b"a", &live(1))?;
+                Err::<(), _>(StoreError::Engine("boom".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(store.get(b"a").unwrap(), None);
+        // A closure sees its own staged changes, then everything beneath.
+        store.write(|b| b.put(b"b", &live(1))).await.unwrap();
+        let seen = store
+            .write(|b| {
+                b.put(b"a", &live(2))?;
+                let own = b.get(b"a")?;
+                let removed = b.remove(b"b")?;
+                Ok((own, removed, b.get(b"b")?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, (Some(live(2)), Some(live(1)), None));
+        store.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_log_from_another_database_file_is_not_replayed() {
         let a = tempfile::tempdir().unwrap();
@@ -754,7 +767,9 @@ mod tests {
             .write(|b| b.put(b"x", &Record::live(1, b"v".to_vec(), "t".into(), None)))
             .await
             .unwrap();
-        std::fs::copy(a.path().join(WAL_FILE_NAME), b.path().join(WAL_FILE_NAME)).unwrap();
+        for name in WAL_FILE_NAMES {
+            std::fs::copy(a.path().join(name), b.path().join(name)).unwrap();
+        }
         store.close().await.unwrap();
         let other = Store::open(&options(b.path()), Arc::new(Metrics::new())).unwrap();
         assert_eq!(other.get(b"x").unwrap(), None);

@@ -1,28 +1,36 @@
 //! The write-ahead log that carries durability between checkpoints.
 //!
 //! An fsynced redb commit costs several page writes and a sync of the whole file; a
-//! log append is one sequential write and one `fdatasync`. So each batch is committed
-//! to redb *without* fsync and its resulting changes (the records as written, not the
-//! requests) are appended here; the batch is acknowledged once the log is synced.
-//! Every so often a checkpoint commits redb durably and empties the log.
+//! log append is one sequential write, and one `fdatasync` covers every append before
+//! it. So each write's resulting changes (the records as written, not the requests)
+//! are appended here as one frame, and the write is acknowledged once the log is
+//! synced. Every so often a checkpoint writes the changes into redb in one durable
+//! commit and empties the log.
+//!
+//! The log is two files, `tidemark.wal` and `tidemark.wal.1`. Appends go to one; a
+//! checkpoint switches appends to the other (emptied by the previous checkpoint), so
+//! writes go on while it runs, and empties the first once redb holds everything in it.
 //!
 //! After a crash, redb comes back at its last durable commit, which records the log
-//! sequence number (LSN) it contains; [`replay`] re-applies every logged batch after it.
-//! Replaying results is idempotent, so a batch applied twice ends the same.
+//! sequence number (LSN) it contains; recovery re-applies every logged frame after it,
+//! from both files in LSN order. Replaying results is idempotent, so a frame applied
+//! twice ends the same.
 //!
-//! The file starts with `magic u32 | file_id u64`, the id of the database file it
+//! Each file starts with `magic u32 | file_id u64`, the id of the database file it
 //! belongs to (stored in its `meta` table); a log left behind by another database
 //! file — say, after a restore put a different file in place — is ignored.
 //!
 //! Frame, all big-endian: `magic u32 | payload_len u32 | crc32 u32 | lsn u64 | payload`,
-//! the CRC covering lsn and payload. A torn or corrupt tail (a batch whose sync never
-//! finished, so never acknowledged) ends the replay.
+//! the CRC covering lsn and payload. A torn or corrupt tail (a write whose sync never
+//! finished, so never acknowledged) ends the replay of that file.
 //! Payload: entries `01 | klen u32 | key | rlen u32 | record` (put),
 //! `02 | klen u32 | key` (remove), `03` (clear).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: u32 = 0x544D_574C; // "TMWL"
 const FILE_MAGIC: u32 = 0x544D_5731; // "TMW1"
@@ -66,53 +74,68 @@ fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// The two files of the log. Appends go to the active one; a checkpoint rotates (new
+/// appends go to the other file, emptied by the previous checkpoint), writes everything
+/// logged before the rotation into redb durably, and then empties the old file. So a
+/// checkpoint never stops appends, and each file is only ever emptied once redb holds
+/// all it says.
 #[derive(Debug)]
 pub struct Wal {
-    file: File,
-    path: PathBuf,
+    files: [Arc<File>; 2],
+    paths: [PathBuf; 2],
+    active: usize,
+    /// Rotations so far; the syncer compares it with the count it last saw to know
+    /// whether unsynced appends may sit in the other file too.
+    rotations: u64,
     file_id: u64,
-    /// Bytes of batches after the file header.
+    /// Bytes of frames after the active file's header.
     len: u64,
     frame: Vec<u8>,
 }
 
 impl Wal {
-    /// Open (creating) the log of database `file_id` and return every intact batch in
-    /// it, in order. A log that belongs to another database yields nothing.
-    pub fn open(path: &Path, file_id: u64) -> std::io::Result<(Self, Vec<Batch>)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut wal = Self {
-            file,
-            path: path.to_path_buf(),
+    /// Open (creating) both files of the log of database `file_id` and return every
+    /// intact batch in them, in LSN order. A file that belongs to another database
+    /// yields nothing. Call [`Wal::reset`] once the batches are applied.
+    pub fn open(paths: [PathBuf; 2], file_id: u64) -> std::io::Result<(Self, Vec<Batch>)> {
+        let mut batches = Vec::new();
+        let mut files = Vec::with_capacity(2);
+        for path in &paths {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            if bytes.get(..FILE_HEADER) == Some(&file_header(file_id)[..]) {
+                batches.extend(parse(&bytes[FILE_HEADER..]).0);
+            } else {
+                if bytes.len() > FILE_HEADER {
+                    tracing::warn!(path = %path.display(), "ignoring a write-ahead log that belongs to another database file");
+                }
+                reset_file(&file, file_id)?;
+            }
+            files.push(Arc::new(file));
+        }
+        batches.sort_by_key(|(lsn, _)| *lsn);
+        let [a, b]: [Arc<File>; 2] = files
+            .try_into()
+            .map_err(|_| std::io::Error::other("two log files expected"))?;
+        let wal = Self {
+            files: [a, b],
+            paths,
+            active: 0,
+            rotations: 0,
             file_id,
             len: 0,
             frame: Vec::new(),
         };
-        let ours = bytes.get(..FILE_HEADER) == Some(&file_header(file_id)[..]);
-        if !ours {
-            if bytes.len() > FILE_HEADER {
-                tracing::warn!(path = %path.display(), "ignoring a write-ahead log that belongs to another database file");
-            }
-            wal.reset()?;
-            return Ok((wal, Vec::new()));
-        }
-        let (batches, intact) = parse(&bytes[FILE_HEADER..]);
-        // Drop a torn tail so new frames follow the last intact one.
-        let end = (FILE_HEADER + intact) as u64;
-        wal.file.set_len(end)?;
-        wal.file.seek(SeekFrom::Start(end))?;
-        wal.len = intact as u64;
         Ok((wal, batches))
     }
 
-    /// Append one batch (not yet synced).
+    /// Append one batch to the active file (not yet synced).
     pub fn append(&mut self, lsn: u64, payload: &[u8]) -> std::io::Result<()> {
         self.frame.clear();
         self.frame.extend_from_slice(&MAGIC.to_be_bytes());
@@ -124,44 +147,68 @@ impl Wal {
         self.frame.extend_from_slice(&crc.finalize().to_be_bytes());
         self.frame.extend_from_slice(&lsn.to_be_bytes());
         self.frame.extend_from_slice(payload);
-        self.file.write_all(&self.frame)?;
+        self.files[self.active].write_all_at(&self.frame, FILE_HEADER as u64 + self.len)?;
         self.len += self.frame.len() as u64;
         Ok(())
     }
 
-    /// A second handle on the log file, for syncing from another thread.
-    pub fn sync_handle(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+    /// Switch appends to the other file, which must be empty (the previous checkpoint
+    /// reset it). Returns the file appended to until now, for [`reset_file`] once redb
+    /// holds everything in it.
+    pub fn rotate(&mut self) -> Arc<File> {
+        let old = self.files[self.active].clone();
+        self.active ^= 1;
+        self.rotations += 1;
+        self.len = 0;
+        old
     }
 
-    /// Make every appended batch durable (the writer syncs through [`Wal::sync_handle`]).
+    /// The files a sync must cover for every append so far, given the rotation count
+    /// the caller's last sync saw: the active file, and the other one too if a rotation
+    /// happened since (appends made before it are there). Also returns the count now.
+    pub fn sync_targets(&self, seen_rotations: u64) -> (Vec<Arc<File>>, u64) {
+        let mut files = vec![self.files[self.active].clone()];
+        if seen_rotations != self.rotations {
+            files.push(self.files[self.active ^ 1].clone());
+        }
+        (files, self.rotations)
+    }
+
+    /// Make every appended batch durable (the store syncs through [`Wal::sync_targets`]).
     #[cfg(test)]
     pub fn sync(&mut self) -> std::io::Result<()> {
-        self.file.sync_data()
+        self.files[self.active].sync_data()
     }
 
-    /// Bytes in the log.
+    /// Bytes in the active file.
     pub fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    pub fn file_id(&self) -> u64 {
+        self.file_id
     }
 
-    /// Empty the log after a checkpoint made its contents durable in redb.
+    /// Empty both files (after recovery made their contents durable in redb).
     pub fn reset(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.write_all(&file_header(self.file_id))?;
-        self.file.sync_all()?;
+        for file in &self.files {
+            reset_file(file, self.file_id)?;
+        }
+        self.active = 0;
         self.len = 0;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.paths[self.active]
     }
+}
+
+/// Empty one log file: only the header of database `file_id` stays, durably.
+pub fn reset_file(file: &File, file_id: u64) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.write_all_at(&file_header(file_id), 0)?;
+    file.sync_all()
 }
 
 fn file_header(file_id: u64) -> [u8; FILE_HEADER] {
@@ -233,13 +280,15 @@ fn parse_entries(mut p: &[u8]) -> Option<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn batches_survive_reopen_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal");
+        let paths = [dir.path().join("wal"), dir.path().join("wal.1")];
+        let path = paths[0].clone();
         {
-            let (mut wal, old) = Wal::open(&path, 42).unwrap();
+            let (mut wal, old) = Wal::open(paths.clone(), 42).unwrap();
             assert!(old.is_empty());
             let mut p = Vec::new();
             log_put(&mut p, b"k", b"record");
@@ -255,7 +304,7 @@ mod tests {
         f.write_all(&MAGIC.to_be_bytes()).unwrap();
         f.write_all(&[0, 0, 0, 9, 1, 2]).unwrap();
         drop(f);
-        let (wal, batches) = Wal::open(&path, 42).unwrap();
+        let (_, batches) = Wal::open(paths.clone(), 42).unwrap();
         assert_eq!(
             batches,
             vec![
@@ -274,22 +323,18 @@ mod tests {
                 (8, vec![Entry::Clear]),
             ]
         );
-        assert_eq!(
-            wal.len() + FILE_HEADER as u64,
-            std::fs::metadata(&path).unwrap().len()
-        );
-        // The same log is ignored by (and emptied for) another database file.
-        let (wal, batches) = Wal::open(&path, 43).unwrap();
+        // The same log is ignored by another database file.
+        let (_, batches) = Wal::open(paths, 43).unwrap();
         assert!(batches.is_empty());
-        assert!(wal.is_empty());
     }
 
     #[test]
     fn a_corrupt_frame_ends_the_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal");
+        let paths = [dir.path().join("wal"), dir.path().join("wal.1")];
+        let path = paths[0].clone();
         {
-            let (mut wal, _) = Wal::open(&path, 1).unwrap();
+            let (mut wal, _) = Wal::open(paths.clone(), 1).unwrap();
             let mut p = Vec::new();
             log_put(&mut p, b"a", b"1");
             wal.append(1, &p).unwrap();
@@ -300,7 +345,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, batches) = Wal::open(&path, 1).unwrap();
+        let (_, batches) = Wal::open(paths, 1).unwrap();
         assert_eq!(batches.len(), 1);
     }
 

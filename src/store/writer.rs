@@ -1,402 +1,689 @@
-//! The group-commit writer: one thread, one write transaction per batch, and a syncer
-//! thread beside it.
+//! The write path: writes run on the caller's task, a syncer thread makes the log
+//! durable, and a checkpointer thread moves logged changes into redb in bulk.
 //!
-//! Callers queue closures; the writer takes everything that has queued up (up to
-//! [`MAX_BATCH`]), runs each closure against the same transaction, commits it to redb
-//! without fsync and appends the batch's changes to the write-ahead log. When the batch
-//! must be durable (the store is immediate, or a closure asked for it) its answers go
-//! to the syncer, which `fdatasync`s the log and then answers everything that was
-//! logged before the sync began. The writer does not wait: it applies the next batch
-//! while the disk syncs the last one, so one sync covers every batch logged meanwhile
-//! and the number of fsyncs grows with time, not with the number of writers.
+//! A write takes the store's lock, runs its closure against a [`WriteBatch`] (which
+//! reads through the memtables to redb and stages its changes), appends the staged
+//! changes to the write-ahead log as one frame, applies them to the active memtable,
+//! and lets go. No thread hand-off: a relaxed write is answered right there, an
+//! immediate one once the syncer's next `fdatasync` covers its log sequence number
+//! (LSN). One sync covers every write logged before it began, so the number of syncs
+//! grows with time, not with the number of writers — group commit without a queue.
 //!
-//! A checkpoint — an fsynced redb commit, after which the log is emptied — runs every
-//! [`CHECKPOINT_INTERVAL`] or when the log passes [`CHECKPOINT_BYTES`], and at shutdown.
+//! Every [`CHECKPOINT_INTERVAL`], or when the memtable or the log grows past a bound,
+//! the checkpointer freezes the active memtable (a new one takes writes at once),
+//! switches the log to its other file, writes the frozen table into redb in one
+//! durable commit that records the last LSN it holds, and empties the old log file.
+//! A key written many times between checkpoints costs redb one update, and redb's
+//! per-commit work (page allocation, checksums, the fsync) is paid once per
+//! checkpoint instead of once per write.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redb::Database;
-use tokio::sync::{mpsc, oneshot};
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use tokio::sync::watch;
 
-use super::wal::Wal;
-use super::{APPLIED_LSN_KEY, Durability, META, StoreError, WriteBatch};
+use super::memtable::{Lookup, Memtable, Slot};
+use super::wal::{self, Wal};
+use super::{
+    APPLIED_LSN_KEY, Durability, EXPIRIES, META, Purged, RECORDS, StoreError, TOMBSTONES, Tables,
+    codec,
+};
 use crate::metrics::Metrics;
+use crate::record::{Record, State as RecordState};
 
-/// Most closures applied in one transaction; bounds the latency a batch adds.
-pub const MAX_BATCH: usize = 1024;
-/// Queue depth before callers wait (backpressure instead of unbounded memory).
-const QUEUE_DEPTH: usize = 16 * 1024;
 /// Longest time between checkpoints while writes arrive (bounds recovery time).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
-/// Log size that triggers a checkpoint (bounds the log file and recovery time).
-pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Memtable size that triggers a checkpoint before the interval is up.
+const CHECKPOINT_MEMTABLE_BYTES: usize = 32 << 20;
+/// Log size that triggers a checkpoint (bounds the log files and recovery time).
+const CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
+/// Memtable size at which writers wait for the checkpointer (bounds memory when redb
+/// cannot keep up).
+const MEMTABLE_LIMIT: usize = 128 << 20;
 
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Run = Box<dyn FnOnce(&mut WriteBatch<'_>) -> (bool, Completion) + Send>;
-
-pub struct Job {
-    run: Run,
-    /// This job needs an fsynced commit even when the store is relaxed.
-    durable: bool,
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Job {
-    pub fn new<T, F>(op: F, reply: oneshot::Sender<Result<T, StoreError>>, durable: bool) -> Self
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        let run: Run = Box::new(move |batch| match op(batch) {
-            Ok(value) => (
-                true,
-                Box::new(move |commit: Result<(), StoreError>| {
-                    let _ = reply.send(commit.map(|()| value));
-                }),
-            ),
-            Err(e) => (
-                false,
-                Box::new(move |_| {
-                    let _ = reply.send(Err(e));
-                }),
-            ),
-        });
-        Self { run, durable }
+/// redb as of the last checkpoint, shared by every reader until the next one.
+struct Snapshot {
+    records: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl Snapshot {
+    fn open(db: &Database) -> Result<Self, StoreError> {
+        let txn = db.begin_read()?;
+        Ok(Self {
+            records: txn.open_table(RECORDS)?,
+        })
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let Some(guard) = self.records.get(key)? else {
+            return Ok(None);
+        };
+        codec::decode(guard.value())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })
     }
 }
 
-pub enum Message {
-    Job(Job),
-    /// Flush, answer, and stop taking jobs.
-    Shutdown(oneshot::Sender<Result<(), StoreError>>),
+/// Everything the write lock protects.
+struct State {
+    /// Takes new writes.
+    active: Memtable,
+    /// Being written into redb by a checkpoint; read beneath `active`.
+    frozen: Option<Arc<Memtable>>,
+    /// Last LSN in `frozen`.
+    frozen_upto: u64,
+    /// The log file holding `frozen`'s changes, emptied once redb holds them.
+    frozen_log: Option<Arc<std::fs::File>>,
+    snapshot: Arc<Snapshot>,
+    wal: Wal,
+    /// LSN of the last appended frame.
+    last_lsn: u64,
+    /// Set once the log could not be written or synced: durability can no longer be
+    /// promised, so every later write fails instead of being acknowledged.
+    broken: Option<String>,
+    closed: bool,
 }
 
-pub fn spawn(
+impl State {
+    fn lookup(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        if let Lookup::Found(found) = self.active.lookup(key) {
+            return Ok(found.cloned());
+        }
+        if let Some(frozen) = &self.frozen
+            && let Lookup::Found(found) = frozen.lookup(key)
+        {
+            return Ok(found.cloned());
+        }
+        self.snapshot.get(key)
+    }
+}
+
+/// How far the log is durable, for writers waiting on it.
+#[derive(Debug, Clone, Default)]
+struct Synced {
+    lsn: u64,
+    broken: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Signal {
+    wanted: bool,
+    stop: bool,
+}
+
+/// A flag, a condition variable, and the thread that waits on them.
+#[derive(Default)]
+struct Wakeup {
+    flags: Mutex<Signal>,
+    cv: Condvar,
+}
+
+impl Wakeup {
+    fn want(&self) {
+        let mut flags = lock(&self.flags);
+        if !flags.wanted {
+            flags.wanted = true;
+            self.cv.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.flags).stop = true;
+        self.cv.notify_one();
+    }
+
+    /// Wait until wanted (true), stopped with nothing wanted (false), or `timeout`
+    /// passed (true: periodic work is due; `None` or a timeout too far off to
+    /// represent waits without one).
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut flags = lock(&self.flags);
+        loop {
+            if flags.wanted {
+                flags.wanted = false;
+                return true;
+            }
+            if flags.stop {
+                return false;
+            }
+            flags = match deadline {
+                None => self
+                    .cv
+                    .wait(flags)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return true;
+                    }
+                    self.cv
+                        .wait_timeout(flags, left)
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner().0)
+                }
+            };
+        }
+    }
+}
+
+pub struct Core {
+    db: Arc<Database>,
+    state: Mutex<State>,
+    durability: Durability,
+    metrics: Arc<Metrics>,
+    /// Serializes checkpoints (the background one and those scans ask for).
+    checkpointing: Mutex<()>,
+    /// Approximate bytes in the active memtable, readable without the lock.
+    active_bytes: AtomicUsize,
+    synced: watch::Sender<Synced>,
+    sync: Wakeup,
+    checkpoint: Wakeup,
+}
+
+/// The store's two threads.
+pub struct Threads {
+    syncer: std::thread::JoinHandle<()>,
+    checkpointer: std::thread::JoinHandle<()>,
+}
+
+pub fn start(
     db: Arc<Database>,
     wal: Wal,
-    next_lsn: u64,
+    last_lsn: u64,
     checkpoint_interval: Duration,
     durability: Durability,
     metrics: Arc<Metrics>,
-    unflushed: Arc<AtomicBool>,
-) -> Result<(mpsc::Sender<Message>, std::thread::JoinHandle<()>), StoreError> {
-    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let log = Arc::new(LogState::default());
-    let sync_file = wal.sync_handle().map_err(|source| StoreError::Io {
-        path: wal.path().to_path_buf(),
-        source,
-    })?;
-    let syncer = Syncer::spawn(
-        sync_file,
-        wal.path().display().to_string(),
-        log.clone(),
-        metrics.clone(),
-        unflushed.clone(),
-    )?;
-    let handle = std::thread::Builder::new()
-        .name("tidemark-writer".into())
-        .spawn(move || {
-            Writer {
-                db,
-                wal,
-                next_lsn,
-                log,
-                syncer: Some(syncer),
-                last_checkpoint: Instant::now(),
-                checkpoint_interval,
-                durability,
-                metrics,
-                unflushed,
-            }
-            .run(rx)
-        })
-        .map_err(|e| StoreError::Engine(format!("cannot start writer thread: {e}")))?;
-    Ok((tx, handle))
+) -> Result<(Arc<Core>, Threads), StoreError> {
+    let snapshot = Arc::new(Snapshot::open(&db)?);
+    let core = Arc::new(Core {
+        db,
+        state: Mutex::new(State {
+            active: Memtable::default(),
+            frozen: None,
+            frozen_upto: 0,
+            frozen_log: None,
+            snapshot,
+            wal,
+            last_lsn,
+            broken: None,
+            closed: false,
+        }),
+        durability,
+        metrics,
+        checkpointing: Mutex::new(()),
+        active_bytes: AtomicUsize::new(0),
+        synced: watch::Sender::new(Synced {
+            lsn: last_lsn,
+            broken: None,
+        }),
+        sync: Wakeup::default(),
+        checkpoint: Wakeup::default(),
+    });
+    let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(body)
+            .map_err(|e| StoreError::Engine(format!("cannot start the {name} thread: {e}")))
+    };
+    let syncer = {
+        let core = core.clone();
+        spawn("tidemark-syncer", Box::new(move || core.run_syncer()))?
+    };
+    let checkpointer = {
+        let core = core.clone();
+        spawn(
+            "tidemark-checkpointer",
+            Box::new(move || core.run_checkpointer(checkpoint_interval)),
+        )
+    };
+    let checkpointer = match checkpointer {
+        Ok(handle) => handle,
+        Err(e) => {
+            core.sync.stop();
+            let _ = syncer.join();
+            return Err(e);
+        }
+    };
+    Ok((
+        core,
+        Threads {
+            syncer,
+            checkpointer,
+        },
+    ))
 }
 
-/// What the writer and the syncer both know about the log.
-#[derive(Debug, Default)]
-struct LogState {
-    /// Appends so far (a counter, not a size).
-    appended: AtomicU64,
-    /// Appends covered by a completed sync (or a checkpoint).
-    synced: AtomicU64,
-    /// Set once the log could not be written or synced: durability can no longer be
-    /// promised, so every later write fails instead of being acknowledged.
-    broken: Mutex<Option<String>>,
-}
-
-impl LogState {
-    fn broken(&self) -> Option<String> {
-        self.broken
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+impl Threads {
+    /// Stop both threads without a final checkpoint (the log keeps what redb lacks).
+    pub fn stop(self, core: &Core) {
+        core.checkpoint.stop();
+        let _ = self.checkpointer.join();
+        core.sync.stop();
+        let _ = self.syncer.join();
     }
 
-    fn set_broken(&self, why: String) -> StoreError {
-        let why = format!("{why}; refusing further writes");
-        *self
-            .broken
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(why.clone());
+    /// Stop taking writes, checkpoint everything, and stop both threads.
+    pub fn close(self, core: &Core) -> Result<(), StoreError> {
+        lock(&core.state).closed = true;
+        core.checkpoint.stop();
+        let _ = self.checkpointer.join();
+        let outcome = core.checkpoint_now();
+        if outcome.is_ok() {
+            // Everything logged is in redb, durably: release anyone still waiting.
+            let last = lock(&core.state).last_lsn;
+            core.publish_synced(last);
+        }
+        core.sync.stop();
+        let _ = self.syncer.join();
+        outcome
+    }
+}
+
+impl Core {
+    /// Run `op` under the write lock and return its result once its changes are
+    /// logged (and synced, when the store is immediate or `durable` is set).
+    ///
+    /// `op` must only return `Err` for engine failures; nothing it staged is applied
+    /// then. Refusals (stale writes and the like) are part of `T`.
+    pub async fn write<T, F>(&self, op: F, durable: bool) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
+    {
+        while self.active_bytes.load(Ordering::Relaxed) >= MEMTABLE_LIMIT {
+            // redb is behind: wait for the checkpointer rather than grow without bound.
+            self.checkpoint.want();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (value, upto) = {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Err(StoreError::Closed);
+            }
+            if let Some(why) = &state.broken {
+                return Err(StoreError::Engine(why.clone()));
+            }
+            let mut batch = WriteBatch::new(&state, &self.db);
+            let value = match catch_unwind(AssertUnwindSafe(|| op(&mut batch))) {
+                Ok(result) => result?,
+                Err(_) => return Err(StoreError::BatchFailed("a write panicked".into())),
+            };
+            let staged = batch.finish();
+            if !staged.log.is_empty() {
+                self.apply(&mut state, staged)?;
+            }
+            (value, state.last_lsn)
+        };
+        if durable || self.durability == Durability::Immediate {
+            // Also when this write changed nothing: its answer may rest on data that
+            // is logged but not yet synced.
+            self.wait_synced(upto).await?;
+        }
+        Ok(value)
+    }
+
+    fn apply(&self, state: &mut State, staged: Staged) -> Result<(), StoreError> {
+        let lsn = state.last_lsn + 1;
+        if let Err(e) = state.wal.append(lsn, &staged.log) {
+            let why = format!(
+                "cannot append to the write-ahead log {}: {e}; refusing further writes",
+                state.wal.path().display()
+            );
+            return Err(self.break_log(state, why));
+        }
+        state.last_lsn = lsn;
+        if staged.cleared {
+            state.active.clear();
+        }
+        for (key, slot) in staged.changes {
+            state.active.insert(key, slot);
+        }
+        let bytes = state.active.bytes();
+        self.active_bytes.store(bytes, Ordering::Relaxed);
+        if bytes >= CHECKPOINT_MEMTABLE_BYTES || state.wal.len() >= CHECKPOINT_LOG_BYTES {
+            self.checkpoint.want();
+        }
+        Ok(())
+    }
+
+    fn break_log(&self, state: &mut State, why: String) -> StoreError {
+        tracing::error!(error = %why, "the write-ahead log failed");
+        state.broken = Some(why.clone());
+        let shared: Arc<str> = why.clone().into();
+        self.synced.send_modify(|s| s.broken = Some(shared));
         StoreError::Engine(why)
     }
 
-    fn has_unsynced(&self) -> bool {
-        self.appended.load(Ordering::Acquire) > self.synced.load(Ordering::Acquire)
-    }
-}
-
-/// Answers waiting for a sync that covers append number `upto`.
-struct Pending {
-    completions: Vec<Completion>,
-    upto: u64,
-    started: Instant,
-    count: usize,
-}
-
-/// The thread that syncs the log and then releases the answers waiting on it.
-struct Syncer {
-    queue: std::sync::mpsc::Sender<Pending>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Syncer {
-    fn spawn(
-        file: std::fs::File,
-        path: String,
-        log: Arc<LogState>,
-        metrics: Arc<Metrics>,
-        unflushed: Arc<AtomicBool>,
-    ) -> Result<Self, StoreError> {
-        let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
-        let thread = std::thread::Builder::new()
-            .name("tidemark-syncer".into())
-            .spawn(move || {
-                while let Ok(first) = waiting.recv() {
-                    let mut batch = vec![first];
-                    batch.extend(waiting.try_iter());
-                    // Everything in `batch` was appended before it was queued, so a sync
-                    // that starts now covers it.
-                    let upto = batch.iter().map(|p| p.upto).max().unwrap_or(0);
-                    let outcome = match log.broken() {
-                        Some(why) => Err(why),
-                        None => file.sync_data().map_err(|e| {
-                            log.set_broken(format!("cannot sync the write-ahead log {path}: {e}"))
-                                .to_string()
-                        }),
-                    };
-                    if outcome.is_ok() {
-                        log.synced.fetch_max(upto, Ordering::AcqRel);
-                        if !log.has_unsynced() {
-                            unflushed.store(false, Ordering::Release);
-                        }
-                    }
-                    for pending in batch {
-                        if outcome.is_ok() {
-                            metrics.commit_batch_size.observe(pending.count as f64);
-                            metrics
-                                .commit_seconds
-                                .observe(pending.started.elapsed().as_secs_f64());
-                        }
-                        for done in pending.completions {
-                            done(outcome.clone().map_err(StoreError::BatchFailed));
-                        }
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Engine(format!("cannot start syncer thread: {e}")))?;
-        Ok(Self { queue, thread })
-    }
-
-    /// Answer every queued completion, then stop.
-    fn finish(self) {
-        drop(self.queue);
-        let _ = self.thread.join();
-    }
-}
-
-struct Writer {
-    db: Arc<Database>,
-    wal: Wal,
-    /// LSN the next logged batch gets.
-    next_lsn: u64,
-    log: Arc<LogState>,
-    syncer: Option<Syncer>,
-    last_checkpoint: Instant,
-    checkpoint_interval: Duration,
-    durability: Durability,
-    metrics: Arc<Metrics>,
-    unflushed: Arc<AtomicBool>,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Message>) {
-        let mut jobs = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            let mut shutdown = None;
-            match first {
-                Message::Job(job) => jobs.push(job),
-                Message::Shutdown(reply) => shutdown = Some(reply),
-            }
-            while shutdown.is_none() && jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(Message::Job(job)) => jobs.push(job),
-                    Ok(Message::Shutdown(reply)) => shutdown = Some(reply),
-                    Err(_) => break,
-                }
-            }
-            if !jobs.is_empty() {
-                self.commit_batch(&mut jobs);
-            }
-            if let Some(reply) = shutdown {
-                // Let waiting answers go out (their sync happens first), then make
-                // everything durable in redb.
-                if let Some(syncer) = self.syncer.take() {
-                    syncer.finish();
-                }
-                let _ = reply.send(self.checkpoint());
-                rx.close();
-                // Anything queued behind the shutdown is answered with Closed by the drop.
-                return;
-            }
+    async fn wait_synced(&self, upto: u64) -> Result<(), StoreError> {
+        let mut synced = self.synced.subscribe();
+        if synced.borrow().lsn >= upto {
+            return Ok(());
         }
-    }
-
-    fn commit_batch(&mut self, jobs: &mut Vec<Job>) {
-        let started = Instant::now();
-        let durable = self.durability == Durability::Immediate || jobs.iter().any(|j| j.durable);
-        let count = jobs.len();
-        let mut completions: Vec<Completion> = Vec::with_capacity(count);
-        let outcome = match self.log.broken() {
-            Some(why) => Err(StoreError::Engine(why)),
-            None => self.apply(jobs, &mut completions),
-        };
-        // If the transaction could not even begin, no job ran. Drop them (answering
-        // `Closed`) rather than keep them for the next batch: kept, they would grow the
-        // batch past MAX_BATCH on every failure while their callers hang.
-        jobs.clear();
-        match outcome {
-            Ok(()) if durable && self.log.has_unsynced() => {
-                // Answers wait for a sync covering every append so far — this batch's,
-                // and earlier ones whose data these answers may have read.
-                let pending = Pending {
-                    completions,
-                    upto: self.log.appended.load(Ordering::Acquire),
-                    started,
-                    count,
-                };
-                if let Some(Err(refused)) = self.syncer.as_ref().map(|s| s.queue.send(pending)) {
-                    // The syncer is gone (it cannot be, while the writer runs): fail
-                    // rather than acknowledge without a sync.
-                    for done in refused.0.completions {
-                        done(Err(StoreError::BatchFailed(
-                            "the log syncer stopped".into(),
-                        )));
-                    }
-                }
-            }
-            Ok(()) => {
-                if !durable && self.log.has_unsynced() {
-                    self.unflushed.store(true, Ordering::Release);
-                }
-                self.metrics.commit_batch_size.observe(count as f64);
-                self.metrics
-                    .commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                for done in completions {
-                    done(Ok(()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, batch = count, "write batch failed; nothing in it was acknowledged");
-                let why = match e {
-                    StoreError::BatchFailed(why) => why,
-                    other => other.to_string(),
-                };
-                for done in completions {
-                    done(Err(StoreError::BatchFailed(why.clone())));
-                }
-                return;
-            }
+        self.sync.want();
+        let now = synced
+            .wait_for(|s| s.lsn >= upto || s.broken.is_some())
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        if now.lsn >= upto {
+            return Ok(());
         }
-        if (self.wal.len() >= CHECKPOINT_BYTES
-            || self.last_checkpoint.elapsed() >= self.checkpoint_interval)
-            && let Err(e) = self.checkpoint()
-        {
-            tracing::error!(error = %e, "checkpoint failed; the log keeps the changes");
-        }
-    }
-
-    fn break_log(&mut self, what: &str, e: std::io::Error) -> StoreError {
-        self.log.set_broken(format!(
-            "cannot {what} the write-ahead log {}: {e}",
-            self.wal.path().display()
+        Err(StoreError::BatchFailed(
+            now.broken
+                .as_deref()
+                .unwrap_or("the log failed")
+                .to_string(),
         ))
     }
 
-    /// Commit redb durably and empty the log.
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
-        self.last_checkpoint = Instant::now();
-        if self.wal.is_empty() {
-            return Ok(());
-        }
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::Immediate)?;
-        txn.commit()?;
-        // Everything appended so far is now durable in redb.
-        let appended = self.log.appended.load(Ordering::Acquire);
-        if let Err(e) = self.wal.reset() {
-            return Err(self.break_log("truncate", e));
-        }
-        self.log.synced.fetch_max(appended, Ordering::AcqRel);
-        self.unflushed.store(false, Ordering::Release);
-        Ok(())
+    fn publish_synced(&self, lsn: u64) {
+        self.synced.send_if_modified(|s| {
+            let newer = lsn > s.lsn;
+            s.lsn = s.lsn.max(lsn);
+            newer
+        });
     }
 
-    /// Run every job in one transaction, commit it (without fsync) and append its
-    /// changes to the log. On any failure nothing is committed; jobs not yet run are
-    /// dropped, which answers their callers with `Closed`.
-    fn apply(
-        &mut self,
-        jobs: &mut Vec<Job>,
-        completions: &mut Vec<Completion>,
-    ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)?;
-        let log = {
-            let mut batch = WriteBatch::open(&txn)?;
-            for job in jobs.drain(..) {
-                let ran = catch_unwind(AssertUnwindSafe(|| (job.run)(&mut batch)));
-                match ran {
-                    Ok((true, done)) => completions.push(done),
-                    Ok((false, done)) => {
-                        completions.push(done);
-                        return Err(StoreError::BatchFailed("a write failed".into()));
-                    }
-                    Err(_) => {
-                        return Err(StoreError::BatchFailed("a write panicked".into()));
+    /// The record stored for `key` now, tombstones and expired values included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let (frozen, snapshot) = {
+            let state = lock(&self.state);
+            if let Lookup::Found(found) = state.active.lookup(key) {
+                return Ok(found.cloned());
+            }
+            (state.frozen.clone(), state.snapshot.clone())
+        };
+        if let Some(frozen) = frozen
+            && let Lookup::Found(found) = frozen.lookup(key)
+        {
+            return Ok(found.cloned());
+        }
+        snapshot.get(key)
+    }
+
+    /// Whether a record not yet checkpointed may have lapsed at or before `cutoff`.
+    pub fn memtables_may_hold_due(&self, cutoff: u64) -> bool {
+        let state = lock(&self.state);
+        state.active.may_hold_due(cutoff)
+            || state
+                .frozen
+                .as_ref()
+                .is_some_and(|frozen| frozen.may_hold_due(cutoff))
+    }
+
+    /// Whether acknowledged writes are waiting for a sync of the log.
+    pub fn has_unsynced(&self) -> bool {
+        let last = lock(&self.state).last_lsn;
+        self.synced.borrow().lsn < last
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    fn run_syncer(&self) {
+        let mut seen_rotations = 0;
+        while self.sync.wait(None) {
+            let (target, files, rotations) = {
+                let state = lock(&self.state);
+                if state.broken.is_some() {
+                    continue;
+                }
+                let (files, rotations) = state.wal.sync_targets(seen_rotations);
+                (state.last_lsn, files, rotations)
+            };
+            let before = self.synced.borrow().lsn;
+            if target <= before {
+                continue;
+            }
+            let started = Instant::now();
+            match files.iter().try_for_each(|file| file.sync_data()) {
+                Ok(()) => {
+                    seen_rotations = rotations;
+                    self.metrics
+                        .commit_batch_size
+                        .observe((target - before) as f64);
+                    self.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.publish_synced(target);
+                }
+                Err(e) => {
+                    let mut state = lock(&self.state);
+                    let why = format!(
+                        "cannot sync the write-ahead log {}: {e}; refusing further writes",
+                        state.wal.path().display()
+                    );
+                    self.break_log(&mut state, why);
+                }
+            }
+        }
+    }
+
+    fn run_checkpointer(&self, interval: Duration) {
+        while self.checkpoint.wait(Some(interval)) {
+            if let Err(e) = self.checkpoint_now() {
+                tracing::error!(error = %e, "checkpoint failed; the log keeps the changes");
+                // Do not spin on a persistent failure.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Write everything logged so far into redb durably, then empty the log file that
+    /// held it. Scans call this first, so they see every acknowledged write.
+    pub fn checkpoint_now(&self) -> Result<(), StoreError> {
+        let _serial = lock(&self.checkpointing);
+        let (frozen, upto, old_log, file_id) = {
+            let mut state = lock(&self.state);
+            if state.frozen.is_none() {
+                if state.active.is_empty() {
+                    return Ok(());
+                }
+                let table = std::mem::take(&mut state.active);
+                self.active_bytes.store(0, Ordering::Relaxed);
+                state.frozen = Some(Arc::new(table));
+                state.frozen_upto = state.last_lsn;
+                state.frozen_log = Some(state.wal.rotate());
+            }
+            let Some(frozen) = state.frozen.clone() else {
+                return Ok(());
+            };
+            (
+                frozen,
+                state.frozen_upto,
+                state.frozen_log.clone(),
+                state.wal.file_id(),
+            )
+        };
+        let txn = self.db.begin_write()?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            if frozen.cleared() {
+                tables.clear()?;
+            }
+            for (key, slot) in frozen.iter() {
+                match slot {
+                    Slot::Put(record) => tables.put(key, record)?,
+                    Slot::Removed => {
+                        tables.remove(key)?;
                     }
                 }
             }
-            batch.take_log()
-        };
-        if log.is_empty() {
-            // Nothing changed (refusals, reads): nothing to commit or log.
-            txn.abort()?;
-            return Ok(());
+            txn.open_table(META)?.insert(APPLIED_LSN_KEY, upto)?;
         }
-        let lsn = self.next_lsn;
-        txn.open_table(META)?.insert(APPLIED_LSN_KEY, lsn)?;
         txn.commit()?;
-        if let Err(e) = self.wal.append(lsn, &log) {
-            return Err(self.break_log("append to", e));
+        let snapshot = Arc::new(Snapshot::open(&self.db)?);
+        {
+            let mut state = lock(&self.state);
+            state.frozen = None;
+            state.frozen_log = None;
+            state.snapshot = snapshot;
         }
-        self.next_lsn += 1;
-        self.log.appended.fetch_add(1, Ordering::AcqRel);
+        // Everything up to `upto` is durable in redb now, synced or not.
+        self.publish_synced(upto);
+        if let Some(file) = old_log
+            && let Err(e) = wal::reset_file(&file, file_id)
+        {
+            let mut state = lock(&self.state);
+            let why = format!("cannot empty a write-ahead log file: {e}; refusing further writes");
+            return Err(self.break_log(&mut state, why));
+        }
         Ok(())
+    }
+}
+
+/// What a write closure staged, applied only when it returns `Ok`.
+struct Staged {
+    changes: Vec<(Vec<u8>, Slot)>,
+    cleared: bool,
+    log: Vec<u8>,
+}
+
+/// Staged changes beyond this many get an index, so a large import stays linear.
+const STAGED_SCAN: usize = 16;
+
+/// The write side of one write, lent to its closure: reads see the closure's own
+/// staged changes, then the memtables, then redb. Changes are staged and logged, and
+/// reach the memtable only if the closure succeeds.
+pub struct WriteBatch<'a> {
+    state: &'a State,
+    db: &'a Database,
+    changes: Vec<(Vec<u8>, Slot)>,
+    /// Position of each key's latest change, once `changes` outgrows a linear scan.
+    index: std::collections::HashMap<Vec<u8>, usize>,
+    cleared: bool,
+    log: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> WriteBatch<'a> {
+    fn new(state: &'a State, db: &'a Database) -> Self {
+        Self {
+            state,
+            db,
+            changes: Vec::new(),
+            index: std::collections::HashMap::new(),
+            cleared: false,
+            log: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn finish(self) -> Staged {
+        Staged {
+            changes: self.changes,
+            cleared: self.cleared,
+            log: self.log,
+        }
+    }
+
+    fn staged(&self, key: &[u8]) -> Option<&Slot> {
+        let at = if self.changes.len() > STAGED_SCAN {
+            self.index.get(key).copied()
+        } else {
+            self.changes.iter().rposition(|(k, _)| k == key)
+        };
+        at.map(|i| &self.changes[i].1)
+    }
+
+    fn stage(&mut self, key: &[u8], slot: Slot) {
+        self.changes.push((key.to_vec(), slot));
+        let last = self.changes.len() - 1;
+        if self.changes.len() > STAGED_SCAN {
+            if self.index.is_empty() {
+                for (i, (k, _)) in self.changes.iter().enumerate() {
+                    self.index.insert(k.clone(), i);
+                }
+            } else {
+                self.index.insert(key.to_vec(), last);
+            }
+        }
+    }
+
+    /// The record for `key` as this write sees it (its own changes included).
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        match self.staged(key) {
+            Some(Slot::Put(record)) => Ok(Some(record.clone())),
+            Some(Slot::Removed) => Ok(None),
+            None if self.cleared => Ok(None),
+            None => self.state.lookup(key),
+        }
+    }
+
+    /// Store `record` under `key`, replacing what was there.
+    pub fn put(&mut self, key: &[u8], record: &Record) -> Result<(), StoreError> {
+        codec::encode(record, &mut self.scratch);
+        wal::log_put(&mut self.log, key, &self.scratch);
+        self.stage(key, Slot::Put(record.clone()));
+        Ok(())
+    }
+
+    /// Remove `key` entirely (no tombstone). Returns what was there.
+    pub fn remove(&mut self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let old = self.get(key)?;
+        wal::log_remove(&mut self.log, key);
+        self.stage(key, Slot::Removed);
+        Ok(old)
+    }
+
+    /// Remove every record, tombstones included.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        wal::log_clear(&mut self.log);
+        self.changes.clear();
+        self.index.clear();
+        self.cleared = true;
+        Ok(())
+    }
+
+    /// Purge up to `limit` records whose guard lapsed at or before `cutoff`
+    /// (expired at or before it, or deleted at or before it). Candidates come from
+    /// redb's index tables as of the last checkpoint; each is checked against the
+    /// record as it stands now, so entries already purged or rewritten since are
+    /// passed over.
+    pub fn purge(&mut self, cutoff: u64, limit: usize) -> Result<Purged, StoreError> {
+        let upper: (u64, &[u8]) = (cutoff.saturating_add(1), &[]);
+        let txn = self.db.begin_read()?;
+        let mut purged = Purged::default();
+        for (table, tombstones) in [(TOMBSTONES, true), (EXPIRIES, false)] {
+            for entry in txn.open_table(table)?.range(..upper)? {
+                if purged.expired + purged.tombstones >= limit {
+                    return Ok(purged);
+                }
+                let (due, _) = entry?;
+                let (at, key) = due.value();
+                let lapsed = match self.get(key)? {
+                    Some(Record {
+                        state: RecordState::Tombstone { deleted_at },
+                        ..
+                    }) => tombstones && deleted_at == at,
+                    Some(Record {
+                        state:
+                            RecordState::Live {
+                                expires_at: Some(expires_at),
+                                ..
+                            },
+                        ..
+                    }) => !tombstones && expires_at == at,
+                    _ => false,
+                };
+                if lapsed {
+                    self.remove(key)?;
+                    if tombstones {
+                        purged.tombstones += 1;
+                    } else {
+                        purged.expired += 1;
+                    }
+                }
+            }
+        }
+        Ok(purged)
     }
 }
