@@ -232,7 +232,7 @@ pub async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// Purge expired records and lapsed tombstones in small batches, so the writer is
+/// Purge expired records and lapsed tombstones in small batches, so the write lock is
 /// never held for long.
 async fn sweep_loop(service: Service, every: Duration, stopped: watch::Receiver<bool>) {
     const BATCH: usize = 512;

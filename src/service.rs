@@ -620,8 +620,8 @@ impl Service {
     /// overwrites newer data. Applied records are stored as given — timestamp, expiry
     /// and delete time included. Returns one outcome per record, in order.
     ///
-    /// Records are applied in order inside one write transaction, so a later record
-    /// for the same key is judged against an earlier one from the same call.
+    /// Records are applied in order as one write (one log frame, all or nothing), so a
+    /// later record for the same key is judged against an earlier one from the call.
     pub async fn import(
         &self,
         records: Vec<(Vec<u8>, Record)>,
@@ -734,7 +734,7 @@ impl Service {
         self.store.has_unflushed_commits()
     }
 
-    /// Flush and stop the writer.
+    /// Checkpoint everything and stop the store's threads.
     pub async fn close(&self) -> Result<(), ServiceError> {
         self.store.close().await?;
         Ok(())
@@ -784,8 +784,8 @@ pub fn server_stamp(stored: Option<&Record>, now: u64) -> u64 {
 }
 
 /// The record a write closure starts from. A corrupt record is answered as that
-/// caller's own error: returned as the closure's `Err`, it would abort the group
-/// commit and fail every unrelated write batched with it.
+/// caller's own error (a refusal), not as the closure's `Err`, which means an engine
+/// failure; for an import that would fail every other record of the call.
 fn stored_for_write(
     batch: &WriteBatch<'_>,
     key: &[u8],

@@ -36,6 +36,11 @@ const MAGIC: u32 = 0x544D_574C; // "TMWL"
 const FILE_MAGIC: u32 = 0x544D_5731; // "TMW1"
 const FILE_HEADER: usize = 4 + 8;
 const HEADER: usize = 4 + 4 + 4 + 8;
+/// The files grow in steps of this many bytes of written zeros, and a checkpoint
+/// keeps their size: appends then overwrite allocated blocks, so a sync flushes data
+/// only, without a metadata journal commit for a new file size (measured on ext4 here:
+/// about 10,000 syncs/s overwriting against 7,000/s appending).
+const GROW: u64 = 1 << 20;
 
 pub const PUT: u8 = 1;
 pub const REMOVE: u8 = 2;
@@ -90,6 +95,8 @@ pub struct Wal {
     file_id: u64,
     /// Bytes of frames after the active file's header.
     len: u64,
+    /// Size of each file: appends up to it overwrite blocks already allocated.
+    allocated: [u64; 2],
     frame: Vec<u8>,
 }
 
@@ -100,7 +107,8 @@ impl Wal {
     pub fn open(paths: [PathBuf; 2], file_id: u64) -> std::io::Result<(Self, Vec<Batch>)> {
         let mut batches = Vec::new();
         let mut files = Vec::with_capacity(2);
-        for path in &paths {
+        let mut allocated = [0; 2];
+        for (i, path) in paths.iter().enumerate() {
             let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -117,6 +125,7 @@ impl Wal {
                 }
                 reset_file(&file, file_id)?;
             }
+            allocated[i] = file.metadata()?.len();
             files.push(Arc::new(file));
         }
         batches.sort_by_key(|(lsn, _)| *lsn);
@@ -130,6 +139,7 @@ impl Wal {
             rotations: 0,
             file_id,
             len: 0,
+            allocated,
             frame: Vec::new(),
         };
         Ok((wal, batches))
@@ -147,8 +157,28 @@ impl Wal {
         self.frame.extend_from_slice(&crc.finalize().to_be_bytes());
         self.frame.extend_from_slice(&lsn.to_be_bytes());
         self.frame.extend_from_slice(payload);
-        self.files[self.active].write_all_at(&self.frame, FILE_HEADER as u64 + self.len)?;
+        let at = FILE_HEADER as u64 + self.len;
+        let end = at + self.frame.len() as u64;
+        if end > self.allocated[self.active] {
+            self.grow(end)?;
+        }
+        self.files[self.active].write_all_at(&self.frame, at)?;
         self.len += self.frame.len() as u64;
+        Ok(())
+    }
+
+    /// Extend the active file with written zeros to a multiple of [`GROW`] covering `end`.
+    fn grow(&mut self, end: u64) -> std::io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let file = &self.files[self.active];
+        let target = end.div_ceil(GROW) * GROW;
+        let mut at = self.allocated[self.active];
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        self.allocated[self.active] = target;
         Ok(())
     }
 
@@ -191,8 +221,9 @@ impl Wal {
 
     /// Empty both files (after recovery made their contents durable in redb).
     pub fn reset(&mut self) -> std::io::Result<()> {
-        for file in &self.files {
+        for (file, allocated) in self.files.iter().zip(&mut self.allocated) {
             reset_file(file, self.file_id)?;
+            *allocated = FILE_HEADER as u64;
         }
         self.active = 0;
         self.len = 0;
@@ -209,6 +240,18 @@ pub fn reset_file(file: &File, file_id: u64) -> std::io::Result<()> {
     file.set_len(0)?;
     file.write_all_at(&file_header(file_id), 0)?;
     file.sync_all()
+}
+
+/// Empty one log file of this database for reuse, keeping its size: the header is
+/// rewritten and the first frame zeroed, so a replay reads nothing until new frames
+/// are appended. Frames of earlier rounds may remain beyond the new ones; they are
+/// all at or below the LSN the database file already holds (the checkpoint that
+/// recycles the file recorded it), so a replay skips them.
+pub fn recycle_file(file: &File, file_id: u64) -> std::io::Result<()> {
+    let mut start = [0u8; FILE_HEADER + HEADER];
+    start[..FILE_HEADER].copy_from_slice(&file_header(file_id));
+    file.write_all_at(&start, 0)?;
+    file.sync_data()
 }
 
 fn file_header(file_id: u64) -> [u8; FILE_HEADER] {
@@ -328,11 +371,43 @@ mod tests {
         assert!(batches.is_empty());
     }
 
+    /// A recycled file keeps its size (so appends overwrite allocated blocks) but
+    /// replays only frames written after the recycling, plus earlier-round frames the
+    /// database already holds (their LSNs are at or below the recycling checkpoint's).
+    #[test]
+    fn a_recycled_file_keeps_its_size_and_replays_nothing_the_database_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = [dir.path().join("wal"), dir.path().join("wal.1")];
+        let mut p = Vec::new();
+        log_put(&mut p, b"key", &[7; 300]);
+        {
+            let (mut wal, _) = Wal::open(paths.clone(), 5).unwrap();
+            for lsn in 1..=3 {
+                wal.append(lsn, &p).unwrap();
+            }
+            assert_eq!(std::fs::metadata(&paths[0]).unwrap().len(), GROW);
+            let old = wal.rotate();
+            recycle_file(&old, 5).unwrap();
+            assert_eq!(std::fs::metadata(&paths[0]).unwrap().len(), GROW);
+            let (_, batches) = Wal::open(paths.clone(), 5).unwrap();
+            assert!(batches.is_empty(), "a recycled file replays nothing");
+            wal.rotate();
+            let mut q = Vec::new();
+            log_remove(&mut q, b"key");
+            wal.append(4, &q).unwrap();
+        }
+        let (_, batches) = Wal::open(paths, 5).unwrap();
+        let lsns: Vec<u64> = batches.iter().map(|(lsn, _)| *lsn).collect();
+        assert_eq!(lsns.iter().filter(|&&lsn| lsn == 4).count(), 1, "{lsns:?}");
+        assert!(lsns.iter().all(|&lsn| lsn == 4 || lsn <= 3), "{lsns:?}");
+    }
+
     #[test]
     fn a_corrupt_frame_ends_the_replay() {
         let dir = tempfile::tempdir().unwrap();
         let paths = [dir.path().join("wal"), dir.path().join("wal.1")];
         let path = paths[0].clone();
+        let end;
         {
             let (mut wal, _) = Wal::open(paths.clone(), 1).unwrap();
             let mut p = Vec::new();
@@ -340,10 +415,11 @@ mod tests {
             wal.append(1, &p).unwrap();
             wal.append(2, &p).unwrap();
             wal.sync().unwrap();
+            end = FILE_HEADER + wal.len() as usize;
         }
+        // The last byte of the second frame (the file goes on with allocated zeros).
         let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xFF;
+        bytes[end - 1] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
         let (_, batches) = Wal::open(paths, 1).unwrap();
         assert_eq!(batches.len(), 1);

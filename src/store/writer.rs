@@ -530,7 +530,7 @@ impl Core {
         // Everything up to `upto` is durable in redb now, synced or not.
         self.publish_synced(upto);
         if let Some(file) = old_log
-            && let Err(e) = wal::reset_file(&file, file_id)
+            && let Err(e) = wal::recycle_file(&file, file_id)
         {
             let mut state = lock(&self.state);
             let why = format!("cannot empty a write-ahead log file: {e}; refusing further writes");
