@@ -27,6 +27,7 @@
 #   OUT [docs/bench]      where results go
 #   PORT_BASE [27400]     six consecutive loopback ports from here
 #   SKIP_BUILD [0]        1 = use the binaries already in target/release
+#   TM_ARGS [""]          extra flags for both tidemark servers, e.g. "--worker-threads 1"
 #
 # DURATION and WARMUP are whole seconds or humantime text ("500ms").
 # Smoke run (about a minute, results kept out of docs/):
@@ -49,6 +50,7 @@ THREADS=${THREADS:-1}
 OUT=${OUT:-docs/bench}
 PORT_BASE=${PORT_BASE:-27400}
 SKIP_BUILD=${SKIP_BUILD:-0}
+TM_ARGS=${TM_ARGS:-}
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -121,8 +123,9 @@ start_tidemark() { # name http-port tyrant-port extra-args…
     local name=$1 http=$2 tyrant=$3
     shift 3
     mkdir -p "$WORK/$name"
+    # shellcheck disable=SC2086 # TM_ARGS is a list of flags
     "$SERVER" serve --data-dir "$WORK/$name" --http-addr "127.0.0.1:$http" \
-        --tyrant-addr "127.0.0.1:$tyrant" "$@" >"$WORK/$name.log" 2>&1 &
+        --tyrant-addr "127.0.0.1:$tyrant" $TM_ARGS "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
     SERVER_PID[$name]=$!
 }
@@ -225,5 +228,5 @@ done
 log "$total_runs runs done"
 
 python3 "$ROOT/bench/summarize.py" --raw "$RAW" --out "$OUT" --headline "$HEADLINE" \
-    --meta "duration=$DURATION warmup=$WARMUP rounds=$ROUNDS headline_rounds=$HEADLINE_ROUNDS keys=$KEYS value_size=$VALUE_SIZE pipeline=$PIPELINE threads=$THREADS" |
+    --meta "duration=$DURATION warmup=$WARMUP rounds=$ROUNDS headline_rounds=$HEADLINE_ROUNDS keys=$KEYS value_size=$VALUE_SIZE pipeline=$PIPELINE threads=$THREADS tidemark_args='$TM_ARGS'" |
     tee "$OUT/summary.md"

@@ -243,6 +243,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_CACHE_SIZE", default_value_t = 256 << 20)]
     pub cache_size: usize,
 
+    /// Threads serving both ports (the async runtime's workers); default: one per CPU.
+    /// One is best when the clients share this machine's few cores.
+    #[arg(long, env = "TIDEMARK_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
     /// How often the sweeper looks for expired records and purgeable tombstones.
     #[arg(long, env = "TIDEMARK_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub sweep_interval: Duration,

@@ -64,10 +64,11 @@ fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
 
 fn run(config: &ServeConfig) -> ExitCode {
     init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tidemark: cannot start the async runtime: {e}");

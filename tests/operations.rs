@@ -351,3 +351,18 @@ async fn requests_slower_than_the_request_timeout_get_503_problem() {
     assert!(head.contains("application/problem+json"), "{head}");
     server.stop().await;
 }
+
+#[test]
+fn worker_threads_default_to_one_per_cpu_and_zero_is_refused() {
+    use clap::Parser;
+    let serve = |args: &[&str]| {
+        let argv = ["tidemark", "serve"].iter().chain(args).copied();
+        tidemark::config::Cli::try_parse_from(argv).map(|cli| match cli.command {
+            tidemark::config::Command::Serve(config) => config.worker_threads,
+            _ => panic!("parsed as another subcommand"),
+        })
+    };
+    assert_eq!(serve(&[]).expect("no flag"), None);
+    assert_eq!(serve(&["--worker-threads", "1"]).expect("one"), Some(1));
+    assert!(serve(&["--worker-threads", "0"]).is_err());
+}

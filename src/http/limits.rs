@@ -6,7 +6,6 @@
 
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
@@ -19,15 +18,19 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const TRANSPORT_MAX_HEADERS: usize = 256;
 pub const TRANSPORT_MAX_BUF: usize = 128 * 1024;
 
-/// Answer 431 when a request's headers exceed [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`].
-pub async fn limit_headers(request: Request, next: Next) -> Response {
+/// The 431 answer for a request whose headers exceed [`MAX_HEADERS`] or
+/// [`MAX_HEADER_BYTES`]; `None` when they are within both.
+pub fn refuse_large_headers(request: &Request) -> Option<Response> {
     let headers = request.headers();
     let bytes: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return Problem::new(
+    if headers.len() <= MAX_HEADERS && bytes <= MAX_HEADER_BYTES {
+        return None;
+    }
+    Some(
+        Problem::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers-too-large",
             "Request headers too large",
@@ -37,7 +40,6 @@ pub async fn limit_headers(request: Request, next: Next) -> Response {
                 headers.len()
             ),
         )
-        .into_response();
-    }
-    next.run(request).await
+        .into_response(),
+    )
 }

@@ -126,29 +126,35 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         // One body limit: the value limit. Bodies over it are refused with 413 while
         // streaming, before they are buffered.
         .layer(DefaultBodyLimit::max(max_value))
-        .layer(middleware::from_fn(move |request, next| {
-            with_timeout(request_timeout, request, next)
-        }))
         // Backup, export and import move whole stores: merged here, inside the token
         // check but outside the request timeout and the value-sized body limit.
         .merge(admin::routes())
-        .layer(middleware::from_fn(move |request, next| {
-            require_token(auth.clone(), request, next)
-        }))
-        .layer(middleware::from_fn(limits::limit_headers))
+        // Header limits, the token, the request timeout and the request metrics, in one
+        // layer: each layer costs allocations per request (about a third of the HTTP
+        // path's CPU with them as four; docs/BENCHMARKS.md).
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
+            Arc::new(Front {
+                state: state.clone(),
+                token: auth,
+                timeout: request_timeout,
+            }),
+            front,
         ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
+        .layer(CatchPanicLayer::custom(panic_response));
+    // Per-request spans and failure lines at DEBUG, only when the log filter would
+    // show them (`TIDEMARK_LOG=tower_http=debug`): otherwise the layer is skipped, as
+    // it costs about a tenth of a GET's CPU for events nobody sees.
+    let app =
+        if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
             // 503s from /readyz while draining are expected, not errors worth an ERROR
             // line per health check; real 5xx causes are logged where they happen.
-            TraceLayer::new_for_http().on_failure(
+            app.layer(TraceLayer::new_for_http().on_failure(
                 tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
-            ),
-        )
-        .with_state(state);
+            ))
+        } else {
+            app
+        };
+    let app = app.with_state(state);
     match cors(&options.cors_origins) {
         Some(layer) => app.layer(layer),
         None => app,
@@ -209,13 +215,57 @@ fn needs_token(path: &str) -> bool {
         || path == "/metrics"
 }
 
-async fn require_token(token: Option<Arc<Secret>>, request: Request, next: Next) -> Response {
-    use subtle::ConstantTimeEq;
-    let Some(token) = token else {
-        return next.run(request).await;
+/// What the front middleware needs.
+struct Front {
+    state: AppState,
+    token: Option<Arc<Secret>>,
+    timeout: Duration,
+}
+
+/// Every request passes here once: header limits (431), then the token (401), then
+/// the handler — under the request timeout (503) unless it is an admin route — and
+/// every answer is counted by route template and status.
+async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let refused = limits::refuse_large_headers(&request).or_else(|| {
+        front
+            .token
+            .as_deref()
+            .and_then(|t| refuse_token(t, &request))
+    });
+    let response = match refused {
+        Some(refusal) => refusal,
+        None if is_admin(request.uri().path()) => next.run(request).await,
+        None => with_timeout(front.timeout, next.run(request)).await,
     };
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let metrics = front.state.service.metrics();
+    metrics
+        .requests
+        .with_label_values(&[
+            "http",
+            &format!("{method} {route}"),
+            response.status().as_str(),
+        ])
+        .inc();
+    metrics
+        .request_seconds
+        .with_label_values(&["http"])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn is_admin(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
+/// The 401 answer when `request` needs the token and does not present it.
+fn refuse_token(token: &Secret, request: &Request) -> Option<Response> {
+    use subtle::ConstantTimeEq;
     if !needs_token(request.uri().path()) || request.method() == axum::http::Method::OPTIONS {
-        return next.run(request).await;
+        return None;
     }
     let presented = request
         .headers()
@@ -224,7 +274,7 @@ async fn require_token(token: Option<Arc<Secret>>, request: Request, next: Next)
         .unwrap_or_default();
     // Constant-time comparison, so response timing does not reveal the token.
     if bool::from(presented.ct_eq(token.0.as_bytes())) {
-        return next.run(request).await;
+        return None;
     }
     let mut response = Problem::new(
         StatusCode::UNAUTHORIZED,
@@ -237,12 +287,12 @@ async fn require_token(token: Option<Arc<Secret>>, request: Request, next: Next)
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
-    response
+    Some(response)
 }
 
 /// Answer 503 when a request takes longer than `limit` (body upload included).
-async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+async fn with_timeout(limit: Duration, handler: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(limit, handler).await {
         Ok(response) => response,
         Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -280,30 +330,4 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         "the server hit a bug handling this request; it has been logged",
     )
     .into_response()
-}
-
-/// Count every request by route template and status.
-async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let metrics = state.service.metrics();
-    metrics
-        .requests
-        .with_label_values(&[
-            "http",
-            &format!("{method} {route}"),
-            response.status().as_str(),
-        ])
-        .inc();
-    metrics
-        .request_seconds
-        .with_label_values(&["http"])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }
