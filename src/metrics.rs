@@ -55,17 +55,19 @@ impl Metrics {
         )
         .expect("static metric definition");
         let commit_batch_size = Histogram::with_opts(
-            HistogramOpts::new("tidemark_commit_batch_size", "Writes applied per commit").buckets(
-                vec![
-                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-                ],
-            ),
+            HistogramOpts::new(
+                "tidemark_commit_batch_size",
+                "Writes made durable by one sync of the write-ahead log",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
         )
         .expect("static metric definition");
         let commit_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "tidemark_commit_duration_seconds",
-                "Time to commit one batch",
+                "Time of one sync of the write-ahead log",
             )
             .buckets(latency_buckets()),
         )

@@ -718,6 +718,12 @@ impl Service {
             .store
             .write(move |batch| batch.purge(cutoff, limit))
             .await?;
+        if purged.expired + purged.tombstones >= limit {
+            // Candidates come from the database file's index, which shows this batch's
+            // removals only after a checkpoint; without one the next call would walk
+            // past them all again.
+            self.blocking(|store| store.checkpoint()).await?;
+        }
         self.metrics
             .swept
             .with_label_values(&["expired"])

@@ -277,6 +277,12 @@ impl Store {
         self.inner.core.get(key)
     }
 
+    /// Write every change logged so far into the database file, durably. Blocks; call
+    /// it off the async workers.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.core.checkpoint_now()
+    }
+
     /// A read transaction holding every write acknowledged so far: logged changes are
     /// checkpointed into redb first. Blocks for the checkpoint; call it off the async
     /// workers.
@@ -396,10 +402,28 @@ fn recover(db: &Database, batches: Vec<wal::Batch>) -> Result<u64, StoreError> {
         let meta = txn.open_table(META)?;
         meta.get(APPLIED_LSN_KEY)?.map_or(0, |v| v.value())
     };
-    let pending: Vec<_> = batches
-        .into_iter()
-        .filter(|(lsn, _)| *lsn > applied)
-        .collect();
+    // LSNs have no gaps: replay the run that follows `applied` and stop at the first
+    // missing number. After a power loss, frames synced by no acknowledged write may
+    // reach the disk out of order; what follows a hole was never acknowledged, and
+    // replaying it would make the recovered state other than a prefix of history.
+    let mut pending = Vec::new();
+    let mut next = applied + 1;
+    let mut beyond = 0usize;
+    for (lsn, entries) in batches {
+        if lsn == next {
+            pending.push((lsn, entries));
+            next += 1;
+        } else if lsn > next {
+            beyond += 1;
+        }
+    }
+    if beyond > 0 {
+        tracing::warn!(
+            after_lsn = next - 1,
+            frames = beyond,
+            "the write-ahead log has a gap; frames after it were never acknowledged and are not replayed"
+        );
+    }
     let Some(last) = pending.last().map(|(lsn, _)| *lsn) else {
         return Ok(applied);
     };
@@ -722,6 +746,44 @@ mod tests {
         }
         assert_eq!(recovered.counts(0).unwrap().records, 35);
         recovered.close().await.unwrap();
+    }
+
+    /// Frames after a hole in the LSN sequence were never acknowledged (the sync that
+    /// would have covered them also covers the hole): replay stops at the hole.
+    #[tokio::test]
+    async fn replay_stops_at_a_gap_in_the_log_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(&options(dir.path()), Arc::new(Metrics::new()))
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        let file_id = {
+            let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+            prepare_schema(&db, dir.path()).unwrap()
+        };
+        {
+            let paths = WAL_FILE_NAMES.map(|name| dir.path().join(name));
+            let (mut log, _) = wal::Wal::open(paths, file_id).unwrap();
+            for lsn in [1u64, 2, 4] {
+                let mut record = Vec::new();
+                codec::encode(&live(lsn), &mut record);
+                let mut payload = Vec::new();
+                wal::log_put(&mut payload, format!("k{lsn}").as_bytes(), &record);
+                log.append(lsn, &payload).unwrap();
+            }
+        }
+        let store = Store::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
+        assert_eq!(store.get(b"k1").unwrap(), Some(live(1)));
+        assert_eq!(store.get(b"k2").unwrap(), Some(live(2)));
+        assert_eq!(store.get(b"k4").unwrap(), None);
+        // New writes continue the sequence after the replayed run.
+        store.write(|b| b.put(b"k5", &live(5))).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        let again = Store::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
+        assert_eq!(again.get(b"k5").unwrap(), Some(live(5)));
+        again.close().await.unwrap();
     }
 
     /// A refused or failed write closure leaves nothing behind: staged changes are

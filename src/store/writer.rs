@@ -43,6 +43,8 @@ const CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
 /// Memtable size at which writers wait for the checkpointer (bounds memory when redb
 /// cannot keep up).
 const MEMTABLE_LIMIT: usize = 128 << 20;
+/// Longest a write waits for the checkpointer before it fails.
+const BACKPRESSURE_LIMIT: Duration = Duration::from_secs(10);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
@@ -277,13 +279,18 @@ impl Threads {
         core.checkpoint.stop();
         let _ = self.checkpointer.join();
         let outcome = core.checkpoint_now();
-        if outcome.is_ok() {
-            // Everything logged is in redb, durably: release anyone still waiting.
-            let last = lock(&core.state).last_lsn;
-            core.publish_synced(last);
-        }
         core.sync.stop();
         let _ = self.syncer.join();
+        let mut state = lock(&core.state);
+        match &outcome {
+            // Every write logged is in redb, durably: release anyone still waiting.
+            Ok(()) => core.publish_synced(state.last_lsn),
+            // No thread will sync any more: fail whoever still waits.
+            Err(e) => {
+                let why = format!("the store closed after a failed final checkpoint: {e}");
+                core.break_log(&mut state, why);
+            }
+        }
         outcome
     }
 }
@@ -298,8 +305,16 @@ impl Core {
     where
         F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
     {
+        let waiting_since = Instant::now();
         while self.active_bytes.load(Ordering::Relaxed) >= MEMTABLE_LIMIT {
-            // redb is behind: wait for the checkpointer rather than grow without bound.
+            // redb is behind: wait for the checkpointer rather than grow without bound,
+            // but not forever (checkpoints may be failing: a full disk, say).
+            if waiting_since.elapsed() >= BACKPRESSURE_LIMIT {
+                return Err(StoreError::Engine(format!(
+                    "writes are paused: the memtable has been full for {BACKPRESSURE_LIMIT:?} \
+                     and checkpoints into the database file are not keeping up"
+                )));
+            }
             self.checkpoint.want();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -481,11 +496,23 @@ impl Core {
     /// held it. Scans call this first, so they see every acknowledged write.
     pub fn checkpoint_now(&self) -> Result<(), StoreError> {
         let _serial = lock(&self.checkpointing);
-        let (frozen, upto, old_log, file_id) = {
+        // A table frozen by a checkpoint that failed goes first; the writes made since
+        // are in the active table, which the second round takes.
+        if self.checkpoint_round()? {
+            self.checkpoint_round()?;
+        }
+        Ok(())
+    }
+
+    /// Freeze the active table (unless a failed checkpoint left one frozen) and write
+    /// the frozen table into redb. Returns whether that table was a leftover.
+    fn checkpoint_round(&self) -> Result<bool, StoreError> {
+        let (frozen, upto, old_log, file_id, leftover) = {
             let mut state = lock(&self.state);
-            if state.frozen.is_none() {
+            let leftover = state.frozen.is_some();
+            if !leftover {
                 if state.active.is_empty() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let table = std::mem::take(&mut state.active);
                 self.active_bytes.store(0, Ordering::Relaxed);
@@ -494,13 +521,14 @@ impl Core {
                 state.frozen_log = Some(state.wal.rotate());
             }
             let Some(frozen) = state.frozen.clone() else {
-                return Ok(());
+                return Ok(false);
             };
             (
                 frozen,
                 state.frozen_upto,
                 state.frozen_log.clone(),
                 state.wal.file_id(),
+                leftover,
             )
         };
         let txn = self.db.begin_write()?;
@@ -532,11 +560,11 @@ impl Core {
         if let Some(file) = old_log
             && let Err(e) = wal::recycle_file(&file, file_id)
         {
-            let mut state = lock(&self.state);
-            let why = format!("cannot empty a write-ahead log file: {e}; refusing further writes");
-            return Err(self.break_log(&mut state, why));
+            // Harmless: every frame in that file is at or below the LSN redb now
+            // holds, so a replay skips them; the next rounds overwrite them.
+            tracing::warn!(error = %e, "cannot recycle a write-ahead log file; its old frames stay (replay skips them)");
         }
-        Ok(())
+        Ok(leftover)
     }
 }
 
