@@ -5,7 +5,7 @@
 # Each trial: start `tidemark serve` on loopback port 0 with a fresh data directory,
 # drive a write load from several keep-alive connections (scripts/crash-load.py; every
 # key distinct, every value distinct, a key recorded only once its 2xx response has been
-# read), SIGKILL the server 0.2-1.5 s into the load, restart it on the same directory,
+# read), SIGKILL the server 0.2-1.5 s (KILL_MIN_MS-KILL_MAX_MS) into the load, restart it on the same directory,
 # and read every acknowledged key back with its value and write timestamp.
 #
 # Then the same with --durability relaxed, reported and never failed: relaxed mode only
@@ -17,6 +17,8 @@
 # happened before the acknowledgement; only power loss or an OS crash tests that.
 #
 # Environment: TRIALS (default 20), RELAXED_TRIALS (default 5), WRITERS (default 8),
+# KILL_MIN_MS/KILL_MAX_MS (default 200/1500: when in the load the SIGKILL comes; a
+# window past 2 s also kills during and after checkpoints),
 # KEEP=1 to keep the work directory, TIDEMARK_BIN=path to test that binary instead of
 # building one. Loopback only; every step is bounded in time.
 # Prints one line per trial and ends with `acknowledged=N lost=0 trials=T`; exits
@@ -27,6 +29,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TRIALS=${TRIALS:-20}
 RELAXED_TRIALS=${RELAXED_TRIALS:-5}
 WRITERS=${WRITERS:-8}
+KILL_MIN_MS=${KILL_MIN_MS:-200}
+KILL_MAX_MS=${KILL_MAX_MS:-1500}
 LOAD="$REPO/scripts/crash-load.py"
 
 if [[ -n ${TIDEMARK_BIN:-} ]]; then
@@ -103,7 +107,7 @@ run_trial() {
     local mode=$1 n=$2 total=$3
     local dir="$WORK/$mode-$n"
     mkdir -p "$dir/data"
-    local delay_ms=$((200 + RANDOM % 1301))
+    local delay_ms=$((KILL_MIN_MS + RANDOM % (KILL_MAX_MS - KILL_MIN_MS + 1)))
     local delay
     delay=$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))
 
