@@ -93,14 +93,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # port: until something accepts, at most 10 s
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listening on 127.0.0.1:$1 after 10 s" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 P_REDIS_MEM=$PORT_BASE
 P_REDIS_AOF=$((PORT_BASE + 1))

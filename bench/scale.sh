@@ -63,14 +63,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # port: until something accepts, at most 30 s
-    for _ in $(seq 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listening on 127.0.0.1:$1 after 30 s" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 status_kib() { # pid field: a VmRSS-style field of /proc/pid/status, in KiB
     awk -v f="$2:" '$1 == f {print $2; exit}' "/proc/$1/status"
 }
@@ -88,7 +82,7 @@ for keys in $SIZES; do
         --tyrant-addr "127.0.0.1:$TYRANT" --durability relaxed \
         --cache-size "$CACHE_SIZE" >"$WORK/server-$keys.log" 2>&1 &
     PID=$!
-    wait_port "$TYRANT"
+    wait_port "$TYRANT" 30
     log "$keys keys: prefilling"
     started=$(date +%s.%N)
     "$BENCH" --target tyrant --addr "127.0.0.1:$TYRANT" --op put --prefill --duration 0 \
@@ -121,7 +115,7 @@ sizes = sorted({r["keys"] for r in rows})
 def med(keys, op, f):
     vals = [f(r) for r in rows if r["keys"] == keys and r["op"] == op]
     return statistics.median(vals) if vals else None
-print("| keys | guarded put ops/s | put p99 µs | get ops/s | get p99 µs | RSS MiB (peak) | db file MiB | log MiB | prefill s |")
+print("| keys | guarded put ops/s | put p99 µs | get ops/s | get p99 µs | RSS MiB (peak) | db file MiB | log files MiB (allocated) | prefill s |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for k in sizes:
     last = [r for r in rows if r["keys"] == k][-1]
