@@ -23,16 +23,9 @@ compose_setting() { sed -n "s/^ *$1: *\"\\{0,1\\}\\([^\" ]*\\)\"\\{0,1\\}.*/\\1/
 DRAIN_DELAY=${DRAIN_DELAY:-$(compose_setting TIDEMARK_DRAIN_DELAY)}
 SHUTDOWN_TIMEOUT=$(compose_setting TIDEMARK_SHUTDOWN_TIMEOUT)
 
-if [[ -n ${TIDEMARK_BIN:-} ]]; then
-    BIN=$TIDEMARK_BIN
-else
-    echo "building the release binary"
-    if ! build_log=$(cargo build --release --locked --bin tidemark --manifest-path "$REPO/Cargo.toml" 2>&1); then
-        printf '%s\n' "$build_log" | tail -n 30 >&2
-        exit 1
-    fi
-    BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/tidemark"
-fi
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+tidemark_binary "$REPO"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-drain.XXXXXX")
 PIDS=()

@@ -33,16 +33,9 @@ KILL_MIN_MS=${KILL_MIN_MS:-200}
 KILL_MAX_MS=${KILL_MAX_MS:-1500}
 LOAD="$REPO/scripts/crash-load.py"
 
-if [[ -n ${TIDEMARK_BIN:-} ]]; then
-    BIN=$TIDEMARK_BIN
-else
-    echo "building the release binary"
-    if ! build_log=$(cargo build --release --locked --bin tidemark --manifest-path "$REPO/Cargo.toml" 2>&1); then
-        printf '%s\n' "$build_log" | tail -n 30 >&2
-        exit 1
-    fi
-    BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/tidemark"
-fi
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+tidemark_binary "$REPO"
 [[ -x $BIN ]] || {
     echo "no binary at $BIN" >&2
     exit 1

@@ -236,14 +236,19 @@ async fn expired_value_keeps_guarding_across_a_restart() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn relaxed_durability_data_survives_a_clean_shutdown() {
-    let server = TestServer::start_with(|config| {
+/// A relaxed server whose periodic flush never runs during a test: only the shutdown
+/// (or an explicit sync) makes its writes durable.
+async fn relaxed_without_periodic_flush() -> TestServer {
+    TestServer::start_with(|config| {
         config.durability = Durability::Relaxed;
-        // No periodic flush during the test: only the shutdown can make writes durable.
         config.flush_interval = Duration::from_secs(24 * 3600);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn relaxed_durability_data_survives_a_clean_shutdown() {
+    let server = relaxed_without_periodic_flush().await;
     let client = Client::new();
     write_all(&server, &client).await;
     assert!(
@@ -304,11 +309,7 @@ async fn image_holds_every_record(image: Store) -> bool {
 
 #[tokio::test]
 async fn relaxed_writes_survive_a_crash_once_synced() {
-    let server = TestServer::start_with(|config| {
-        config.durability = Durability::Relaxed;
-        config.flush_interval = Duration::from_secs(24 * 3600);
-    })
-    .await;
+    let server = relaxed_without_periodic_flush().await;
     let client = Client::new();
     write_all(&server, &client).await;
     let images = tempfile::tempdir().expect("temp dir");

@@ -96,16 +96,23 @@ struct State {
 }
 
 impl State {
+    /// What the memtables say about `key` (active, then frozen); `None` = ask redb.
+    fn in_memtables(&self, key: &[u8]) -> Option<Option<Record>> {
+        let found = match self.active.lookup(key) {
+            Lookup::Found(found) => found,
+            Lookup::Below => match self.frozen.as_deref()?.lookup(key) {
+                Lookup::Found(found) => found,
+                Lookup::Below => return None,
+            },
+        };
+        Some(found.cloned())
+    }
+
     fn lookup(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        if let Lookup::Found(found) = self.active.lookup(key) {
-            return Ok(found.cloned());
+        match self.in_memtables(key) {
+            Some(found) => Ok(found),
+            None => self.snapshot.get(key),
         }
-        if let Some(frozen) = &self.frozen
-            && let Lookup::Found(found) = frozen.lookup(key)
-        {
-            return Ok(found.cloned());
-        }
-        self.snapshot.get(key)
     }
 }
 
@@ -408,18 +415,15 @@ impl Core {
 
     /// The record stored for `key` now, tombstones and expired values included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let (frozen, snapshot) = {
+        // The redb lookup runs outside the lock, on the snapshot that goes with the
+        // memtables just consulted.
+        let snapshot = {
             let state = lock(&self.state);
-            if let Lookup::Found(found) = state.active.lookup(key) {
-                return Ok(found.cloned());
+            if let Some(found) = state.in_memtables(key) {
+                return Ok(found);
             }
-            (state.frozen.clone(), state.snapshot.clone())
+            state.snapshot.clone()
         };
-        if let Some(frozen) = frozen
-            && let Lookup::Found(found) = frozen.lookup(key)
-        {
-            return Ok(found.cloned());
-        }
         snapshot.get(key)
     }
 
