@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
@@ -14,6 +13,7 @@ use crate::config::{self, ServeConfig};
 use crate::http::{self, AppState, Readiness};
 use crate::metrics::Metrics;
 use crate::service::{Policy, Service};
+use crate::shutdown::{self, Shutdown, Trigger};
 use crate::store::{self, Store, StoreError};
 use crate::tyrant;
 
@@ -38,7 +38,7 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     pub service: Service,
     pub readiness: Readiness,
-    stop: watch::Sender<bool>,
+    stop: Trigger,
     tasks: Vec<JoinHandle<()>>,
     servers: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
@@ -71,7 +71,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
         },
         metrics,
     );
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = shutdown::channel();
     let readiness = Readiness::default();
 
     let http_listener = bind(config.http_addr).await?;
@@ -105,7 +105,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
         http_listener,
         app,
         serve_options,
-        wait_for_stop(stopped.clone()),
+        stopped.clone(),
     )));
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_addr {
@@ -117,7 +117,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
             listener,
             http::metrics_router(state),
             serve_options,
-            wait_for_stop(stopped.clone()),
+            stopped.clone(),
         )));
         tracing::info!(metrics_addr = %bound, "metrics listening");
         metrics_addr = Some(bound);
@@ -195,7 +195,7 @@ impl Running {
             tracing::info!(delay = ?self.drain_delay, "readiness is 503; waiting for the load balancer");
             tokio::time::sleep(self.drain_delay).await;
         }
-        let _ = self.stop.send(true);
+        self.stop.stop();
         let servers = futures_join(self.servers);
         if tokio::time::timeout(self.shutdown_timeout, servers)
             .await
@@ -227,21 +227,16 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
-/// Resolves once a stop has been requested.
-pub async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
-}
-
 /// Purge expired records and lapsed tombstones in small batches, so the write lock is
 /// never held for long.
-async fn sweep_loop(service: Service, every: Duration, stopped: watch::Receiver<bool>) {
+async fn sweep_loop(service: Service, every: Duration, stopped: Shutdown) {
     const BATCH: usize = 512;
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = wait_for_stop(stopped.clone()) => return,
+            _ = stopped.requested() => return,
         }
         loop {
             match service.sweep(BATCH).await {
@@ -257,13 +252,13 @@ async fn sweep_loop(service: Service, every: Duration, stopped: watch::Receiver<
 }
 
 /// In relaxed mode, make commits durable at least every `every`.
-async fn flush_loop(service: Service, every: Duration, stopped: watch::Receiver<bool>) {
+async fn flush_loop(service: Service, every: Duration, stopped: Shutdown) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = wait_for_stop(stopped.clone()) => return,
+            _ = stopped.requested() => return,
         }
         if service.has_unflushed_commits()
             && let Err(e) = service.sync().await

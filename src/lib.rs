@@ -10,13 +10,14 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod guard;
 pub mod http;
 pub mod metrics;
-pub mod ops;
 pub mod record;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod tyrant;

@@ -16,10 +16,10 @@ fn main() -> ExitCode {
         }
         Command::Serve(config) => run(&config),
         Command::Healthcheck(args) => healthcheck(&args),
-        Command::Backup(args) => tidemark::ops::backup(&args),
-        Command::Restore(args) => tidemark::ops::restore(&args),
-        Command::Export(args) => tidemark::ops::export(&args),
-        Command::Import(args) => tidemark::ops::import(&args),
+        Command::Backup(args) => tidemark::cli::backup(&args),
+        Command::Restore(args) => tidemark::cli::restore(&args),
+        Command::Export(args) => tidemark::cli::export(&args),
+        Command::Import(args) => tidemark::cli::import(&args),
     }
 }
 

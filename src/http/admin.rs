@@ -18,13 +18,12 @@ use hyper::body::Body as _;
 use tokio_util::io::ReaderStream;
 
 use super::AppState;
+use super::headers::X_RECORD_COUNT;
 use super::problem::{self, PROBLEM_JSON, Problem};
-use crate::ops::jsonl::{
+use crate::service::jsonl::{
     ExportLine, ExportReader, ImportFailed, ImportReport, Importer, JSONL_MEDIA_TYPE,
 };
 
-/// Header of a backup response: how many records the snapshot holds.
-pub const X_RECORD_COUNT: &str = "x-record-count";
 /// An import whose body stalls this long is ended (the lines before stay applied).
 const IMPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes read from the snapshot file per body chunk.

@@ -12,16 +12,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::headers::{X_EXPIRES_AT, X_TTL, X_WRITE_TIMESTAMP};
 use super::problem::{PROBLEM_JSON, Problem};
 use crate::record::DEFAULT_CONTENT_TYPE;
 use crate::service::{Entry, PutCondition, WriteOutcome};
-
-/// Header carrying a write's timestamp: microseconds since the Unix epoch, decimal.
-pub const X_WRITE_TIMESTAMP: &str = "x-write-timestamp";
-/// Header carrying a TTL in whole seconds.
-pub const X_TTL: &str = "x-ttl";
-/// Header carrying a value's expiry: microseconds since the Unix epoch.
-pub const X_EXPIRES_AT: &str = "x-expires-at";
 
 // Descriptions shared by several operations in the OpenAPI document.
 const KEY_PARAM: &str = "The key: one path segment, percent-decoded to bytes \

@@ -2,10 +2,11 @@
 //! it on a bound listener until a shutdown future resolves.
 
 pub mod admin;
+pub mod headers;
+pub mod health;
 pub mod keys;
 pub mod limits;
 pub mod openapi;
-pub mod ops;
 pub mod problem;
 pub mod server;
 
@@ -82,7 +83,7 @@ pub fn router(state: AppState) -> Router {
 /// Only `/metrics`, for a separate metrics address.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(health::metrics))
         .fallback(unknown_route)
         .layer(middleware::map_response(problem::ensure_problem))
         .with_state(state)
@@ -92,7 +93,7 @@ pub fn metrics_router(state: AppState) -> Router {
 pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     let max_value = state.service.policy().max_value_bytes;
     let metrics = if options.metrics_here {
-        get(ops::metrics)
+        get(health::metrics)
     } else {
         get(unknown_route)
     };
@@ -112,10 +113,10 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         // rather than as an unknown route.
         .route("/keys/", any(keys::empty_key))
         .route("/keys//touch", any(keys::empty_key))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/metrics", metrics)
-        .route("/openapi.json", get(ops::openapi_json))
+        .route("/openapi.json", get(health::openapi_json))
         // The UI loads the document served above, so the two cannot drift apart.
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
         .fallback(unknown_route)
@@ -191,15 +192,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
-                custom(keys::X_WRITE_TIMESTAMP),
-                custom(keys::X_TTL),
+                custom(headers::X_WRITE_TIMESTAMP),
+                custom(headers::X_TTL),
             ])
             .expose_headers([
                 header::ETAG,
                 header::LOCATION,
                 header::EXPIRES,
-                custom(keys::X_WRITE_TIMESTAMP),
-                custom(keys::X_EXPIRES_AT),
+                custom(headers::X_WRITE_TIMESTAMP),
+                custom(headers::X_EXPIRES_AT),
             ])
             .max_age(Duration::from_secs(600)),
     )

@@ -3,8 +3,8 @@
 
 use utoipa::OpenApi;
 
-use super::{admin, keys, ops, problem};
-use crate::ops::jsonl;
+use super::{admin, health, keys, problem};
+use crate::service::jsonl;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,10 +22,10 @@ use crate::ops::jsonl;
         keys::delete_key,
         keys::touch_key,
         keys::list_keys,
-        ops::healthz,
-        ops::readyz,
-        ops::metrics,
-        ops::openapi_json,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        health::openapi_json,
         admin::backup,
         admin::export,
         admin::import,
@@ -34,7 +34,7 @@ use crate::ops::jsonl;
         problem::Problem,
         keys::KeyPage,
         keys::Touched,
-        ops::Health,
+        health::Health,
         jsonl::ExportLine,
         jsonl::ImportReport,
         jsonl::LineError,

@@ -65,7 +65,10 @@ impl IntoResponse for Problem {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(current) = self.current_timestamp {
-            headers.insert(super::keys::X_WRITE_TIMESTAMP, HeaderValue::from(current));
+            headers.insert(
+                super::headers::X_WRITE_TIMESTAMP,
+                HeaderValue::from(current),
+            );
         }
         response
     }

@@ -1,7 +1,6 @@
 //! The HTTP accept loop: hyper with a header-read timeout (slowloris), a connection
 //! cap, and graceful shutdown. axum's own `serve` exposes none of these knobs.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use super::limits;
+use crate::shutdown::Shutdown;
 
 /// Connection-level limits of the HTTP listener.
 #[derive(Debug, Clone, Copy)]
@@ -27,14 +27,9 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves; then stop accepting and let
+/// Serve `app` on `listener` until `shutdown` is requested; then stop accepting and let
 /// in-flight requests finish (up to `options.shutdown_timeout`).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -48,7 +43,8 @@ pub async fn serve(
         .max_buf_size(limits::TRANSPORT_MAX_BUF)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    tokio::pin!(shutdown);
+    let stopping = shutdown.requested();
+    tokio::pin!(stopping);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -60,7 +56,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stopping => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = options.max_connections, "HTTP connection limit reached; closing");

@@ -111,6 +111,57 @@ engine_error!(
     redb::SetDurabilityError
 );
 
+/// One guarded write as the seam carries it: a put (a live record) or a delete (a
+/// tombstone), carrying the client's timestamp in `record.timestamp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardedWrite {
+    pub key: Vec<u8>,
+    pub record: Record,
+    /// Tyrant `putkeep`: refuse with [`Guarded::Exists`] when a live value is stored.
+    pub if_absent: bool,
+}
+
+/// Server time and grace period a guarded write is judged at (see [`crate::guard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardClock {
+    pub now: u64,
+    pub grace_micros: u64,
+}
+
+/// What a guarded write did: the verdict of [`crate::guard::decide`], as the engine
+/// applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    /// Written; `was_live` tells whether a live value was replaced.
+    Applied { was_live: bool },
+    /// The identical write was already stored at this timestamp; nothing changed.
+    Repeated,
+    /// Older than the stored timestamp; nothing changed.
+    Stale { current: u64 },
+    /// Same timestamp as the stored record, different content; nothing changed.
+    Tie { current: u64 },
+    /// `if_absent` and a live value is stored; nothing changed.
+    Exists,
+    /// The stored record cannot be decoded; nothing changed.
+    Corrupt,
+}
+
+/// A range of keys to read in key order: those after `start` that begin with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: std::ops::Bound<Vec<u8>>,
+    pub prefix: Vec<u8>,
+}
+
+/// A consistent copy of the whole store as a database file: already unlinked, so the
+/// open handle is all that keeps it, and a crash cannot leave it behind.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub file: std::fs::File,
+    /// Records in the copy, tombstones included.
+    pub records: u64,
+}
+
 /// How writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::TyrantGuard;
 use crate::service::Service;
+use crate::shutdown::Shutdown;
 use commands::Connection;
 
 /// Longest text line waited for before a non-binary connection is closed.
@@ -101,11 +101,11 @@ impl Shared {
     }
 }
 
-/// Accept connections on `listener` until `stop` turns true; then wait for open
+/// Accept connections on `listener` until `shutdown` is requested; then wait for open
 /// connections to finish the request they are in and close.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut connections = JoinSet::new();
-    let stopping = crate::app::wait_for_stop(stop.clone());
+    let stopping = shutdown.requested();
     tokio::pin!(stopping);
     loop {
         tokio::select! {
@@ -120,7 +120,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: watch::Rece
                         continue;
                     }
                     let shared = shared.clone();
-                    let stop = stop.clone();
+                    let stop = shutdown.clone();
                     connections.spawn(async move {
                         handle_connection(socket, peer, shared, stop).await;
                     });
@@ -143,7 +143,7 @@ async fn handle_connection(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) {
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let _ = socket.set_nodelay(true);
@@ -175,7 +175,7 @@ enum Dropped {
 async fn run_connection(
     mut socket: TcpStream,
     shared: &Shared,
-    stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) -> Result<(), Dropped> {
     let fd = stat::socket_fd(&socket);
     let mut conn = Connection::new(shared, fd);
@@ -234,7 +234,7 @@ async fn run_connection(
         if inbox.len() > shared.settings.max_frame_bytes {
             return Err(Dropped::FrameTooLarge);
         }
-        if *stop.borrow() && inbox.is_empty() {
+        if stop.is_requested() && inbox.is_empty() {
             return Ok(());
         }
         if inbox.is_empty() && inbox.capacity() > INBOX_KEEP_BYTES {
@@ -246,7 +246,7 @@ async fn run_connection(
             // Idle between requests: wait as long as the client likes, or until shutdown.
             tokio::select! {
                 read = socket.read_buf(&mut inbox) => read?,
-                () = crate::app::wait_for_stop(stop.clone()) => return Ok(()),
+                () = stop.requested() => return Ok(()),
             }
         } else {
             // Inside a request: all of it must arrive within the frame timeout.

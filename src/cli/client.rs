@@ -8,10 +8,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::Failure;
-use super::jsonl::{ImportReport, JSONL_MEDIA_TYPE};
 use super::progress::Tally;
 use crate::config::{Secret, StoreTarget};
-use crate::http::admin::X_RECORD_COUNT;
+use crate::http::headers::X_RECORD_COUNT;
+use crate::service::jsonl::{ImportReport, JSONL_MEDIA_TYPE};
 
 const UPLOAD_CHUNK: usize = 64 * 1024;
 

@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 use crate::record::{DEFAULT_CONTENT_TYPE, Record, State};
 use crate::store::{Counts, Purged, Store, StoreError, WriteBatch};
 
+pub mod jsonl;
+
 /// Limits and guard settings the service enforces for both front doors.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {

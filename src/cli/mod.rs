@@ -1,12 +1,11 @@
 //! Maintenance outside the request path: `tidemark backup`, `restore`, `export` and
 //! `import`. Backup, export and import work against a running server through its
 //! `/admin` routes (the default) or, with `--data-dir`, on a stopped server's database
-//! directly; restore always works offline. [`jsonl`] is the record format that export
+//! directly; restore always works offline. [`crate::service::jsonl`] is the record format that export
 //! and import share with the `/admin` routes.
 
 mod client;
 mod files;
-pub mod jsonl;
 mod offline;
 mod progress;
 
@@ -17,9 +16,9 @@ use std::process::ExitCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::config::{BackupArgs, ExportArgs, ImportArgs, RestoreArgs};
+use crate::service::jsonl::ImportReport;
 use client::Admin;
 use files::Staged;
-use jsonl::ImportReport;
 use progress::{Counted, Tally, Ticker};
 
 /// Exit status of an import that finished but skipped invalid lines.

@@ -7,11 +7,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Failure;
 use super::files::{parent_dir, sync_dir, sync_file};
-use super::jsonl::{ExportReader, ImportReport, Importer};
 use super::progress::{self, Tally, Ticker};
 use crate::clock::SystemClock;
 use crate::config::{ImportLimits, RestoreArgs, micros};
 use crate::metrics::Metrics;
+use crate::service::jsonl::{ExportReader, ImportReport, Importer};
 use crate::service::{Policy, Service};
 use crate::store::{
     Counts, DB_FILE_NAME, Durability, Store, StoreError, StoreOptions, WAL_FILE_NAMES,
