@@ -208,7 +208,7 @@ impl Running {
         }
         self.service.close().await.map_err(|e| match e {
             crate::service::ServiceError::Store(e) => AppError::Store(e),
-            other => AppError::Store(StoreError::Engine(other.to_string())),
+            other => AppError::Store(StoreError::engine(other.to_string())),
         })?;
         tracing::info!("store flushed; shut down cleanly");
         Ok(())

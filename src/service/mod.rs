@@ -779,7 +779,7 @@ impl Service {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || read(&store))
             .await
-            .map_err(|e| StoreError::Engine(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::engine(format!("read task failed: {e}")))?
             .map_err(Into::into)
     }
 }

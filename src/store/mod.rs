@@ -56,7 +56,14 @@ pub const DB_FILE_NAME: &str = "tidemark.redb";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine: {0}")]
-    Engine(String),
+    Engine(#[source] BoxError),
+    /// The engine cannot be reached now (a database outage); the request may be retried.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The operation has no meaning on this engine (e.g. a file snapshot of a shared
+    /// database).
+    #[error("{0} is not available on this storage engine")]
+    Unsupported(&'static str),
     #[error("cannot open {path}: {source}")]
     Io {
         path: PathBuf,
@@ -96,7 +103,7 @@ macro_rules! engine_error {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Engine(e.to_string())
+                StoreError::Engine(Box::new(e))
             }
         }
     )*};
@@ -160,6 +167,16 @@ pub struct Snapshot {
     pub file: std::fs::File,
     /// Records in the copy, tombstones included.
     pub records: u64,
+}
+
+/// An engine's own error, kept whole so its chain of causes survives.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// An engine failure described in words, for failures that have no error value.
+    pub fn engine(why: impl Into<String>) -> Self {
+        StoreError::Engine(why.into().into())
+    }
 }
 
 /// How writes reach the disk.
@@ -255,7 +272,7 @@ impl Store {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
                     StoreError::InUse { path: path.clone() }
                 }
-                other => StoreError::Engine(format!("{}: {other}", path.display())),
+                other => StoreError::engine(format!("{}: {other}", path.display())),
             })?;
         let file_id = prepare_schema(&db, &path)?;
         let wal_paths = WAL_FILE_NAMES.map(|name| options.data_dir.join(name));
@@ -320,7 +337,7 @@ impl Store {
         let core = self.inner.core.clone();
         tokio::task::spawn_blocking(move || threads.close(&core))
             .await
-            .map_err(|e| StoreError::Engine(format!("close failed: {e}")))?
+            .map_err(|e| StoreError::engine(format!("close failed: {e}")))?
     }
 
     /// The record stored for `key`, including tombstones and expired values.
@@ -846,7 +863,7 @@ mod tests {
         let failed = store
             .write(|b| {
                 b.put(b"a", &live(1))?;
-                Err::<(), _>(StoreError::Engine("boom".into()))
+                Err::<(), _>(StoreError::engine("boom"))
             })
             .await;
         assert!(failed.is_err());

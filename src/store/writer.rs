@@ -241,7 +241,7 @@ pub fn start(
         std::thread::Builder::new()
             .name(name.into())
             .spawn(body)
-            .map_err(|e| StoreError::Engine(format!("cannot start the {name} thread: {e}")))
+            .map_err(|e| StoreError::engine(format!("cannot start the {name} thread: {e}")))
     };
     let syncer = {
         let core = core.clone();
@@ -317,7 +317,7 @@ impl Core {
             // redb is behind: wait for the checkpointer rather than grow without bound,
             // but not forever (checkpoints may be failing: a full disk, say).
             if waiting_since.elapsed() >= BACKPRESSURE_LIMIT {
-                return Err(StoreError::Engine(format!(
+                return Err(StoreError::engine(format!(
                     "writes are paused: the memtable has been full for {BACKPRESSURE_LIMIT:?} \
                      and checkpoints into the database file are not keeping up"
                 )));
@@ -331,7 +331,7 @@ impl Core {
                 return Err(StoreError::Closed);
             }
             if let Some(why) = &state.broken {
-                return Err(StoreError::Engine(why.clone()));
+                return Err(StoreError::engine(why.clone()));
             }
             let mut batch = WriteBatch::new(&state, &self.db);
             let value = match catch_unwind(AssertUnwindSafe(|| op(&mut batch))) {
@@ -381,7 +381,7 @@ impl Core {
         state.broken = Some(why.clone());
         let shared: Arc<str> = why.clone().into();
         self.synced.send_modify(|s| s.broken = Some(shared));
-        StoreError::Engine(why)
+        StoreError::engine(why)
     }
 
     async fn wait_synced(&self, upto: u64) -> Result<(), StoreError> {
