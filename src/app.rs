@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::{self, ServeConfig};
 use crate::http::{self, AppState, Readiness};
 use crate::metrics::Metrics;
-use crate::service::{Policy, Service};
+use crate::service::Service;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::store::{self, Store, StoreError};
 use crate::tyrant;
@@ -60,17 +60,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
         },
         metrics.clone(),
     )?;
-    let service = Service::new(
-        store,
-        clock,
-        Policy {
-            max_key_bytes: config.max_key_bytes,
-            max_value_bytes: config.max_value_bytes,
-            grace_micros: config::micros(config.tombstone_grace),
-            max_future_skew_micros: config::micros(config.max_future_skew),
-        },
-        metrics,
-    );
+    let service = Service::new(store, clock, config.limits.policy(), metrics);
     let (stop, stopped) = shutdown::channel();
     let readiness = Readiness::default();
 
@@ -132,7 +122,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
             source,
         })?;
     let (limits, max_frame_bytes) =
-        tyrant::Settings::limits_for(config.max_key_bytes, config.max_value_bytes);
+        tyrant::Settings::limits_for(config.limits.max_key_bytes, config.limits.max_value_bytes);
     let tyrant_shared = tyrant::Shared::new(
         service.clone(),
         tyrant::Settings {

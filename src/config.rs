@@ -118,29 +118,63 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub target: StoreTarget,
 
+    /// With --data-dir, the limits a server would apply.
     #[command(flatten)]
-    pub limits: ImportLimits,
+    pub limits: WriteLimits,
 }
 
-/// With --data-dir, import applies the limits and guard settings a server would; these
-/// are the same flags and environment variables as `serve`'s.
+/// The limits and guard settings every write obeys: `serve` enforces them, and
+/// `import --data-dir` applies them as a server would (same flags, same variables).
 #[derive(Debug, Clone, Args)]
-pub struct ImportLimits {
-    /// Largest accepted value, in bytes (with --data-dir).
-    #[arg(long, env = "TIDEMARK_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+pub struct WriteLimits {
+    /// Largest accepted value, in bytes (at most 256 MiB).
+    #[arg(long, env = "TIDEMARK_MAX_VALUE_BYTES", default_value_t = 1 << 20, value_parser = parse_max_value_bytes)]
     pub max_value_bytes: usize,
 
-    /// Largest accepted key, in bytes (with --data-dir).
-    #[arg(long, env = "TIDEMARK_MAX_KEY_BYTES", default_value_t = 4096)]
+    /// Largest accepted key, in bytes (at most 64 KiB).
+    #[arg(long, env = "TIDEMARK_MAX_KEY_BYTES", default_value_t = 4096, value_parser = parse_max_key_bytes)]
     pub max_key_bytes: usize,
 
-    /// How long deletes and expired records keep guarding their key (with --data-dir).
+    /// How long deletes (and expired records) keep guarding their key before they are purged.
     #[arg(long, env = "TIDEMARK_TOMBSTONE_GRACE", default_value = "1h", value_parser = parse_duration)]
     pub tombstone_grace: Duration,
 
-    /// Refuse timestamps further than this ahead of the clock; 0 disables (with --data-dir).
+    /// Refuse write timestamps further than this ahead of the server clock; 0 disables.
     #[arg(long, env = "TIDEMARK_MAX_FUTURE_SKEW", default_value = "60s", value_parser = parse_duration)]
     pub max_future_skew: Duration,
+}
+
+impl WriteLimits {
+    /// The service's policy for these limits.
+    pub fn policy(&self) -> crate::service::Policy {
+        crate::service::Policy {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            grace_micros: micros(self.tombstone_grace),
+            max_future_skew_micros: micros(self.max_future_skew),
+        }
+    }
+}
+
+/// Largest `--max-value-bytes`: the write-ahead log frames lengths as `u32`, and a
+/// Tyrant frame carries a value with its key and header in one such frame.
+pub const MAX_VALUE_BYTES_LIMIT: usize = 256 << 20;
+/// Largest `--max-key-bytes`.
+pub const MAX_KEY_BYTES_LIMIT: usize = 64 << 10;
+
+fn parse_max_value_bytes(text: &str) -> Result<usize, String> {
+    parse_bounded(text, MAX_VALUE_BYTES_LIMIT)
+}
+
+fn parse_max_key_bytes(text: &str) -> Result<usize, String> {
+    parse_bounded(text, MAX_KEY_BYTES_LIMIT)
+}
+
+fn parse_bounded(text: &str, max: usize) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number of bytes from 1 to {max}")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -223,21 +257,8 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_FLUSH_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
 
-    /// How long deletes (and expired records) keep guarding their key before they are purged.
-    #[arg(long, env = "TIDEMARK_TOMBSTONE_GRACE", default_value = "1h", value_parser = parse_duration)]
-    pub tombstone_grace: Duration,
-
-    /// Refuse write timestamps further than this ahead of the server clock; 0 disables.
-    #[arg(long, env = "TIDEMARK_MAX_FUTURE_SKEW", default_value = "60s", value_parser = parse_duration)]
-    pub max_future_skew: Duration,
-
-    /// Largest accepted value, in bytes.
-    #[arg(long, env = "TIDEMARK_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
-    pub max_value_bytes: usize,
-
-    /// Largest accepted key, in bytes.
-    #[arg(long, env = "TIDEMARK_MAX_KEY_BYTES", default_value_t = 4096)]
-    pub max_key_bytes: usize,
+    #[command(flatten)]
+    pub limits: WriteLimits,
 
     /// Page cache of the storage engine, in bytes (caps most of the memory used for data).
     #[arg(long, env = "TIDEMARK_CACHE_SIZE", default_value_t = 256 << 20)]
@@ -386,4 +407,65 @@ fn parse_ts_digits(text: &str) -> Result<usize, String> {
 /// Duration in whole microseconds, saturating.
 pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["tidemark"].iter().chain(args).copied())
+    }
+
+    fn serve_limits(args: &[&str]) -> Result<WriteLimits, clap::Error> {
+        let argv: Vec<&str> = ["serve"].iter().chain(args).copied().collect();
+        parse(&argv).map(|cli| match cli.command {
+            Command::Serve(config) => config.limits,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn a_value_limit_beyond_what_the_log_can_frame_is_refused_at_start() {
+        let max = MAX_VALUE_BYTES_LIMIT.to_string();
+        let over = (MAX_VALUE_BYTES_LIMIT + 1).to_string();
+        assert_eq!(
+            serve_limits(&["--max-value-bytes", &max])
+                .expect("the limit itself")
+                .max_value_bytes,
+            MAX_VALUE_BYTES_LIMIT
+        );
+        assert!(serve_limits(&["--max-value-bytes", &over]).is_err());
+        assert!(serve_limits(&["--max-value-bytes", "0"]).is_err());
+        assert!(serve_limits(&["--max-key-bytes", "65537"]).is_err());
+    }
+
+    #[test]
+    fn serve_and_import_read_the_same_limit_flags() {
+        let flags = [
+            "--max-value-bytes",
+            "2048",
+            "--max-key-bytes",
+            "100",
+            "--tombstone-grace",
+            "5m",
+            "--max-future-skew",
+            "0",
+        ];
+        let served = serve_limits(&flags).expect("serve parses");
+        let argv: Vec<&str> = ["import", "--in", "x.jsonl"]
+            .iter()
+            .chain(flags.iter())
+            .copied()
+            .collect();
+        let imported = match parse(&argv).expect("import parses").command {
+            Command::Import(args) => args.limits,
+            other => panic!("parsed as {other:?}"),
+        };
+        assert_eq!(served.policy().max_value_bytes, 2048);
+        assert_eq!(
+            format!("{:?}", served.policy()),
+            format!("{:?}", imported.policy())
+        );
+    }
 }

@@ -727,7 +727,7 @@ async fn admin_routes_require_the_token_when_configured() {
 
 #[tokio::test]
 async fn malformed_import_lines_are_reported_not_fatal() {
-    let server = TestServer::start_with(|c| c.max_value_bytes = 1024).await;
+    let server = TestServer::start_with(|c| c.limits.max_value_bytes = 1024).await;
     let client = reqwest::Client::new();
     let good = |key: &str, value: &str| {
         use base64::Engine as _;

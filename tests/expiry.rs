@@ -20,7 +20,7 @@ const GRACE: u64 = GRACE_SECS * SECOND;
 /// A server whose own sweeper never runs during a test, with a one-minute grace.
 async fn server() -> TestServer {
     TestServer::start_with(|config| {
-        config.tombstone_grace = Duration::from_secs(GRACE_SECS);
+        config.limits.tombstone_grace = Duration::from_secs(GRACE_SECS);
         config.sweep_interval = Duration::from_secs(24 * 3600);
     })
     .await

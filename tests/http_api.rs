@@ -436,7 +436,7 @@ async fn put_over_an_expired_value_with_a_newer_timestamp_is_201() {
 
 #[tokio::test]
 async fn value_over_max_value_bytes_is_413_and_a_value_at_the_limit_is_stored() {
-    let api = Api::start_with(|c| c.max_value_bytes = 16).await;
+    let api = Api::start_with(|c| c.limits.max_value_bytes = 16).await;
     let at_limit = "x".repeat(16);
     assert_eq!(api.put("k", T0, &at_limit).await.status(), 201);
     let response = api.put("k", T0 + 1, &"y".repeat(17)).await;
@@ -447,7 +447,7 @@ async fn value_over_max_value_bytes_is_413_and_a_value_at_the_limit_is_stored() 
 
 #[tokio::test]
 async fn key_over_max_key_bytes_is_414_on_every_key_endpoint() {
-    let api = Api::start_with(|c| c.max_key_bytes = 8).await;
+    let api = Api::start_with(|c| c.limits.max_key_bytes = 8).await;
     // Eight bytes after decoding is allowed, even when the encoded segment is longer.
     let at_limit = "%00%01%02%03abcd";
     assert_eq!(api.put(at_limit, T0, "v").await.status(), 201);
@@ -977,7 +977,7 @@ async fn timestamp_beyond_max_future_skew_is_422_and_counted() {
 
 #[tokio::test]
 async fn zero_max_future_skew_disables_the_guard() {
-    let api = Api::start_with(|c| c.max_future_skew = Duration::ZERO).await;
+    let api = Api::start_with(|c| c.limits.max_future_skew = Duration::ZERO).await;
     let far_future = T0 + 10 * 365 * 24 * 3600 * SECOND;
     assert_eq!(api.put("k", far_future, "v").await.status(), 201);
     expect_value(api.get("k").await, "v", far_future).await;

@@ -12,7 +12,7 @@ use common::{T0, TestServer};
 use reqwest::{Client, StatusCode};
 use tidemark::config::Durability;
 use tidemark::metrics::Metrics;
-use tidemark::store::{self, Counts, DB_FILE_NAME, Store, StoreOptions, WAL_FILE_NAMES};
+use tidemark::store::{self, Counts, DB_FILE_NAME, RedbStore, StoreOptions, WAL_FILE_NAMES};
 
 const SECOND: u64 = 1_000_000;
 const KEYS: u64 = 120;
@@ -273,13 +273,13 @@ async fn relaxed_durability_data_survives_a_clean_shutdown() {
 /// write-ahead log as they are now, opened (and so recovered) as a store of its own.
 /// (A copy reads the page cache, so it shows what a process crash leaves, not what a
 /// power loss leaves; unsynced bytes are there either way.)
-async fn crash_image(server: &TestServer, into: &Path) -> Store {
+async fn crash_image(server: &TestServer, into: &Path) -> RedbStore {
     std::fs::create_dir_all(into).expect("image dir");
     for file in [DB_FILE_NAME, WAL_FILE_NAMES[0], WAL_FILE_NAMES[1]] {
         std::fs::copy(server.data_dir().join(file), into.join(file))
             .expect("copy the database files");
     }
-    Store::open(
+    RedbStore::open(
         &StoreOptions {
             data_dir: into.to_path_buf(),
             durability: store::Durability::Immediate,
@@ -290,7 +290,7 @@ async fn crash_image(server: &TestServer, into: &Path) -> Store {
     .expect("crash image opens")
 }
 
-async fn image_holds_every_record(image: Store) -> bool {
+async fn image_holds_every_record(image: RedbStore) -> bool {
     let held = (0..KEYS).map(planned).all(|p| match p.shape {
         Shape::Text => image
             .get(p.segment.as_bytes())

@@ -17,7 +17,7 @@ use tidemark::metrics::Metrics;
 use tidemark::record::Record;
 use tidemark::service::{Entry, Policy, PutCondition, Service, ServiceError};
 use tidemark::store::{
-    Counts, DB_FILE_NAME, Durability, Purged, SCHEMA_VERSION, Store, StoreError, StoreOptions,
+    Counts, DB_FILE_NAME, Durability, Purged, RedbStore, SCHEMA_VERSION, StoreError, StoreOptions,
 };
 
 // The v1 layout, as documented in migrations/v1.md.
@@ -86,8 +86,8 @@ fn golden_copy() -> tempfile::TempDir {
     dir
 }
 
-fn open_store(dir: &Path) -> Result<Store, StoreError> {
-    Store::open(
+fn open_store(dir: &Path) -> Result<RedbStore, StoreError> {
+    RedbStore::open(
         &StoreOptions {
             data_dir: dir.to_path_buf(),
             durability: Durability::Immediate,
@@ -97,7 +97,7 @@ fn open_store(dir: &Path) -> Result<Store, StoreError> {
     )
 }
 
-fn service(store: Store, clock: &ManualClock) -> Service {
+fn service(store: RedbStore, clock: &ManualClock) -> Service {
     Service::new(
         store,
         Arc::new(clock.clone()),

@@ -326,10 +326,10 @@ async fn frame_timeout_restarts_for_each_pipelined_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_over_the_max_frame_size_closes_the_connection() {
     let server = TestServer::start().await;
-    let max_value = server.config.max_value_bytes;
+    let max_value = server.config.limits.max_value_bytes;
     let (_, max_frame) = tidemark::tyrant::Settings::limits_for(
-        server.config.max_key_bytes,
-        server.config.max_value_bytes,
+        server.config.limits.max_key_bytes,
+        server.config.limits.max_value_bytes,
     );
     // misc putlist: every field within the caps (arguments of max_value bytes, a
     // modest count), but the frame as a whole announces far more than max_frame.
@@ -387,7 +387,7 @@ async fn frame_over_the_max_frame_size_closes_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asking_for_one_big_value_many_times_fails_without_building_a_giant_reply() {
     let server = TestServer::start().await;
-    let max_value = server.config.max_value_bytes;
+    let max_value = server.config.limits.max_value_bytes;
     let mut client = Tyrant::connect(server.tyrant).await;
     assert_eq!(client.put(b"big", &vec![b'x'; max_value]).await, OK);
 

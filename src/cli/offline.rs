@@ -1,4 +1,6 @@
-//! Offline mode: the database file of a stopped server, opened directly.
+//! Offline mode: the embedded engine's database file of a stopped server, opened
+//! directly (a shared database has no offline mode: export and import go through a
+//! running replica).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,12 +11,12 @@ use super::Failure;
 use super::files::{parent_dir, sync_dir, sync_file};
 use super::progress::{self, Tally, Ticker};
 use crate::clock::SystemClock;
-use crate::config::{ImportLimits, RestoreArgs, micros};
+use crate::config::{RestoreArgs, WriteLimits};
 use crate::metrics::Metrics;
 use crate::service::jsonl::{ExportReader, ImportReport, Importer};
 use crate::service::{Policy, Service};
 use crate::store::{
-    Counts, DB_FILE_NAME, Durability, Store, StoreError, StoreOptions, WAL_FILE_NAMES,
+    Counts, DB_FILE_NAME, Durability, RedbStore, StoreError, StoreOptions, WAL_FILE_NAMES,
 };
 
 /// Page cache for a maintenance open; the work is one sequential pass.
@@ -36,7 +38,7 @@ enum Open {
     OrCreate,
 }
 
-fn open_store(data_dir: &Path, open: Open) -> Result<Store, Failure> {
+fn open_store(data_dir: &Path, open: Open) -> Result<RedbStore, Failure> {
     let path = data_dir.join(DB_FILE_NAME);
     if open == Open::Existing && !path.is_file() {
         return Err(Failure(format!(
@@ -48,8 +50,8 @@ fn open_store(data_dir: &Path, open: Open) -> Result<Store, Failure> {
 }
 
 /// Open (or create) the store in `dir`, as the server would.
-fn store_in(dir: &Path) -> Result<Store, StoreError> {
-    Store::open(
+fn store_in(dir: &Path) -> Result<RedbStore, StoreError> {
+    RedbStore::open(
         &StoreOptions {
             data_dir: dir.to_path_buf(),
             durability: Durability::Immediate,
@@ -97,15 +99,24 @@ async fn close(service: &Service) -> Result<(), Failure> {
 /// Snapshot the database in `data_dir` into a new file at `dest`. Returns the number
 /// of records copied.
 pub async fn backup(data_dir: &Path, dest: &Path) -> Result<u64, Failure> {
-    let service = open_service(data_dir, Open::Existing, READ_ONLY_POLICY)?;
+    let store = open_store(data_dir, Open::Existing)?;
     let watched = dest.to_path_buf();
     let ticker = Ticker::start("backup", move || {
         let written = std::fs::metadata(&watched).map(|m| m.len()).unwrap_or(0);
         format!("snapshot file at {}", progress::bytes(written))
     });
-    let snapshot = service.snapshot_to(dest.to_path_buf()).await;
+    let snapshot = {
+        let (store, dest) = (store.clone(), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || store.snapshot_to(&dest))
+            .await
+            .map_err(|e| StoreError::engine(format!("snapshot task failed: {e}")))
+            .and_then(|copied| copied)
+    };
     drop(ticker);
-    let closed = close(&service).await;
+    let closed = store
+        .close()
+        .await
+        .map_err(|e| Failure(format!("cannot close the database: {e}")));
     let records = snapshot.map_err(|e| Failure(format!("the snapshot failed: {e}")))?;
     closed?;
     Ok(records)
@@ -151,16 +162,10 @@ async fn copy(
 /// Apply JSON lines from `source` to the database in `data_dir` (created if missing).
 pub async fn import(
     data_dir: &Path,
-    limits: &ImportLimits,
+    limits: &WriteLimits,
     source: impl AsyncRead + Unpin,
 ) -> Result<ImportReport, Failure> {
-    let policy = Policy {
-        max_key_bytes: limits.max_key_bytes,
-        max_value_bytes: limits.max_value_bytes,
-        grace_micros: micros(limits.tombstone_grace),
-        max_future_skew_micros: micros(limits.max_future_skew),
-    };
-    let service = open_service(data_dir, Open::OrCreate, policy)?;
+    let service = open_service(data_dir, Open::OrCreate, limits.policy())?;
     let imported = feed(Importer::new(service.clone()), source).await;
     let closed = close(&service).await;
     let report = imported?;

@@ -3,9 +3,7 @@
 //! (see `router_with`); the bearer token still applies.
 
 use std::future::poll_fn;
-use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -68,32 +66,12 @@ pub fn routes() -> Router<AppState> {
         (status = 503, description = "The snapshot could not be written (e.g. no space in the data directory).", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn backup(State(state): State<AppState>) -> Result<Response, Problem> {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let store_path = state.service.store_path();
-    let data_dir = store_path.parent().unwrap_or(Path::new("."));
-    let temp = data_dir.join(format!(
-        ".backup-{}-{}.redb.tmp",
-        std::process::id(),
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    ));
-    let records = match state.service.snapshot_to(temp.clone()).await {
-        Ok(records) => records,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&temp).await;
-            tracing::error!(error = %e, path = %temp.display(), "backup snapshot failed");
-            return Err(backup_failed());
-        }
-    };
-    let opened = tokio::fs::File::open(&temp).await;
-    // Unlink at once: the open handle keeps the data readable until the download ends,
-    // however it ends, and a crash cannot leave the copy behind.
-    if let Err(e) = tokio::fs::remove_file(&temp).await {
-        tracing::warn!(error = %e, path = %temp.display(), "cannot remove the backup snapshot");
-    }
-    let file = opened.map_err(|e| {
-        tracing::error!(error = %e, path = %temp.display(), "cannot reopen the backup snapshot");
+    let snapshot = state.service.snapshot().await.map_err(|e| {
+        tracing::error!(error = %e, "backup snapshot failed");
         backup_failed()
     })?;
+    let records = snapshot.records;
+    let file = tokio::fs::File::from_std(snapshot.file);
     let length = file.metadata().await.map(|m| m.len()).map_err(|e| {
         tracing::error!(error = %e, "cannot read the backup snapshot's size");
         backup_failed()

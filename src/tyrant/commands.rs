@@ -199,7 +199,7 @@ impl<'a> Connection<'a> {
                 let live = service.counts().await.map(|c| c.live()).unwrap_or(0);
                 reply::u64_ok(out, live);
             }
-            Request::Size => reply::u64_ok(out, service.file_size()),
+            Request::Size => reply::u64_ok(out, service.size_bytes().await.unwrap_or(0)),
             Request::Stat => {
                 let text = stat::render(self.shared, self.fd).await;
                 reply::blob(out, text.as_bytes());
@@ -356,30 +356,20 @@ impl<'a> Connection<'a> {
         };
         let dest = std::path::PathBuf::from(path);
         let service = &self.shared.service;
-        let live = service.store_path();
-        // Snapshot beside the database (same filesystem, never a partial file at the
-        // destination), then copy it over the destination, which may be a device such
-        // as /dev/null.
-        let scratch = live.with_extension(format!(
-            "copy-{}-{}.tmp",
-            std::process::id(),
-            self.shared.counters.next_copy_id()
-        ));
-        let refused = {
-            let (dest, live) = (dest.clone(), live.clone());
-            tokio::task::spawn_blocking(move || same_file(&dest, &live))
-                .await
-                .unwrap_or(true)
-        };
-        if refused {
+        if service.is_data_file(dest.clone()).await {
             tracing::warn!(path = %dest.display(), "Tyrant copy onto the live database refused");
             return false;
         }
-        let ok = service.snapshot_to(scratch.clone()).await.is_ok();
+        let Ok(snapshot) = service.snapshot().await else {
+            return false;
+        };
+        // The snapshot is complete before the destination is touched; it is copied over
+        // the destination, which may be a device such as /dev/null.
         tokio::task::spawn_blocking(move || {
-            let copied = ok && std::fs::copy(&scratch, &dest).is_ok();
-            let _ = std::fs::remove_file(&scratch);
-            copied
+            let mut source = snapshot.file;
+            std::fs::File::create(&dest)
+                .and_then(|mut target| std::io::copy(&mut source, &mut target))
+                .is_ok()
         })
         .await
         .unwrap_or(false)
@@ -563,26 +553,6 @@ fn restore(path: &[u8]) -> bool {
     !entries
         .flatten()
         .any(|e| e.file_name().to_string_lossy().ends_with(".ulog"))
-}
-
-/// Whether `a` names the same existing file as `b` (through any symlink, `..` or hard
-/// link). A destination that does not exist yet is never the live file.
-#[cfg(unix)]
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
-/// Whether `a` names the same existing file as `b` (through any symlink or `..`).
-#[cfg(not(unix))]
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    matches!(
-        (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-        (Ok(a), Ok(b)) if a == b
-    )
 }
 
 /// The timestamp carried by a value's first `digits` bytes, in microseconds.

@@ -110,9 +110,9 @@ pub async fn render(shared: &Shared, fd: i64) -> String {
     line("pid", std::process::id().to_string());
     line("sid", "0".into());
     line("type", "hash".into());
-    line("path", service.store_path().display().to_string());
+    line("path", service.store_location());
     line("rnum", rnum.to_string());
-    line("size", service.file_size().to_string());
+    line("size", service.size_bytes().await.unwrap_or(0).to_string());
     line("bigend", u8::from(cfg!(target_endian = "big")).to_string());
     line("fd", fd.to_string());
     line("loadavg", format!("{:.6}", load_average()));

@@ -1,0 +1,214 @@
+//! The embedded engine's recovery and write-closure behaviour.
+
+use super::*;
+
+fn options(dir: &Path) -> StoreOptions {
+    StoreOptions {
+        data_dir: dir.to_path_buf(),
+        durability: Durability::Immediate,
+        cache_size: 1 << 20,
+    }
+}
+
+/// A crash leaves the database file as of its last checkpoint plus the log; the
+/// reopened store must hold every acknowledged write.
+#[tokio::test]
+async fn acknowledged_writes_are_replayed_from_the_log_into_an_old_database_file() {
+    let live = tempfile::tempdir().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with_checkpoints(
+        &options(live.path()),
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    // The database file as of the last checkpoint (here: the empty, just-created one).
+    std::fs::copy(
+        live.path().join(DB_FILE_NAME),
+        image.path().join(DB_FILE_NAME),
+    )
+    .unwrap();
+    for i in 0..50u64 {
+        let key = format!("k{i}").into_bytes();
+        store
+            .write(move |b| b.put(&key, &Record::live(i + 1, vec![i as u8], "t".into(), None)))
+            .await
+            .unwrap();
+    }
+    store
+        .write(|b| b.put(b"k7", &Record::tombstone(100, 5)).map(|_| ()))
+        .await
+        .unwrap();
+    store.write(|b| b.remove(b"k8").map(|_| ())).await.unwrap();
+    // The log as the crash leaves it.
+    for name in WAL_FILE_NAMES {
+        std::fs::copy(live.path().join(name), image.path().join(name)).unwrap();
+    }
+    store.close().await.unwrap();
+
+    let recovered = RedbStore::open(&options(image.path()), Arc::new(Metrics::new())).unwrap();
+    for i in (0..50u64).filter(|i| ![7, 8].contains(i)) {
+        let record = recovered.get(format!("k{i}").as_bytes()).unwrap().unwrap();
+        assert_eq!(record, Record::live(i + 1, vec![i as u8], "t".into(), None));
+    }
+    assert_eq!(
+        recovered.get(b"k7").unwrap(),
+        Some(Record::tombstone(100, 5))
+    );
+    assert_eq!(recovered.get(b"k8").unwrap(), None);
+    assert_eq!(recovered.counts(0).unwrap().tombstones, 1);
+    recovered.close().await.unwrap();
+    drop(recovered);
+    // Recovery checkpointed: a second open has nothing to replay and the same data.
+    let again = RedbStore::open(&options(image.path()), Arc::new(Metrics::new())).unwrap();
+    assert_eq!(again.counts(0).unwrap().records, 49);
+    again.close().await.unwrap();
+}
+
+fn live(i: u64) -> Record {
+    Record::live(i, i.to_be_bytes().to_vec(), "t".into(), None)
+}
+
+async fn put_all(store: &RedbStore, keys: std::ops::Range<u64>, version: u64) {
+    for i in keys {
+        let key = format!("k{i}").into_bytes();
+        store
+            .write(move |b| b.put(&key, &live(version)))
+            .await
+            .unwrap();
+    }
+}
+
+/// A crash in the middle of a checkpoint leaves the database file from before it,
+/// the log file being checkpointed and the new one: replay must take both, in
+/// order, so a key rewritten after the rotation ends at its newest record.
+#[tokio::test]
+async fn a_crash_during_a_checkpoint_replays_both_log_files_in_order() {
+    let live_dir = tempfile::tempdir().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with_checkpoints(
+        &options(live_dir.path()),
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    // Two checkpoints first, so the log has gone once round both files.
+    put_all(&store, 0..10, 1).await;
+    store.inner.core.checkpoint_now().unwrap();
+    put_all(&store, 10..20, 1).await;
+    store.inner.core.checkpoint_now().unwrap();
+    // Before the third checkpoint: the database file and the active log file.
+    put_all(&store, 0..30, 2).await;
+    let copy = |name: &str| {
+        std::fs::copy(live_dir.path().join(name), image.path().join(name)).unwrap();
+    };
+    copy(DB_FILE_NAME);
+    copy(WAL_FILE_NAMES[0]);
+    // The checkpoint rotates to the other file; writes after it land there.
+    store.inner.core.checkpoint_now().unwrap();
+    put_all(&store, 25..35, 3).await;
+    copy(WAL_FILE_NAMES[1]);
+    store.close().await.unwrap();
+
+    let recovered = RedbStore::open(&options(image.path()), Arc::new(Metrics::new())).unwrap();
+    for i in 0..35u64 {
+        let want = if i >= 25 { 3 } else { 2 };
+        assert_eq!(
+            recovered.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(live(want)),
+            "k{i}"
+        );
+    }
+    assert_eq!(recovered.counts(0).unwrap().records, 35);
+    recovered.close().await.unwrap();
+}
+
+/// Frames after a hole in the LSN sequence were never acknowledged (the sync that
+/// would have covered them also covers the hole): replay stops at the hole.
+#[tokio::test]
+async fn replay_stops_at_a_gap_in_the_log_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    RedbStore::open(&options(dir.path()), Arc::new(Metrics::new()))
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let file_id = {
+        let db = Database::create(dir.path().join(DB_FILE_NAME)).unwrap();
+        prepare_schema(&db, dir.path()).unwrap()
+    };
+    {
+        let paths = WAL_FILE_NAMES.map(|name| dir.path().join(name));
+        let (mut log, _) = wal::Wal::open(paths, file_id).unwrap();
+        for lsn in [1u64, 2, 4] {
+            let mut record = Vec::new();
+            codec::encode(&live(lsn), &mut record);
+            let mut payload = Vec::new();
+            wal::log_put(&mut payload, format!("k{lsn}").as_bytes(), &record);
+            log.append(lsn, &payload).unwrap();
+        }
+    }
+    let store = RedbStore::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
+    assert_eq!(store.get(b"k1").unwrap(), Some(live(1)));
+    assert_eq!(store.get(b"k2").unwrap(), Some(live(2)));
+    assert_eq!(store.get(b"k4").unwrap(), None);
+    // New writes continue the sequence after the replayed run.
+    store.write(|b| b.put(b"k5", &live(5))).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let again = RedbStore::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
+    assert_eq!(again.get(b"k5").unwrap(), Some(live(5)));
+    again.close().await.unwrap();
+}
+
+/// A refused or failed write closure leaves nothing behind: staged changes are
+/// applied only when it returns Ok.
+#[tokio::test]
+async fn a_failed_write_closure_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
+    let failed = store
+        .write(|b| {
+            b.put(b"a", &live(1))?;
+            Err::<(), _>(StoreError::engine("boom"))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(store.get(b"a").unwrap(), None);
+    // A closure sees its own staged changes, then everything beneath.
+    store.write(|b| b.put(b"b", &live(1))).await.unwrap();
+    let seen = store
+        .write(|b| {
+            b.put(b"a", &live(2))?;
+            let own = b.get(b"a")?;
+            let removed = b.remove(b"b")?;
+            Ok((own, removed, b.get(b"b")?))
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, (Some(live(2)), Some(live(1)), None));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_log_from_another_database_file_is_not_replayed() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with_checkpoints(
+        &options(a.path()),
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    store
+        .write(|b| b.put(b"x", &Record::live(1, b"v".to_vec(), "t".into(), None)))
+        .await
+        .unwrap();
+    for name in WAL_FILE_NAMES {
+        std::fs::copy(a.path().join(name), b.path().join(name)).unwrap();
+    }
+    store.close().await.unwrap();
+    let other = RedbStore::open(&options(b.path()), Arc::new(Metrics::new())).unwrap();
+    assert_eq!(other.get(b"x").unwrap(), None);
+    other.close().await.unwrap();
+}
