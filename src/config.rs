@@ -210,6 +210,75 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// A shared PostgreSQL-wire database instead of the embedded store, for several
+/// stateless replicas behind one load balancer.
+#[derive(Clone, Args)]
+pub struct DatabaseArgs {
+    /// Store everything in this PostgreSQL-wire database (`postgres://` or
+    /// `postgresql://`, libpq URL form: `sslmode`, `sslrootcert`, `application_name`
+    /// …) instead of the embedded store in --data-dir.
+    #[arg(long, env = "TIDEMARK_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    pub database_url: Option<Secret>,
+
+    /// File holding the database password (e.g. a Docker secret); trailing newline
+    /// ignored. Otherwise PGPASSWORD, or the password in the URL, is used.
+    #[arg(long, env = "TIDEMARK_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// Connections to the database kept by this replica.
+    #[arg(long, env = "TIDEMARK_DATABASE_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub database_pool_size: u16,
+
+    /// Longest wait for a database connection (at start, and for each request).
+    #[arg(long, env = "TIDEMARK_DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_connect_timeout: Duration,
+
+    /// Longest time one statement may run before the database cancels it.
+    #[arg(long, env = "TIDEMARK_DATABASE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show only whether one is set.
+        f.debug_struct("DatabaseArgs")
+            .field("database_url", &self.database_url.as_ref().map(|_| "***"))
+            .field("database_password_file", &self.database_password_file)
+            .field("database_pool_size", &self.database_pool_size)
+            .field("database_connect_timeout", &self.database_connect_timeout)
+            .field(
+                "database_statement_timeout",
+                &self.database_statement_timeout,
+            )
+            .finish()
+    }
+}
+
+impl DatabaseArgs {
+    /// The password to use, if one is given apart from the URL: the password file
+    /// first, then PGPASSWORD.
+    pub fn resolve_password(&self) -> Result<Option<Secret>, String> {
+        if let Some(path) = &self.database_password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read database password file {}: {e}", path.display())
+            })?;
+            return Ok(Some(Secret(
+                text.trim_end_matches(['\r', '\n']).to_string(),
+            )));
+        }
+        Ok(std::env::var("PGPASSWORD").ok().map(Secret))
+    }
+}
+
+fn parse_database_url(text: &str) -> Result<Secret, String> {
+    let text = text.trim();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(Secret(text.to_string()))
+    } else {
+        Err("must start with postgres:// or postgresql://".into())
+    }
+}
+
 /// When a write is acknowledged relative to reaching the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Durability {
@@ -245,9 +314,13 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_TYRANT_ADDR", default_value = "127.0.0.1:1978")]
     pub tyrant_addr: SocketAddr,
 
-    /// Directory holding the database file (created if missing).
+    /// Directory holding the database file (created if missing). Not used when
+    /// --database-url is set.
     #[arg(long, env = "TIDEMARK_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// When writes are acknowledged: after fsync (immediate) or after commit (relaxed).
     #[arg(long, env = "TIDEMARK_DURABILITY", value_enum, default_value_t = Durability::Immediate)]
