@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::record::{DEFAULT_CONTENT_TYPE, Record, State};
-use crate::service::{Imported, Policy, Service, ServiceError};
+use crate::service::maintenance::Imported;
+use crate::service::{Policy, Service, ServiceError};
 
 /// Media type of the export stream and the import body.
 pub const JSONL_MEDIA_TYPE: &str = "application/x-ndjson";

@@ -12,8 +12,8 @@
 //! export, import, sweep and snapshots; [`jsonl`] the record format of export/import.
 
 pub mod jsonl;
-mod maintenance;
-mod tyrant;
+pub mod maintenance;
+pub mod tyrant;
 
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
@@ -23,9 +23,6 @@ use crate::guard::{self, FutureTimestamp};
 use crate::metrics::Metrics;
 use crate::record::{Record, State};
 use crate::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Store, StoreError};
-
-pub use maintenance::Imported;
-pub use tyrant::{PutMode, server_stamp};
 
 /// Limits and guard settings the service enforces for both front doors.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,8 @@ use std::ops::Bound;
 
 use crate::config::TyrantGuard;
 use crate::record::DEFAULT_CONTENT_TYPE;
-use crate::service::{PutCondition, PutMode, ServiceError};
+use crate::service::tyrant::PutMode;
+use crate::service::{PutCondition, ServiceError};
 
 use super::Shared;
 use super::frame::{self, Request, reply};

@@ -745,44 +745,45 @@ impl<'txn> Tables<'txn> {
     }
 }
 
+/// Which sweeper work list holds `record`, and at what time it falls due.
+enum Due {
+    Expiry(u64),
+    Tombstone(u64),
+}
+
+fn due(record: &Record) -> Option<Due> {
+    match record.state {
+        State::Live { expires_at, .. } => expires_at.map(Due::Expiry),
+        State::Tombstone { deleted_at } => Some(Due::Tombstone(deleted_at)),
+    }
+}
+
+/// Add `record`'s entry to the sweeper's work lists.
 fn index(
     expiries: &mut Table<'_, (u64, &'static [u8]), ()>,
     tombstones: &mut Table<'_, (u64, &'static [u8]), ()>,
     key: &[u8],
     record: &Record,
 ) -> Result<(), StoreError> {
-    match record.state {
-        State::Live {
-            expires_at: Some(at),
-            ..
-        } => {
-            expiries.insert((at, key), ())?;
-        }
-        State::Tombstone { deleted_at } => {
-            tombstones.insert((deleted_at, key), ())?;
-        }
-        State::Live { .. } => {}
+    match due(record) {
+        Some(Due::Expiry(at)) => expiries.insert((at, key), ()).map(drop)?,
+        Some(Due::Tombstone(at)) => tombstones.insert((at, key), ()).map(drop)?,
+        None => {}
     }
     Ok(())
 }
 
+/// Remove `record`'s entry from the sweeper's work lists.
 fn unindex(
     expiries: &mut Table<'_, (u64, &'static [u8]), ()>,
     tombstones: &mut Table<'_, (u64, &'static [u8]), ()>,
     key: &[u8],
     record: &Record,
 ) -> Result<(), StoreError> {
-    match record.state {
-        State::Live {
-            expires_at: Some(at),
-            ..
-        } => {
-            expiries.remove((at, key))?;
-        }
-        State::Tombstone { deleted_at } => {
-            tombstones.remove((deleted_at, key))?;
-        }
-        State::Live { .. } => {}
+    match due(record) {
+        Some(Due::Expiry(at)) => expiries.remove((at, key)).map(drop)?,
+        Some(Due::Tombstone(at)) => tombstones.remove((at, key)).map(drop)?,
+        None => {}
     }
     Ok(())
 }
