@@ -62,6 +62,52 @@ async fn bearer_token_guards_keys_and_metrics_but_not_health() {
 }
 
 #[tokio::test]
+async fn unmatched_paths_below_token_routes_ask_for_the_token_before_their_404() {
+    let server = TestServer::start_with(|c| c.auth_token = Some(Secret(TOKEN.into()))).await;
+    let client = reqwest::Client::new();
+    let status = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut request = client.request(method, server.url(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move { request.send().await.expect("answered").status().as_u16() }
+    };
+    for path in ["/keys/a/b", "/admin", "/admin/", "/admin/nothing"] {
+        assert_eq!(
+            status(reqwest::Method::GET, path, None).await,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            status(reqwest::Method::GET, path, Some(TOKEN)).await,
+            404,
+            "{path}"
+        );
+    }
+    // A wrong method on a token route is refused for the token first.
+    assert_eq!(status(reqwest::Method::PATCH, "/keys/k", None).await, 401);
+    assert_eq!(
+        status(reqwest::Method::PATCH, "/keys/k", Some(TOKEN)).await,
+        405
+    );
+    // Below a single open or token route, and beside the areas, nothing asks for it.
+    for path in [
+        "/metrics/x",
+        "/healthz/x",
+        "/keysx",
+        "/",
+        "/docs/no-such-asset.js",
+    ] {
+        assert_eq!(
+            status(reqwest::Method::GET, path, None).await,
+            404,
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn token_file_is_read_with_its_trailing_newline_removed() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("token");
