@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::http::{Http, header, send};
 use common::{T0, TestServer};
-use reqwest::header::HeaderMap;
+use reqwest::Method;
 use serde_json::Value;
 use tidemark::clock::ManualClock;
 use tidemark::config::Secret;
@@ -82,92 +83,35 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
-async fn put(
-    client: &reqwest::Client,
-    server: &TestServer,
-    key: &str,
-    timestamp: u64,
-    value: &str,
-) -> u16 {
-    client
-        .put(server.url(&format!("/keys/{key}")))
-        .header("X-Write-Timestamp", timestamp.to_string())
-        .header("Content-Type", "text/plain")
-        .body(value.to_owned())
-        .send()
-        .await
-        .expect("put")
-        .status()
-        .as_u16()
-}
-
-async fn delete(client: &reqwest::Client, server: &TestServer, key: &str, timestamp: u64) -> u16 {
-    client
-        .delete(server.url(&format!("/keys/{key}")))
-        .header("X-Write-Timestamp", timestamp.to_string())
-        .send()
-        .await
-        .expect("delete")
-        .status()
-        .as_u16()
-}
-
-async fn get(
-    client: &reqwest::Client,
-    server: &TestServer,
-    key: &str,
-) -> (u16, HeaderMap, Vec<u8>) {
-    let response = client
-        .get(server.url(&format!("/keys/{key}")))
-        .send()
-        .await
-        .expect("get");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.expect("body").to_vec();
-    (status, headers, body)
-}
-
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("header {name}"))
-}
-
 /// A fixed set of records of every kind: values with and without a TTL, a binary key,
 /// and a tombstone.
-async fn seed(client: &reqwest::Client, server: &TestServer) {
-    assert_eq!(put(client, server, "fixed", T0 - 100, "hello").await, 201);
-    let with_ttl = client
-        .put(server.url("/keys/ttl"))
-        .header("X-Write-Timestamp", (T0 - 90).to_string())
-        .header("X-TTL", "3600")
-        .header("Content-Type", "application/json")
-        .body("{\"user\":42}")
-        .send()
-        .await
-        .expect("put ttl");
+async fn seed(http: &Http) {
+    assert_eq!(http.put("fixed", T0 - 100, "hello").await.status(), 201);
+    let with_ttl = http
+        .put_with("ttl", T0 - 90, "{\"user\":42}", |r| {
+            r.header("X-TTL", "3600")
+                .header("Content-Type", "application/json")
+        })
+        .await;
     assert_eq!(with_ttl.status(), 201);
-    let binary = client
-        .put(server.url("/keys/bin%00%FF"))
-        .header("X-Write-Timestamp", (T0 - 80).to_string())
-        .body(vec![0u8, 255, 10, 13])
-        .send()
-        .await
-        .expect("put binary");
+    let binary = send(
+        http.request(Method::PUT, "/keys/bin%00%FF")
+            .header("X-Write-Timestamp", (T0 - 80).to_string())
+            .body(vec![0u8, 255, 10, 13]),
+    )
+    .await;
     assert_eq!(binary.status(), 201);
     assert_eq!(
-        put(client, server, "gone", T0 - 70, "soon deleted").await,
+        http.put("gone", T0 - 70, "soon deleted").await.status(),
         201
     );
-    assert_eq!(delete(client, server, "gone", T0 - 50).await, 204);
+    assert_eq!(http.delete("gone", T0 - 50).await.status(), 204);
 }
 
 /// What [`seed`] wrote is all there, timestamps included, and the tombstone still
 /// refuses an older write.
-async fn check_seed(client: &reqwest::Client, server: &TestServer) {
-    let (status, headers, body) = get(client, server, "fixed").await;
+async fn check_seed(http: &Http) {
+    let (status, headers, body) = http.read("fixed").await;
     assert_eq!(status, 200);
     assert_eq!(body, b"hello");
     assert_eq!(
@@ -176,7 +120,7 @@ async fn check_seed(client: &reqwest::Client, server: &TestServer) {
     );
     assert_eq!(header(&headers, "content-type"), "text/plain");
 
-    let (status, headers, body) = get(client, server, "ttl").await;
+    let (status, headers, body) = http.read("ttl").await;
     assert_eq!(status, 200);
     assert_eq!(body, b"{\"user\":42}");
     assert_eq!(header(&headers, "x-write-timestamp"), (T0 - 90).to_string());
@@ -185,20 +129,17 @@ async fn check_seed(client: &reqwest::Client, server: &TestServer) {
         (T0 + 3600 * 1_000_000).to_string()
     );
 
-    let (status, headers, body) = get(client, server, "bin%00%FF").await;
+    let (status, headers, body) = http.read("bin%00%FF").await;
     assert_eq!(status, 200);
     assert_eq!(body, [0u8, 255, 10, 13]);
     assert_eq!(header(&headers, "x-write-timestamp"), (T0 - 80).to_string());
 
-    let (status, _, _) = get(client, server, "gone").await;
+    let (status, _, _) = http.read("gone").await;
     assert_eq!(status, 404);
     // The tombstone came along: a write older than the delete is refused...
-    assert_eq!(
-        put(client, server, "gone", T0 - 60, "resurrected").await,
-        409
-    );
+    assert_eq!(http.put("gone", T0 - 60, "resurrected").await.status(), 409);
     // ...and a newer one is taken.
-    assert_eq!(put(client, server, "gone", T0 - 40, "back").await, 201);
+    assert_eq!(http.put("gone", T0 - 40, "back").await.status(), 201);
 }
 
 /// Start a server on an existing data directory with the test clock at T0.
@@ -218,26 +159,20 @@ fn seq_key(i: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_while_writes_continue_is_consistent_and_restorable() {
     let server = TestServer::start().await;
-    let client = reqwest::Client::new();
-    seed(&client, &server).await;
+    seed(&Http::of(&server)).await;
 
     // One writer, one key after another: a consistent snapshot holds a gap-free prefix.
     let written = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (written, stop) = (written.clone(), stop.clone());
-        let url = server.url("");
-        let client = client.clone();
+        let http = Http::of(&server);
         tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
-                let status = client
-                    .put(format!("{url}/keys/{}", seq_key(i)))
-                    .header("X-Write-Timestamp", (T0 + i).to_string())
-                    .body(format!("v{i}"))
-                    .send()
+                let status = http
+                    .put(&seq_key(i), T0 + i, &format!("v{i}"))
                     .await
-                    .expect("writer put")
                     .status();
                 assert_eq!(status, 201);
                 i += 1;
@@ -299,10 +234,11 @@ async fn backup_while_writes_continue_is_consistent_and_restorable() {
     assert!(run.ok(), "restore failed: {}", run.stderr);
 
     let server = serve_dir(restored.path()).await;
-    check_seed(&client, &server).await;
+    let http = Http::of(&server);
+    check_seed(&http).await;
     let mut present = 0;
     for i in 0..total {
-        let (status, headers, body) = get(&client, &server, &seq_key(i)).await;
+        let (status, headers, body) = http.read(&seq_key(i)).await;
         if status == 404 {
             break;
         }
@@ -312,7 +248,7 @@ async fn backup_while_writes_continue_is_consistent_and_restorable() {
         present = i + 1;
     }
     for i in present..total {
-        let (status, _, _) = get(&client, &server, &seq_key(i)).await;
+        let (status, _, _) = http.read(&seq_key(i)).await;
         assert_eq!(status, 404, "key {i} present after a gap at {present}");
     }
     assert!(
@@ -328,8 +264,7 @@ async fn offline_backup_needs_the_server_stopped_and_restores() {
     let data = tempfile::tempdir().expect("data dir");
     let data_dir = data.path().to_path_buf();
     let server = serve_dir(&data_dir).await;
-    let client = reqwest::Client::new();
-    seed(&client, &server).await;
+    seed(&Http::of(&server)).await;
     let dir = tempfile::tempdir().expect("dir");
     let backup = dir.path().join("offline.redb");
 
@@ -389,7 +324,7 @@ async fn offline_backup_needs_the_server_stopped_and_restores() {
         run.stderr
     );
     let server = serve_dir(restored.path()).await;
-    check_seed(&client, &server).await;
+    check_seed(&Http::of(&server)).await;
     server.stop().await;
 
     let empty = tempfile::tempdir().expect("empty dir");
@@ -411,16 +346,16 @@ async fn offline_backup_needs_the_server_stopped_and_restores() {
 
 #[tokio::test]
 async fn restore_refuses_to_overwrite_without_force_and_refuses_foreign_files() {
-    let client = reqwest::Client::new();
     let dir = tempfile::tempdir().expect("dir");
     let first = dir.path().join("first.redb");
     let second = dir.path().join("second.redb");
 
     let server = TestServer::start().await;
-    assert_eq!(put(&client, &server, "a", T0, "first").await, 201);
+    let http = Http::of(&server);
+    assert_eq!(http.put("a", T0, "first").await.status(), 201);
     let run = tidemark(&["backup", "--server", &server.url(""), "--out", path(&first)]).await;
     assert!(run.ok(), "{}", run.stderr);
-    assert_eq!(put(&client, &server, "a", T0 + 1, "second").await, 204);
+    assert_eq!(http.put("a", T0 + 1, "second").await.status(), 204);
     let run = tidemark(&[
         "backup",
         "--server",
@@ -486,7 +421,7 @@ async fn restore_refuses_to_overwrite_without_force_and_refuses_foreign_files() 
         "{names:?}"
     );
     let server = serve_dir(target.path()).await;
-    let (status, _, body) = get(&client, &server, "a").await;
+    let (status, _, body) = Http::of(&server).read("a").await;
     assert_eq!((status, body.as_slice()), (200, b"first".as_slice()));
 
     // Not while a server has the database open, even with --force.
@@ -502,7 +437,7 @@ async fn restore_refuses_to_overwrite_without_force_and_refuses_foreign_files() 
     let replaced = restore(second, true).await;
     assert!(replaced.ok(), "{}", replaced.stderr);
     let server = serve_dir(target.path()).await;
-    let (status, headers, body) = get(&client, &server, "a").await;
+    let (status, headers, body) = Http::of(&server).read("a").await;
     assert_eq!((status, body.as_slice()), (200, b"second".as_slice()));
     assert_eq!(header(&headers, "x-write-timestamp"), (T0 + 1).to_string());
     server.stop().await;
@@ -510,9 +445,8 @@ async fn restore_refuses_to_overwrite_without_force_and_refuses_foreign_files() 
 
 #[tokio::test]
 async fn export_then_import_into_an_empty_store_round_trips_every_record() {
-    let client = reqwest::Client::new();
     let source = TestServer::start().await;
-    seed(&client, &source).await;
+    seed(&Http::of(&source)).await;
     let dir = tempfile::tempdir().expect("dir");
     let exported = dir.path().join("export.jsonl");
     let run = tidemark(&[
@@ -566,7 +500,7 @@ async fn export_then_import_into_an_empty_store_round_trips_every_record() {
     let again = tidemark(&["export", "--server", &target.url(""), "--out", "-"]).await;
     assert!(again.ok(), "{}", again.stderr);
     assert_eq!(String::from_utf8_lossy(&again.stdout), text);
-    check_seed(&client, &target).await;
+    check_seed(&Http::of(&target)).await;
     target.stop().await;
 
     // Offline, from stdin into a fresh data directory, and back out.
@@ -598,14 +532,14 @@ async fn export_then_import_into_an_empty_store_round_trips_every_record() {
 
 #[tokio::test]
 async fn import_skips_records_older_than_the_store_and_applies_missing_ones() {
-    let client = reqwest::Client::new();
     let source = TestServer::start().await;
-    assert_eq!(put(&client, &source, "a", T0, "old-a").await, 201);
-    assert_eq!(put(&client, &source, "b", T0, "b").await, 201);
-    assert_eq!(put(&client, &source, "c", T0 - 10, "c").await, 201);
-    assert_eq!(delete(&client, &source, "c", T0).await, 204);
-    assert_eq!(put(&client, &source, "d", T0, "d").await, 201);
-    assert_eq!(put(&client, &source, "e", T0, "e").await, 201);
+    let http = Http::of(&source);
+    assert_eq!(http.put("a", T0, "old-a").await.status(), 201);
+    assert_eq!(http.put("b", T0, "b").await.status(), 201);
+    assert_eq!(http.put("c", T0 - 10, "c").await.status(), 201);
+    assert_eq!(http.delete("c", T0).await.status(), 204);
+    assert_eq!(http.put("d", T0, "d").await.status(), 201);
+    assert_eq!(http.put("e", T0, "e").await.status(), 201);
     let dir = tempfile::tempdir().expect("dir");
     let exported = dir.path().join("old.jsonl");
     let run = tidemark(&[
@@ -620,9 +554,10 @@ async fn import_skips_records_older_than_the_store_and_applies_missing_ones() {
     source.stop().await;
 
     let target = TestServer::start().await;
-    assert_eq!(put(&client, &target, "a", T0 + 10, "new-a").await, 201);
-    assert_eq!(put(&client, &target, "b", T0, "b").await, 201);
-    assert_eq!(put(&client, &target, "d", T0, "other-d").await, 201);
+    let http = Http::of(&target);
+    assert_eq!(http.put("a", T0 + 10, "new-a").await.status(), 201);
+    assert_eq!(http.put("b", T0, "b").await.status(), 201);
+    assert_eq!(http.put("d", T0, "other-d").await.status(), 201);
     let run = tidemark(&[
         "import",
         "--server",
@@ -640,16 +575,16 @@ async fn import_skips_records_older_than_the_store_and_applies_missing_ones() {
     assert_eq!(report["invalid"], 0, "{report}");
     assert!(run.stderr.contains("1 stale"), "{}", run.stderr);
 
-    let (status, headers, body) = get(&client, &target, "a").await;
+    let (status, headers, body) = http.read("a").await;
     assert_eq!((status, body.as_slice()), (200, b"new-a".as_slice()));
     assert_eq!(header(&headers, "x-write-timestamp"), (T0 + 10).to_string());
-    let (_, _, body) = get(&client, &target, "d").await;
+    let (_, _, body) = http.read("d").await;
     assert_eq!(body, b"other-d");
-    let (_, _, body) = get(&client, &target, "e").await;
+    let (_, _, body) = http.read("e").await;
     assert_eq!(body, b"e");
     // The imported tombstone guards like one written here.
-    assert_eq!(get(&client, &target, "c").await.0, 404);
-    assert_eq!(put(&client, &target, "c", T0 - 1, "late").await, 409);
+    assert_eq!(http.read("c").await.0, 404);
+    assert_eq!(http.put("c", T0 - 1, "late").await.status(), 409);
     target.stop().await;
 }
 
@@ -728,7 +663,7 @@ async fn admin_routes_require_the_token_when_configured() {
 #[tokio::test]
 async fn malformed_import_lines_are_reported_not_fatal() {
     let server = TestServer::start_with(|c| c.limits.max_value_bytes = 1024).await;
-    let client = reqwest::Client::new();
+    let http = Http::of(&server);
     let good = |key: &str, value: &str| {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -754,12 +689,11 @@ async fn malformed_import_lines_are_reported_not_fatal() {
         good("two", "2"),                        // 9, no trailing newline
     ]
     .join("\n");
-    let response = client
-        .post(server.url("/admin/import"))
-        .body(body.clone())
-        .send()
-        .await
-        .expect("import");
+    let response = send(
+        http.request(Method::POST, "/admin/import")
+            .body(body.clone()),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let report: Value =
         serde_json::from_slice(&response.bytes().await.expect("body")).expect("report");
@@ -784,8 +718,8 @@ async fn malformed_import_lines_are_reported_not_fatal() {
     assert!(reason(2).contains("longer than"), "{report}");
     assert!(reason(3).contains("limit"), "{report}");
     assert!(reason(4).contains("ahead of the server clock"), "{report}");
-    assert_eq!(get(&client, &server, "one").await.2, b"1");
-    assert_eq!(get(&client, &server, "two").await.2, b"2");
+    assert_eq!(http.read("one").await.2, b"1");
+    assert_eq!(http.read("two").await.2, b"2");
 
     // The CLI reports the same, exits 3, and still imports the good lines.
     let dir = tempfile::tempdir().expect("dir");

@@ -8,8 +8,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::Http;
 use common::{T0, TestServer};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use tidemark::service::Service;
 use tidemark::store::{Counts, Purged};
 
@@ -30,42 +31,6 @@ fn service(server: &TestServer) -> &Service {
     &server.running.as_ref().expect("server is running").service
 }
 
-async fn put(
-    client: &Client,
-    server: &TestServer,
-    key: &str,
-    timestamp: u64,
-    value: &str,
-    ttl_secs: Option<u64>,
-) -> Response {
-    let mut request = client
-        .put(server.url(&format!("/keys/{key}")))
-        .header("X-Write-Timestamp", timestamp.to_string())
-        .header("Content-Type", "text/plain")
-        .body(value.to_string());
-    if let Some(ttl) = ttl_secs {
-        request = request.header("X-TTL", ttl.to_string());
-    }
-    request.send().await.expect("PUT answered")
-}
-
-async fn delete(client: &Client, server: &TestServer, key: &str, timestamp: u64) -> Response {
-    client
-        .delete(server.url(&format!("/keys/{key}")))
-        .header("X-Write-Timestamp", timestamp.to_string())
-        .send()
-        .await
-        .expect("DELETE answered")
-}
-
-async fn get(client: &Client, server: &TestServer, key: &str) -> Response {
-    client
-        .get(server.url(&format!("/keys/{key}")))
-        .send()
-        .await
-        .expect("GET answered")
-}
-
 fn stamp(response: &Response) -> Option<u64> {
     response
         .headers()
@@ -83,12 +48,12 @@ async fn counts(server: &TestServer) -> Counts {
 #[tokio::test]
 async fn value_reads_404_from_the_exact_microsecond_it_expires() {
     let server = server().await;
-    let client = Client::new();
+    let http = Http::of(&server);
     assert_eq!(
-        put(&client, &server, "s", T0, "v", Some(10)).await.status(),
+        http.put_with_ttl("s", T0, "v", 10).await.status(),
         StatusCode::CREATED
     );
-    let live = get(&client, &server, "s").await;
+    let live = http.get("s").await;
     assert_eq!(live.status(), StatusCode::OK);
     assert_eq!(
         live.headers()["x-expires-at"].to_str().expect("ascii"),
@@ -96,20 +61,10 @@ async fn value_reads_404_from_the_exact_microsecond_it_expires() {
     );
 
     server.clock.set(T0 + 10 * SECOND - 1);
-    assert_eq!(get(&client, &server, "s").await.status(), StatusCode::OK);
+    assert_eq!(http.get("s").await.status(), StatusCode::OK);
     server.clock.set(T0 + 10 * SECOND);
-    assert_eq!(
-        get(&client, &server, "s").await.status(),
-        StatusCode::NOT_FOUND
-    );
-    let listed = client
-        .get(server.url("/keys"))
-        .send()
-        .await
-        .expect("list answered")
-        .bytes()
-        .await
-        .expect("list body");
+    assert_eq!(http.get("s").await.status(), StatusCode::NOT_FOUND);
+    let listed = http.list(&[]).await.bytes().await.expect("list body");
     let listed: serde_json::Value = serde_json::from_slice(&listed).expect("list is JSON");
     assert_eq!(listed["keys"], serde_json::json!([]));
     server.stop().await;
@@ -118,41 +73,34 @@ async fn value_reads_404_from_the_exact_microsecond_it_expires() {
 #[tokio::test]
 async fn expired_value_refuses_older_puts_until_grace_passes_then_accepts_them() {
     let server = server().await;
-    let client = Client::new();
-    put(&client, &server, "s", T0, "first", Some(5)).await;
+    let http = Http::of(&server);
+    http.put_with_ttl("s", T0, "first", 5).await;
     let expires_at = T0 + 5 * SECOND;
 
     server.clock.set(expires_at);
-    assert_eq!(
-        get(&client, &server, "s").await.status(),
-        StatusCode::NOT_FOUND
-    );
-    let refused = put(&client, &server, "s", T0 - 1, "older", None).await;
+    assert_eq!(http.get("s").await.status(), StatusCode::NOT_FOUND);
+    let refused = http.put("s", T0 - 1, "older").await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     assert_eq!(stamp(&refused), Some(T0), "409 names the stored timestamp");
 
     server.clock.set(expires_at + GRACE - 1);
     assert_eq!(
-        put(&client, &server, "s", T0 - 1, "older", None)
-            .await
-            .status(),
+        http.put("s", T0 - 1, "older").await.status(),
         StatusCode::CONFLICT,
         "still guarding one microsecond before the grace ends"
     );
     assert_eq!(
-        get(&client, &server, "s").await.status(),
+        http.get("s").await.status(),
         StatusCode::NOT_FOUND,
         "a refused write must not resurrect anything"
     );
 
     server.clock.set(expires_at + GRACE);
     assert_eq!(
-        put(&client, &server, "s", T0 - 1, "older", None)
-            .await
-            .status(),
+        http.put("s", T0 - 1, "older").await.status(),
         StatusCode::CREATED
     );
-    let read = get(&client, &server, "s").await;
+    let read = http.get("s").await;
     assert_eq!(stamp(&read), Some(T0 - 1));
     assert_eq!(read.text().await.expect("body"), "older");
     server.stop().await;
@@ -161,65 +109,55 @@ async fn expired_value_refuses_older_puts_until_grace_passes_then_accepts_them()
 #[tokio::test]
 async fn newer_put_on_an_expired_value_is_created_not_replaced() {
     let server = server().await;
-    let client = Client::new();
-    put(&client, &server, "s", T0, "first", Some(1)).await;
+    let http = Http::of(&server);
+    http.put_with_ttl("s", T0, "first", 1).await;
     server.clock.set(T0 + SECOND);
     // Within the grace a newer write is still accepted; the key had no live value.
     assert_eq!(
-        put(&client, &server, "s", T0 + 1, "second", None)
-            .await
-            .status(),
+        http.put("s", T0 + 1, "second").await.status(),
         StatusCode::CREATED
     );
-    assert_eq!(
-        get(&client, &server, "s").await.text().await.expect("body"),
-        "second"
-    );
+    assert_eq!(http.get("s").await.text().await.expect("body"), "second");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn tombstone_refuses_older_puts_until_grace_passes_then_accepts_them() {
     let server = server().await;
-    let client = Client::new();
-    put(&client, &server, "s", T0, "v", None).await;
+    let http = Http::of(&server);
+    http.put("s", T0, "v").await;
     server.clock.set(T0 + 7);
     assert_eq!(
-        delete(&client, &server, "s", T0 + 100).await.status(),
+        http.delete("s", T0 + 100).await.status(),
         StatusCode::NO_CONTENT
     );
     let deleted_at = T0 + 7;
 
     server.clock.set(deleted_at + GRACE - 1);
-    let refused = put(&client, &server, "s", T0 + 99, "late", None).await;
+    let refused = http.put("s", T0 + 99, "late").await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
     assert_eq!(stamp(&refused), Some(T0 + 100));
 
     server.clock.set(deleted_at + GRACE);
     assert_eq!(
-        put(&client, &server, "s", T0 + 99, "late", None)
-            .await
-            .status(),
+        http.put("s", T0 + 99, "late").await.status(),
         StatusCode::CREATED
     );
-    assert_eq!(
-        get(&client, &server, "s").await.text().await.expect("body"),
-        "late"
-    );
+    assert_eq!(http.get("s").await.text().await.expect("body"), "late");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn sweep_purges_only_what_has_lapsed_and_counts_follow() {
     let server = server().await;
-    let client = Client::new();
+    let http = Http::of(&server);
     let service = service(&server);
-    put(&client, &server, "forever", T0, "a", None).await;
-    put(&client, &server, "short", T0, "b", Some(5)).await;
-    put(&client, &server, "long", T0, "c", Some(3600)).await;
-    put(&client, &server, "gone", T0, "d", None).await;
-    delete(&client, &server, "gone", T0 + 1).await;
-    delete(&client, &server, "never-was", T0 + 1).await;
+    http.put("forever", T0, "a").await;
+    http.put_with_ttl("short", T0, "b", 5).await;
+    http.put_with_ttl("long", T0, "c", 3600).await;
+    http.put("gone", T0, "d").await;
+    http.delete("gone", T0 + 1).await;
+    http.delete("never-was", T0 + 1).await;
     assert_eq!(
         counts(&server).await,
         Counts {
@@ -277,31 +215,25 @@ async fn sweep_purges_only_what_has_lapsed_and_counts_follow() {
             expired: 0
         }
     );
-    assert_eq!(
-        get(&client, &server, "forever").await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(get(&client, &server, "long").await.status(), StatusCode::OK);
+    assert_eq!(http.get("forever").await.status(), StatusCode::OK);
+    assert_eq!(http.get("long").await.status(), StatusCode::OK);
     // Purged keys are absent: any timestamp is accepted again.
     assert_eq!(
-        put(&client, &server, "short", 1, "x", None).await.status(),
+        http.put("short", 1, "x").await.status(),
         StatusCode::CREATED
     );
-    assert_eq!(
-        put(&client, &server, "gone", 1, "x", None).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(http.put("gone", 1, "x").await.status(), StatusCode::CREATED);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn sweep_honours_its_limit_and_finishes_on_later_calls() {
     let server = server().await;
-    let client = Client::new();
+    let http = Http::of(&server);
     let service = service(&server);
     for i in 0..5 {
-        delete(&client, &server, &format!("t{i}"), T0).await;
-        put(&client, &server, &format!("e{i}"), T0, "v", Some(1)).await;
+        http.delete(&format!("t{i}"), T0).await;
+        http.put_with_ttl(&format!("e{i}"), T0, "v", 1).await;
     }
     server.clock.set(T0 + SECOND + GRACE);
     let mut total = Purged::default();
@@ -331,19 +263,19 @@ async fn sweep_honours_its_limit_and_finishes_on_later_calls() {
 #[tokio::test]
 async fn sweep_keeps_keys_rewritten_after_their_delete_or_expiry() {
     let server = server().await;
-    let client = Client::new();
+    let http = Http::of(&server);
     let service = service(&server);
-    put(&client, &server, "revived", T0, "old", None).await;
-    delete(&client, &server, "revived", T0 + 1).await;
-    put(&client, &server, "revived", T0 + 2, "new", None).await;
-    put(&client, &server, "renewed", T0, "old", Some(1)).await;
+    http.put("revived", T0, "old").await;
+    http.delete("revived", T0 + 1).await;
+    http.put("revived", T0 + 2, "new").await;
+    http.put_with_ttl("renewed", T0, "old", 1).await;
     server.clock.set(T0 + SECOND);
-    put(&client, &server, "renewed", T0 + 1, "new", None).await;
+    http.put("renewed", T0 + 1, "new").await;
 
     server.clock.set(T0 + 10 * GRACE);
     assert_eq!(service.sweep(100).await.expect("sweep"), Purged::default());
     for key in ["revived", "renewed"] {
-        let read = get(&client, &server, key).await;
+        let read = http.get(key).await;
         assert_eq!(read.status(), StatusCode::OK, "{key}");
         assert_eq!(read.text().await.expect("body"), "new", "{key}");
     }
@@ -361,20 +293,15 @@ async fn sweep_keeps_keys_rewritten_after_their_delete_or_expiry() {
 #[tokio::test]
 async fn touched_value_is_neither_expired_nor_purged_at_its_old_expiry() {
     let server = server().await;
-    let client = Client::new();
+    let http = Http::of(&server);
     let service = service(&server);
-    put(&client, &server, "s", T0, "v", Some(5)).await;
-    let touched = client
-        .post(server.url("/keys/s/touch"))
-        .header("X-TTL", "3600")
-        .send()
-        .await
-        .expect("touch answered");
+    http.put_with_ttl("s", T0, "v", 5).await;
+    let touched = http.touch("s", "3600").await;
     assert_eq!(touched.status(), StatusCode::OK);
 
     server.clock.set(T0 + 5 * SECOND + GRACE);
     assert_eq!(service.sweep(100).await.expect("sweep"), Purged::default());
-    assert_eq!(get(&client, &server, "s").await.status(), StatusCode::OK);
+    assert_eq!(http.get("s").await.status(), StatusCode::OK);
     assert_eq!(counts(&server).await.expired, 0);
 
     server.clock.set(T0 + 3600 * SECOND + GRACE);
@@ -392,20 +319,17 @@ async fn touched_value_is_neither_expired_nor_purged_at_its_old_expiry() {
 #[tokio::test]
 async fn sweep_keeps_a_tombstone_in_grace_even_when_the_clock_is_near_the_epoch() {
     let server = server().await;
-    let client = Client::new();
+    let http = Http::of(&server);
     // A host whose clock has not been set yet: server time is less than the grace.
     server.clock.set(0);
-    assert_eq!(
-        delete(&client, &server, "s", 10).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(http.delete("s", 10).await.status(), StatusCode::NO_CONTENT);
     server.clock.set(GRACE - 1);
     assert_eq!(
         service(&server).sweep(100).await.expect("sweep"),
         Purged::default()
     );
     assert_eq!(
-        put(&client, &server, "s", 9, "older", None).await.status(),
+        http.put("s", 9, "older").await.status(),
         StatusCode::CONFLICT
     );
     server.clock.set(GRACE);

@@ -11,19 +11,29 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
+use common::http::{Http, header, send};
 use common::{T0, TestServer};
-use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{Client, Method, RequestBuilder, Response};
+use reqwest::header::HeaderValue;
+use reqwest::{Method, Response};
 use serde_json::Value;
 use tower::ServiceExt;
 
 const SECOND: u64 = 1_000_000;
 const PROBLEM_JSON: &str = "application/problem+json";
 
-/// A test server plus a client that never goes through a proxy.
+/// A test server plus the shared client bound to it; the key calls (`api.put`,
+/// `api.get`, ...) are the shared client's.
 struct Api {
     server: TestServer,
-    client: Client,
+    http: Http,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
 }
 
 impl Api {
@@ -33,72 +43,8 @@ impl Api {
 
     async fn start_with(tweak: impl FnOnce(&mut tidemark::config::ServeConfig)) -> Self {
         let server = TestServer::start_with(tweak).await;
-        let client = Client::builder()
-            .no_proxy()
-            .build()
-            .expect("HTTP client builds");
-        Self { server, client }
-    }
-
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, self.server.url(path))
-    }
-
-    /// PUT `value` as text/plain at `/keys/{segment}` with `timestamp`.
-    async fn put(&self, segment: &str, timestamp: u64, value: &str) -> Response {
-        self.put_with(segment, timestamp, value, |r| r).await
-    }
-
-    /// PUT with extra headers; Content-Type is text/plain unless `extra` sets one.
-    async fn put_with(
-        &self,
-        segment: &str,
-        timestamp: u64,
-        value: &str,
-        extra: impl FnOnce(RequestBuilder) -> RequestBuilder,
-    ) -> Response {
-        let request = self
-            .request(Method::PUT, &format!("/keys/{segment}"))
-            .header("X-Write-Timestamp", timestamp.to_string())
-            .body(value.to_owned());
-        let mut request = extra(request).build().expect("request builds");
-        request
-            .headers_mut()
-            .entry("content-type")
-            .or_insert(HeaderValue::from_static("text/plain"));
-        self.client
-            .execute(request)
-            .await
-            .expect("request reaches the server")
-    }
-
-    async fn get(&self, segment: &str) -> Response {
-        send(self.request(Method::GET, &format!("/keys/{segment}"))).await
-    }
-
-    async fn head(&self, segment: &str) -> Response {
-        send(self.request(Method::HEAD, &format!("/keys/{segment}"))).await
-    }
-
-    async fn delete(&self, segment: &str, timestamp: u64) -> Response {
-        send(
-            self.request(Method::DELETE, &format!("/keys/{segment}"))
-                .header("X-Write-Timestamp", timestamp.to_string()),
-        )
-        .await
-    }
-
-    async fn touch(&self, segment: &str, ttl: &str) -> Response {
-        send(
-            self.request(Method::POST, &format!("/keys/{segment}/touch"))
-                .header("X-TTL", ttl),
-        )
-        .await
-    }
-
-    /// GET /keys with `query` (encoded by the client, as a client library would).
-    async fn list(&self, query: &[(&str, &str)]) -> Response {
-        send(self.request(Method::GET, "/keys").query(query)).await
+        let http = Http::of(&server);
+        Self { server, http }
     }
 
     /// Every live key, following `next_cursor` with pages of `limit`.
@@ -143,19 +89,6 @@ impl Api {
     async fn stop(self) {
         self.server.stop().await;
     }
-}
-
-async fn send(request: RequestBuilder) -> Response {
-    request.send().await.expect("request reaches the server")
-}
-
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .unwrap_or_else(|| panic!("response has no {name} header: {headers:?}"))
-        .to_str()
-        .expect("header is visible ASCII")
-        .to_owned()
 }
 
 fn etag(timestamp: u64) -> String {

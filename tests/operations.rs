@@ -6,58 +6,69 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
+use common::http::{Http, send};
+use reqwest::Method;
 use tidemark::config::Secret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "s3cret-token";
 
-async fn put(client: &reqwest::Client, server: &TestServer, token: Option<&str>) -> u16 {
-    let mut request = client
-        .put(server.url("/keys/k"))
-        .header("X-Write-Timestamp", common::T0.to_string())
-        .body("v");
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    request.send().await.expect("put").status().as_u16()
+/// PUT /keys/k, with `token` as the bearer when given.
+async fn put(http: &Http, token: Option<&str>) -> u16 {
+    let http = token.map_or_else(|| http.clone(), |t| http.with_token(t));
+    http.put("k", common::T0, "v").await.status().as_u16()
 }
 
 #[tokio::test]
 async fn bearer_token_guards_keys_and_metrics_but_not_health() {
     let server = TestServer::start_with(|c| c.auth_token = Some(Secret(TOKEN.into()))).await;
-    let client = reqwest::Client::new();
-    assert_eq!(put(&client, &server, None).await, 401);
-    assert_eq!(put(&client, &server, Some("wrong")).await, 401);
-    assert_eq!(put(&client, &server, Some(TOKEN)).await, 201);
+    let http = Http::of(&server);
+    assert_eq!(put(&http, None).await, 401);
+    assert_eq!(put(&http, Some("wrong")).await, 401);
+    assert_eq!(put(&http, Some(TOKEN)).await, 201);
 
-    let denied = client.get(server.url("/keys/k")).send().await.expect("get");
+    let denied = http.get("k").await;
     assert_eq!(denied.status(), 401);
     assert_eq!(denied.headers()["www-authenticate"], "Bearer");
     assert_eq!(denied.headers()["content-type"], "application/problem+json");
-    let listed = client.get(server.url("/keys")).send().await.expect("list");
+    let listed = http.list(&[]).await;
     assert_eq!(listed.status(), 401);
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    let metrics = send(http.request(Method::GET, "/metrics")).await;
     assert_eq!(metrics.status(), 401);
     for open in ["/healthz", "/readyz", "/openapi.json"] {
-        let r = client
-            .get(server.url(open))
-            .send()
-            .await
-            .expect("open route");
+        let r = send(http.request(Method::GET, open)).await;
         assert_eq!(r.status(), 200, "{open} must stay open");
     }
-    let allowed = client
-        .get(server.url("/keys/k"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .expect("get");
+    let allowed = http.with_token(TOKEN).get("k").await;
     assert_eq!(allowed.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unmatched_paths_below_token_routes_ask_for_the_token_before_their_404() {
+    let server = TestServer::start_with(|c| c.auth_token = Some(Secret(TOKEN.into()))).await;
+    let (anonymous, allowed) = (Http::of(&server), Http::of(&server).with_token(TOKEN));
+    let status = async |http: &Http, method: Method, path: &str| {
+        send(http.request(method, path)).await.status().as_u16()
+    };
+    for path in ["/keys/a/b", "/admin", "/admin/", "/admin/nothing"] {
+        assert_eq!(status(&anonymous, Method::GET, path).await, 401, "{path}");
+        assert_eq!(status(&allowed, Method::GET, path).await, 404, "{path}");
+    }
+    // A wrong method on a token route is refused for the token first.
+    assert_eq!(status(&anonymous, Method::PATCH, "/keys/k").await, 401);
+    assert_eq!(status(&allowed, Method::PATCH, "/keys/k").await, 405);
+    // Below a single open or token route, and beside the areas, nothing asks for it.
+    for path in [
+        "/metrics/x",
+        "/healthz/x",
+        "/keysx",
+        "/",
+        "/docs/nothing.js",
+    ] {
+        assert_eq!(status(&anonymous, Method::GET, path).await, 404, "{path}");
+    }
     server.stop().await;
 }
 
@@ -67,9 +78,9 @@ async fn token_file_is_read_with_its_trailing_newline_removed() {
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{TOKEN}\n")).expect("write token");
     let server = TestServer::start_with(|c| c.auth_token_file = Some(file.clone())).await;
-    let client = reqwest::Client::new();
-    assert_eq!(put(&client, &server, None).await, 401);
-    assert_eq!(put(&client, &server, Some(TOKEN)).await, 201);
+    let http = Http::of(&server);
+    assert_eq!(put(&http, None).await, 401);
+    assert_eq!(put(&http, Some(TOKEN)).await, 201);
     server.stop().await;
 }
 

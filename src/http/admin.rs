@@ -1,6 +1,6 @@
 //! `/admin` handlers: backup, export and import while the server runs. They move
-//! whole stores, so they stream, and [`routes`] is served outside the request timeout
-//! (see `router_with`); the bearer token still applies.
+//! whole stores, so they stream, and [`routes`] declares them [`Access::Admin`]: the
+//! bearer token applies, the request timeout does not.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -11,13 +11,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use hyper::body::Body as _;
 use tokio_util::io::ReaderStream;
 
 use super::AppState;
 use super::headers::X_RECORD_COUNT;
 use super::problem::{self, PROBLEM_JSON, Problem};
+use super::routes::{Access, Routes};
 use crate::service::jsonl::{
     ExportLine, ExportReader, ImportFailed, ImportReport, Importer, JSONL_MEDIA_TYPE,
 };
@@ -34,17 +35,21 @@ const UNAUTHORIZED_DESCRIPTION: &str =
 
 /// The `/admin` routes, with their own problem+json mapping (they are merged after
 /// the main router's layers).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/backup", get(backup))
-        .route("/admin/export", get(export))
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("/admin/backup", Access::Admin, get(backup))
+        .route("/admin/export", Access::Admin, get(export))
         // The body is streamed line by line with each line bounded, so no overall limit.
         .route(
             "/admin/import",
+            Access::Admin,
             post(import).layer(DefaultBodyLimit::disable()),
         )
-        .method_not_allowed_fallback(super::wrong_method)
-        .layer(middleware::map_response(problem::ensure_problem))
+        .map(|admin| {
+            admin
+                .method_not_allowed_fallback(super::wrong_method)
+                .layer(middleware::map_response(problem::ensure_problem))
+        })
 }
 
 /// A consistent snapshot of the whole store as a database file.

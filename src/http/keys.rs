@@ -26,6 +26,8 @@ const CONFLICT_DESCRIPTION: &str = "Refused, nothing changed: stale (older than 
 const SKEW_DESCRIPTION: &str =
     "Timestamp further ahead of the server clock than --max-future-skew.";
 const STORAGE_DESCRIPTION: &str = "The store could not complete the request; nothing changed.";
+const KEY_TOO_LONG_DESCRIPTION: &str = "Key over --max-key-bytes.";
+const TIMESTAMP_MISSING_DESCRIPTION: &str = "X-Write-Timestamp missing.";
 
 /// Characters kept verbatim when a key is shown as a path segment: RFC 3986 `pchar`
 /// minus `%`, so listed keys can be pasted into `/keys/{key}` unchanged.
@@ -199,9 +201,9 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
         (status = 400, description = "Malformed X-Write-Timestamp (empty, not digits, negative, fraction, over u64), X-TTL or Content-Type; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = u64, description = "The stored timestamp (also in `current_timestamp`)."))),
         (status = 413, description = "Value over --max-value-bytes.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
-        (status = 428, description = "X-Write-Timestamp missing.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 428, description = TIMESTAMP_MISSING_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
@@ -272,7 +274,7 @@ pub async fn put_key(
             )),
         (status = 400, description = "Empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Absent, expired or deleted.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
@@ -344,9 +346,9 @@ fn entry_response(entry: Entry) -> Response {
         (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "Malformed X-Write-Timestamp; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = u64, description = "The stored timestamp (also in `current_timestamp`)."))),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
-        (status = 428, description = "X-Write-Timestamp missing.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 428, description = TIMESTAMP_MISSING_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]
@@ -383,7 +385,7 @@ pub struct Touched {
         (status = 200, description = "The expiry now in force (unchanged if it was already later, or if the value never expires). Value and timestamp are never changed.", body = Touched),
         (status = 400, description = "X-TTL missing or malformed; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Absent, expired or deleted: touch never revives.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 414, description = "Key over --max-key-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
     )
 )]

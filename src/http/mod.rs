@@ -8,6 +8,7 @@ pub mod keys;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
+pub mod routes;
 pub mod server;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use crate::config::Secret;
 use crate::service::Service;
 use problem::Problem;
+use routes::{Access, Routes, Rules};
 
 /// Whether the server wants traffic; flipped off first on shutdown.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +55,8 @@ pub struct AppState {
 /// Deployment options of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Bearer token required on /keys, /admin and (when served here) /metrics.
+    /// Bearer token required on the routes declared [`Access::Token`] or
+    /// [`Access::Admin`] (in [`router_with`] and `admin::routes`).
     pub auth_token: Option<Secret>,
     /// Origins allowed by CORS; empty = CORS off. `*` = any origin.
     pub cors_origins: Vec<String>,
@@ -99,37 +102,49 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     };
     let auth = options.auth_token.clone().map(Arc::new);
     let request_timeout = options.request_timeout;
-    let app = Router::new()
-        .route("/keys", get(keys::list_keys))
+    // Every route with its rule. Health, readiness and the API description stay open
+    // for load balancers and humans; the keys and the metrics need the token.
+    let routes = Routes::new()
+        .route("/keys", Access::Token, get(keys::list_keys))
         .route(
             "/keys/{key}",
+            Access::Token,
             get(keys::get_key)
                 .head(keys::head_key)
                 .put(keys::put_key)
                 .delete(keys::delete_key),
         )
-        .route("/keys/{key}/touch", post(keys::touch_key))
+        .route("/keys/{key}/touch", Access::Token, post(keys::touch_key))
         // `{key}` never matches an empty segment; answer those as the bad key they are
         // rather than as an unknown route.
-        .route("/keys/", any(keys::empty_key))
-        .route("/keys//touch", any(keys::empty_key))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", metrics)
-        .route("/openapi.json", get(health::openapi_json))
+        .route("/keys/", Access::Token, any(keys::empty_key))
+        .route("/keys//touch", Access::Token, any(keys::empty_key))
+        .route("/healthz", Access::Open, get(health::healthz))
+        .route("/readyz", Access::Open, get(health::readyz))
+        .route("/metrics", Access::Token, metrics)
+        .route("/openapi.json", Access::Open, get(health::openapi_json))
         // The UI loads the document served above, so the two cannot drift apart.
-        .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
-        .fallback(unknown_route)
-        .method_not_allowed_fallback(wrong_method)
-        // Errors produced outside our handlers (the docs UI's bare 404, layers) get the
-        // same problem+json shape as ours.
-        .layer(middleware::map_response(problem::ensure_problem))
-        // One body limit: the value limit. Bodies over it are refused with 413 while
-        // streaming, before they are buffered.
-        .layer(DefaultBodyLimit::max(max_value))
-        // Backup, export and import move whole stores: merged here, inside the token
-        // check but outside the request timeout and the value-sized body limit.
-        .merge(admin::routes())
+        .mount(
+            "/docs",
+            Access::Open,
+            SwaggerUi::new("/docs").config(Config::from("/openapi.json")),
+        )
+        .map(|app| {
+            app.fallback(unknown_route)
+                .method_not_allowed_fallback(wrong_method)
+                // Errors produced outside our handlers (the docs UI's bare 404, layers)
+                // get the same problem+json shape as ours.
+                .layer(middleware::map_response(problem::ensure_problem))
+                // One body limit: the value limit. Bodies over it are refused with 413
+                // while streaming, before they are buffered.
+                .layer(DefaultBodyLimit::max(max_value))
+        })
+        // Backup, export and import move whole stores: merged here, outside the
+        // value-sized body limit; their `Access::Admin` keeps them outside the request
+        // timeout.
+        .merge(admin::routes());
+    let (app, rules) = routes.into_parts();
+    let app = app
         // Header limits, the token, the request timeout and the request metrics, in one
         // layer: each layer costs allocations per request (about a third of the HTTP
         // path's CPU with them as four; docs/BENCHMARKS.md).
@@ -138,6 +153,7 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
                 state: state.clone(),
                 token: auth,
                 timeout: request_timeout,
+                rules,
             }),
             front,
         ))
@@ -206,39 +222,33 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// Paths that need the bearer token when one is configured. Health and readiness stay
-/// open for load balancers; the API description stays open for humans.
-fn needs_token(path: &str) -> bool {
-    path == "/keys"
-        || path.starts_with("/keys/")
-        || path == "/admin"
-        || path.starts_with("/admin/")
-        || path == "/metrics"
-}
-
 /// What the front middleware needs.
 struct Front {
     state: AppState,
     token: Option<Arc<Secret>>,
     timeout: Duration,
+    rules: Rules,
 }
 
-/// Every request passes here once: header limits (431), then the token (401), then
-/// the handler — under the request timeout (503) unless it is an admin route — and
-/// every answer is counted by route template and status.
+/// Every request passes here once: header limits (431), then the token (401) if its
+/// route's [`Access`] asks for one, then the handler — under the request timeout (503)
+/// unless it is an admin route — and every answer is counted by route template and
+/// status.
 async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
+    let access = front.rules.access(route.as_ref(), request.uri().path());
     let refused = limits::refuse_large_headers(&request).or_else(|| {
         front
             .token
             .as_deref()
+            .filter(|_| access.needs_token())
             .and_then(|t| refuse_token(t, &request))
     });
     let response = match refused {
         Some(refusal) => refusal,
-        None if is_admin(request.uri().path()) => next.run(request).await,
+        None if !access.has_timeout() => next.run(request).await,
         None => with_timeout(front.timeout, next.run(request)).await,
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -258,14 +268,11 @@ async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) ->
     response
 }
 
-fn is_admin(path: &str) -> bool {
-    path == "/admin" || path.starts_with("/admin/")
-}
-
-/// The 401 answer when `request` needs the token and does not present it.
+/// The 401 answer when `request`, on a route that needs the token, does not present it.
+/// CORS preflights never carry credentials, so they pass.
 fn refuse_token(token: &Secret, request: &Request) -> Option<Response> {
     use subtle::ConstantTimeEq;
-    if !needs_token(request.uri().path()) || request.method() == axum::http::Method::OPTIONS {
+    if request.method() == axum::http::Method::OPTIONS {
         return None;
     }
     let presented = request
