@@ -71,7 +71,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
             addr: config.http_addr,
             source,
         })?;
-    let auth_token = config.resolve_auth_token().map_err(AppError::Config)?;
+    let auth_token = config.auth.resolve().map_err(AppError::Config)?;
     let state = AppState {
         service: service.clone(),
         readiness: readiness.clone(),

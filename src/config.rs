@@ -2,7 +2,7 @@
 //! container is configured by environment alone.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -45,13 +45,8 @@ pub struct StoreTarget {
     #[arg(long, env = "TIDEMARK_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
 
-    /// Bearer token for the server's /admin routes.
-    #[arg(long, env = "TIDEMARK_AUTH_TOKEN", hide_env_values = true)]
-    pub token: Option<Secret>,
-
-    /// File holding the bearer token (e.g. a Docker secret); trailing newline ignored.
-    #[arg(long, env = "TIDEMARK_AUTH_TOKEN_FILE", conflicts_with = "token")]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: AuthToken,
 
     /// Open the database in this directory instead of asking a server. The server must
     /// be stopped: only one process may open the database.
@@ -59,10 +54,42 @@ pub struct StoreTarget {
     pub data_dir: Option<PathBuf>,
 }
 
-impl StoreTarget {
-    /// The bearer token, from --token or --token-file.
-    pub fn resolve_token(&self) -> Result<Option<Secret>, String> {
-        resolve_token(self.token.as_ref(), self.token_file.as_deref())
+/// The bearer token: `serve` requires it on /keys, /admin and /metrics; backup,
+/// export and import send it to the server.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthToken {
+    /// Bearer token: required by the server on /keys, /admin and /metrics (unset = no
+    /// authentication); sent by backup, export and import.
+    #[arg(
+        long = "auth-token",
+        visible_alias = "token",
+        env = "TIDEMARK_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<Secret>,
+
+    /// File holding the bearer token (e.g. a Docker secret); trailing newline ignored.
+    #[arg(
+        long = "auth-token-file",
+        visible_alias = "token-file",
+        env = "TIDEMARK_AUTH_TOKEN_FILE",
+        conflicts_with = "auth_token"
+    )]
+    pub auth_token_file: Option<PathBuf>,
+}
+
+impl AuthToken {
+    /// The token given directly, or read from the file (trailing newline ignored).
+    pub fn resolve(&self) -> Result<Option<Secret>, String> {
+        if let Some(token) = &self.auth_token {
+            return non_empty(token.0.clone()).map(Some);
+        }
+        let Some(path) = &self.auth_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read auth token file {}: {e}", path.display()))?;
+        non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
     }
 }
 
@@ -377,13 +404,8 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
 
-    /// Bearer token required on /keys and admin routes (unset = no authentication).
-    #[arg(long, env = "TIDEMARK_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<Secret>,
-
-    /// File holding the bearer token (e.g. a Docker secret); trailing newline ignored.
-    #[arg(long, env = "TIDEMARK_AUTH_TOKEN_FILE", conflicts_with = "auth_token")]
-    pub auth_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: AuthToken,
 
     /// Serve /metrics on this separate address instead of the API address.
     #[arg(long, env = "TIDEMARK_METRICS_ADDR")]
@@ -432,26 +454,6 @@ impl Default for ServeConfig {
             Err(e) => panic!("built-in defaults must parse: {e}"),
         }
     }
-}
-
-impl ServeConfig {
-    /// The bearer token, from --auth-token or --auth-token-file.
-    pub fn resolve_auth_token(&self) -> Result<Option<Secret>, String> {
-        resolve_token(self.auth_token.as_ref(), self.auth_token_file.as_deref())
-    }
-}
-
-/// A token given directly, or read from a file (trailing newline ignored).
-fn resolve_token(token: Option<&Secret>, file: Option<&Path>) -> Result<Option<Secret>, String> {
-    if let Some(token) = token {
-        return non_empty(token.0.clone()).map(Some);
-    }
-    let Some(path) = file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read auth token file {}: {e}", path.display()))?;
-    non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
 }
 
 fn non_empty(token: String) -> Result<Secret, String> {

@@ -149,7 +149,7 @@ async fn serve_dir(dir: &Path) -> TestServer {
 
 async fn with_token(token: &str) -> TestServer {
     let token = token.to_owned();
-    TestServer::start_with(move |c| c.auth_token = Some(Secret(token))).await
+    TestServer::start_with(move |c| c.auth.auth_token = Some(Secret(token))).await
 }
 
 fn seq_key(i: u64) -> String {

@@ -22,7 +22,7 @@ async fn put(http: &Http, token: Option<&str>) -> u16 {
 
 #[tokio::test]
 async fn bearer_token_guards_keys_and_metrics_but_not_health() {
-    let server = TestServer::start_with(|c| c.auth_token = Some(Secret(TOKEN.into()))).await;
+    let server = TestServer::start_with(|c| c.auth.auth_token = Some(Secret(TOKEN.into()))).await;
     let http = Http::of(&server);
     assert_eq!(put(&http, None).await, 401);
     assert_eq!(put(&http, Some("wrong")).await, 401);
@@ -47,7 +47,7 @@ async fn bearer_token_guards_keys_and_metrics_but_not_health() {
 
 #[tokio::test]
 async fn unmatched_paths_below_token_routes_ask_for_the_token_before_their_404() {
-    let server = TestServer::start_with(|c| c.auth_token = Some(Secret(TOKEN.into()))).await;
+    let server = TestServer::start_with(|c| c.auth.auth_token = Some(Secret(TOKEN.into()))).await;
     let (anonymous, allowed) = (Http::of(&server), Http::of(&server).with_token(TOKEN));
     let status = async |http: &Http, method: Method, path: &str| {
         send(http.request(method, path)).await.status().as_u16()
@@ -77,7 +77,7 @@ async fn token_file_is_read_with_its_trailing_newline_removed() {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{TOKEN}\n")).expect("write token");
-    let server = TestServer::start_with(|c| c.auth_token_file = Some(file.clone())).await;
+    let server = TestServer::start_with(|c| c.auth.auth_token_file = Some(file.clone())).await;
     let http = Http::of(&server);
     assert_eq!(put(&http, None).await, 401);
     assert_eq!(put(&http, Some(TOKEN)).await, 201);
@@ -87,7 +87,10 @@ async fn token_file_is_read_with_its_trailing_newline_removed() {
 #[test]
 fn config_debug_output_never_shows_the_token() {
     let config = tidemark::config::ServeConfig {
-        auth_token: Some(Secret(TOKEN.into())),
+        auth: tidemark::config::AuthToken {
+            auth_token: Some(Secret(TOKEN.into())),
+            auth_token_file: None,
+        },
         ..Default::default()
     };
     assert!(!format!("{config:?}").contains(TOKEN));

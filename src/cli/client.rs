@@ -36,7 +36,7 @@ impl Admin {
                 "--server must be an http:// URL such as http://127.0.0.1:8080, not {base:?}"
             )));
         }
-        let token = target.resolve_token().map_err(Failure)?;
+        let token = target.auth.resolve().map_err(Failure)?;
         // No overall timeout: a transfer takes as long as the store is big.
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
