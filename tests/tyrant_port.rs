@@ -15,7 +15,7 @@ use common::{T0, TestServer, test_config};
 use reqwest::{Client, Response, StatusCode};
 use tidemark::clock::ManualClock;
 use tidemark::config::{ServeConfig, TyrantGuard};
-use tidemark::tyrant::frame::{Reply, Request};
+use tidemark::tyrant::client::{Reply, Request};
 
 const SECOND: u64 = 1_000_000;
 

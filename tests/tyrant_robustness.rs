@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::tyrant::{OK, Outcome, Tyrant};
-use tidemark::tyrant::frame::{self, Reply, Request, cmd};
+use tidemark::tyrant::client::{self, Reply, Request, cmd};
+use tidemark::tyrant::wire;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -67,32 +68,32 @@ async fn hostile_length_prefixes_close_the_connection_at_once() {
     let headers: Vec<(&str, Vec<u8>)> = vec![
         (
             "put vsiz 0x7FFFFFFF",
-            [&[frame::MAGIC, cmd::PUT][..], &be32(1), &be32(0x7FFF_FFFF)].concat(),
+            [&[wire::MAGIC, cmd::PUT][..], &be32(1), &be32(0x7FFF_FFFF)].concat(),
         ),
         (
             "put ksiz 0x7FFFFFFF",
-            [&[frame::MAGIC, cmd::PUT][..], &be32(0x7FFF_FFFF), &be32(1)].concat(),
+            [&[wire::MAGIC, cmd::PUT][..], &be32(0x7FFF_FFFF), &be32(1)].concat(),
         ),
         (
             "put vsiz negative",
-            [&[frame::MAGIC, cmd::PUT][..], &be32(1), &be32(0x8000_0000)].concat(),
+            [&[wire::MAGIC, cmd::PUT][..], &be32(1), &be32(0x8000_0000)].concat(),
         ),
         (
             "get ksiz 256 MiB (the reference's own cap)",
-            [&[frame::MAGIC, cmd::GET][..], &be32(256 << 20)].concat(),
+            [&[wire::MAGIC, cmd::GET][..], &be32(256 << 20)].concat(),
         ),
         (
             "mget count 0x7FFFFFFF",
-            [&[frame::MAGIC, cmd::MGET][..], &be32(0x7FFF_FFFF)].concat(),
+            [&[wire::MAGIC, cmd::MGET][..], &be32(0x7FFF_FFFF)].concat(),
         ),
         (
             "mget count ok, key length 0x7FFFFFFF",
-            [&[frame::MAGIC, cmd::MGET][..], &be32(2), &be32(0x7FFF_FFFF)].concat(),
+            [&[wire::MAGIC, cmd::MGET][..], &be32(2), &be32(0x7FFF_FFFF)].concat(),
         ),
         (
             "misc argc 0x7FFFFFFF",
             [
-                &[frame::MAGIC, cmd::MISC][..],
+                &[wire::MAGIC, cmd::MISC][..],
                 &be32(3),
                 &be32(0),
                 &be32(0x7FFF_FFFF),
@@ -102,7 +103,7 @@ async fn hostile_length_prefixes_close_the_connection_at_once() {
         (
             "ext value 0x7FFFFFFF",
             [
-                &[frame::MAGIC, cmd::EXT][..],
+                &[wire::MAGIC, cmd::EXT][..],
                 &be32(5),
                 &be32(0),
                 &be32(1),
@@ -113,7 +114,7 @@ async fn hostile_length_prefixes_close_the_connection_at_once() {
         (
             "ext name 1024",
             [
-                &[frame::MAGIC, cmd::EXT][..],
+                &[wire::MAGIC, cmd::EXT][..],
                 &be32(1024),
                 &be32(0),
                 &be32(1),
@@ -148,7 +149,7 @@ async fn unknown_command_and_non_binary_lines_close_only_that_connection() {
     let server = TestServer::start().await;
     let mut bystander = Tyrant::connect(server.tyrant).await;
     for junk in [
-        &[frame::MAGIC, 0xFF][..],
+        &[wire::MAGIC, 0xFF][..],
         b"GET / HTTP/1.1\r\n\r\n",
         b"stats\r\n",
         b"\n",
@@ -176,14 +177,14 @@ async fn random_bytes_close_that_connection_only() {
         let mut bytes = noise.bytes(len);
         // Half the rounds start like a binary request, to get past the magic byte.
         if round % 2 == 1 {
-            bytes[0] = frame::MAGIC;
+            bytes[0] = wire::MAGIC;
             if let Some(command) = bytes.get_mut(1) {
                 // A real command, but not repl/vanish/copy, so the store and the
                 // host's files are left alone whatever follows.
                 let safe = [cmd::PUT, cmd::GET, cmd::MGET, cmd::MISC, cmd::EXT, cmd::OUT];
                 *command = safe[round % safe.len()];
             }
-        } else if bytes[0] == frame::MAGIC {
+        } else if bytes[0] == wire::MAGIC {
             bytes[0] = 0;
         }
         let mut random = Tyrant::connect(server.tyrant).await;
@@ -212,7 +213,7 @@ async fn truncated_frame_is_closed_after_the_frame_timeout() {
     let mut truncated = Tyrant::connect(server.tyrant).await;
     // A put promising 4 + 6 bytes, cut short after 3 of them.
     let mut put = Vec::new();
-    frame::encode(
+    client::encode(
         &Request::Put {
             key: b"key1".to_vec(),
             value: b"value1".to_vec(),
@@ -264,7 +265,7 @@ async fn frame_trickled_byte_by_byte_is_closed_at_the_frame_timeout() {
     let server = server_with_frame_timeout(frame_timeout).await;
     let mut slow = Tyrant::connect(server.tyrant).await;
     let mut put = Vec::new();
-    frame::encode(
+    client::encode(
         &Request::Put {
             key: b"slowloris".to_vec(),
             value: vec![b'x'; 40],
@@ -304,7 +305,7 @@ async fn frame_timeout_restarts_for_each_pipelined_frame() {
     // longer than the timeout in total: each frame gets its own time.
     for i in 0..6u8 {
         let mut put = Vec::new();
-        frame::encode(
+        client::encode(
             &Request::Put {
                 key: vec![b'k', i],
                 value: b"v".to_vec(),
@@ -334,7 +335,7 @@ async fn frame_over_the_max_frame_size_closes_the_connection() {
     // misc putlist: every field within the caps (arguments of max_value bytes, a
     // modest count), but the frame as a whole announces far more than max_frame.
     let args = u32::try_from(max_frame / max_value * 4).expect("small count");
-    let mut head = vec![frame::MAGIC, cmd::MISC];
+    let mut head = vec![wire::MAGIC, cmd::MISC];
     head.extend(be32(7));
     head.extend(be32(1));
     head.extend(be32(args));
@@ -440,7 +441,7 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut client = Tyrant::connect(server.tyrant).await;
     let mut batch = Vec::new();
     for i in 0..100 {
-        frame::encode(
+        client::encode(
             &Request::Put {
                 key: format!("key{i:03}").into_bytes(),
                 value: format!("value{i}").into_bytes(),
@@ -449,7 +450,7 @@ async fn pipelined_requests_are_answered_in_order() {
         );
     }
     // putnr in the middle answers nothing and is still applied in order.
-    frame::encode(
+    client::encode(
         &Request::PutNr {
             key: b"key000".to_vec(),
             value: b"overwritten".to_vec(),
@@ -457,14 +458,14 @@ async fn pipelined_requests_are_answered_in_order() {
         &mut batch,
     );
     for i in (0..100).rev() {
-        frame::encode(
+        client::encode(
             &Request::Get {
                 key: format!("key{i:03}").into_bytes(),
             },
             &mut batch,
         );
     }
-    frame::encode(&Request::Rnum, &mut batch);
+    client::encode(&Request::Rnum, &mut batch);
     client.send_raw(&batch).await;
     for i in 0..100 {
         assert_eq!(client.reply(cmd::PUT).await, OK, "put {i}");
@@ -499,9 +500,9 @@ async fn pipelined_gets_of_large_values_stream_to_a_client_that_reads_slowly() {
     // 200 gets of 256 KiB: a 50 MiB answer to a 1.4 KiB request.
     let mut batch = Vec::new();
     for _ in 0..200 {
-        frame::encode(&Request::Get { key: b"v".to_vec() }, &mut batch);
+        client::encode(&Request::Get { key: b"v".to_vec() }, &mut batch);
     }
-    frame::encode(&Request::Rnum, &mut batch);
+    client::encode(&Request::Rnum, &mut batch);
     client.send_raw(&batch).await;
     sleep(Duration::from_millis(200)).await;
     for i in 0..200 {
@@ -577,7 +578,7 @@ async fn shutdown_waits_for_a_half_sent_request_no_longer_than_the_frame_timeout
     let server = server_with_frame_timeout(Duration::from_millis(300)).await;
     let mut idle = Tyrant::connect(server.tyrant).await;
     let mut half = Tyrant::connect(server.tyrant).await;
-    half.send_raw(&[frame::MAGIC, cmd::GET, 0, 0, 0, 9, b'k'])
+    half.send_raw(&[wire::MAGIC, cmd::GET, 0, 0, 0, 9, b'k'])
         .await;
     // Let the server see the partial frame before asking it to stop.
     assert_eq!(

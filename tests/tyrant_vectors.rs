@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tidemark::tyrant::frame::{self, Limits, Reply, Request};
+use tidemark::tyrant::client::{self, Limits, Reply, Request};
+use tidemark::tyrant::request::decode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -81,7 +82,7 @@ fn hex(s: &str) -> Vec<u8> {
 fn requests(bytes: &[u8]) -> Vec<Request> {
     let mut out = Vec::new();
     let mut at = 0;
-    while let Ok(Some((req, used))) = frame::decode(&bytes[at..], &Limits::REFERENCE) {
+    while let Ok(Some((req, used))) = decode(&bytes[at..], &Limits::REFERENCE) {
         out.push(req);
         at += used;
     }
@@ -122,10 +123,10 @@ impl Conn {
     async fn framed(&mut self, cmd: u8) -> Vec<u8> {
         let deadline = Instant::now() + Duration::from_secs(5);
         self.read_until(deadline, |b| {
-            !matches!(frame::decode_reply(cmd, b), Ok(None))
+            !matches!(client::decode_reply(cmd, b), Ok(None))
         })
         .await;
-        let used = match frame::decode_reply(cmd, &self.buf) {
+        let used = match client::decode_reply(cmd, &self.buf) {
             Ok(Some((_, used))) => used,
             _ => self.buf.len(),
         };
@@ -210,14 +211,14 @@ fn judge(v: &Vector, got: &[u8], closed: bool) -> Result<(), String> {
         Judge::Structure => {
             let cmd = cmd.ok_or("not a binary request")?;
             let ok = got.first() == expected.first()
-                && matches!(frame::decode_reply(cmd, got), Ok(Some((_, used))) if used == got.len());
+                && matches!(client::decode_reply(cmd, got), Ok(Some((_, used))) if used == got.len());
             if !ok || closed != v.closes {
                 return Err(format!("malformed or different status: {}", to_hex(got)));
             }
         }
         Judge::Unordered => {
             let cmd = cmd.ok_or("not a binary request")?;
-            let parse = |b: &[u8]| match frame::decode_reply(cmd, b) {
+            let parse = |b: &[u8]| match client::decode_reply(cmd, b) {
                 Ok(Some((reply, used))) if used == b.len() => Ok(reply),
                 other => Err(format!("unparsable reply {}: {other:?}", to_hex(b))),
             };

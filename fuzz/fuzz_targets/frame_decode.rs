@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidemark::tyrant::frame::{Limits, decode, encode};
+use tidemark::tyrant::client::{Limits, encode};
+use tidemark::tyrant::request::decode;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();

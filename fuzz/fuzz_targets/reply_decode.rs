@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidemark::tyrant::frame::decode_reply;
+use tidemark::tyrant::client::decode_reply;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&command, mut rest)) = data.split_first() else {

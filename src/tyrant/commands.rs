@@ -1,29 +1,47 @@
 //! What each Tyrant request does, as calls on the shared [`Service`].
 //!
-//! Replies follow ttserver 1.1.41 byte for byte (see PROTOCOL.md §3–§4): failures are
-//! a single `01` except misc (`01 00000000`); mget and fwmkeys never fail; putnr never
-//! answers. One deliberate exception: an mget (or misc getlist) whose reply would
-//! exceed the reply budget fails with `01 00000000` instead of being built, where
-//! ttserver would try to allocate it. Guarded writes (`ext tsput`/`tsout`, and plain
-//! put/putkeep/putnr under `--tyrant-guard prefix`) go through `Service::put`/`delete`,
-//! the same path as HTTP.
+//! Each command's handler is the `on_*` method its row in the
+//! [command table](super::command) names; [`Connection::execute`] counts the request,
+//! answers it as masked if `--tyrant-deny` refuses it, and otherwise dispatches to
+//! the handler.
+//!
+//! Replies follow ttserver 1.1.41 byte for byte (`docs/tyrant-protocol.md`,
+//! "Commands" and "Replies"): failures are a single `01` except misc
+//! (`01 00000000`); mget and fwmkeys never fail; putnr never answers. One deliberate
+//! exception: an mget (or misc getlist) whose reply would exceed the reply budget
+//! fails with `01 00000000` instead of being built, where ttserver would try to
+//! allocate it. Guarded writes (`ext tsput`/`tsout`, and plain put/putkeep/putnr
+//! under `--tyrant-guard prefix`) go through `Service::put`/`delete`, the same path
+//! as HTTP.
+//!
+//! [`Service`]: crate::service::Service
 
 use std::ops::Bound;
 
 use crate::config::TyrantGuard;
 use crate::record::DEFAULT_CONTENT_TYPE;
+use crate::service::PutCondition;
 use crate::service::tyrant::PutMode;
-use crate::service::{PutCondition, ServiceError};
 
-use super::Shared;
-use super::frame::{self, Request, reply};
+use super::command::{Command, Masked, command_table};
+use super::reply;
+use super::request::Request;
+use super::settings::Shared;
 use super::stat;
+use super::wire::double_from_wire;
 
 /// Whether the connection stays open after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
     Continue,
     Close,
+}
+
+/// A handler that returns nothing keeps the connection open.
+impl From<()> for After {
+    fn from((): ()) -> Self {
+        After::Continue
+    }
 }
 
 /// A list reply may be this many times the connection's frame limit; a request
@@ -36,6 +54,18 @@ const FETCH_BYTES: usize = 16 << 20;
 /// A list reply would exceed the reply budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TooLarge;
+
+/// Why a guarded write or an ext call did not happen. Each answers `01`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The value does not start with `ts_digits` digits of a timestamp.
+    NoTimestamp,
+    /// ext named a function tidemark does not have. Without a script ttserver has
+    /// none, so it answers `01` to every name; so do we, beyond tsput and tsout.
+    UnknownFunction,
+    /// The service did not apply it: stale, or a store error.
+    Service,
+}
 
 /// Where this connection's iterator stands (the reference has one per database; here
 /// each connection has its own, iterating in key order).
@@ -67,11 +97,12 @@ impl<'a> Connection<'a> {
 
     /// Execute one request, appending its reply (if any) to `out`.
     pub async fn execute(&mut self, request: Request, out: &mut Vec<u8>) -> After {
-        let name = request.name();
-        self.shared.counters.count(name);
+        let command = request.command();
+        let name = command.name();
+        self.shared.counters.count(command);
         let started = std::time::Instant::now();
-        let after = if self.shared.settings.deny.contains(name) {
-            masked(&request, &self.shared.counters, out)
+        let after = if self.shared.denied.contains(command) {
+            masked(command, &self.shared.counters, out)
         } else {
             let before = out.len();
             let after = self.run(request, out).await;
@@ -91,139 +122,259 @@ impl<'a> Connection<'a> {
             .observe(started.elapsed().as_secs_f64());
         after
     }
+}
 
-    async fn run(&mut self, request: Request, out: &mut Vec<u8>) -> After {
-        let service = &self.shared.service;
-        let counters = &self.shared.counters;
-        match request {
-            Request::Put { key, value } => {
-                let ok = self.plain_put(key, value, PutMode::Overwrite).await;
-                counters.put_result(ok);
-                reply::status(out, ok);
-            }
-            Request::PutNr { key, value } => {
-                let ok = self.plain_put(key, value, PutMode::Overwrite).await;
-                counters.put_result(ok);
-            }
-            Request::PutKeep { key, value } => {
-                let ok = self.plain_put(key, value, PutMode::Keep).await;
-                counters.put_result(ok);
-                reply::status(out, ok);
-            }
-            Request::PutCat { key, value } => {
-                let ok = service
-                    .put_unguarded(key, value, PutMode::Concat)
-                    .await
-                    .unwrap_or(false);
-                counters.put_result(ok);
-                reply::status(out, ok);
-            }
-            Request::PutShl { key, value, width } => {
-                let width = usize::try_from(width).unwrap_or(0);
-                let ok = service
-                    .put_unguarded(key, value, PutMode::ShiftLeft(width))
-                    .await
-                    .unwrap_or(false);
-                counters.put_result(ok);
-                reply::status(out, ok);
-            }
-            Request::Out { key } => {
-                let ok = service.delete_unguarded(key).await.unwrap_or(false);
-                counters.out_result(ok);
-                reply::status(out, ok);
-            }
-            Request::Get { key } => match service.get(key).await {
-                Ok(Some(entry)) => reply::blob(out, &entry.value),
-                _ => {
-                    counters.get_miss();
-                    reply::status(out, false);
+/// `Connection::run`: a permitted request goes to the handler its table row names,
+/// with the request's fields in row order.
+macro_rules! define_dispatch {
+    (
+        identity $identity:tt
+        layouts $layouts:tt
+        handlers { $($variant:ident $({ $($field:ident),* })? => $handler:ident;)* }
+    ) => {
+        impl Connection<'_> {
+            async fn run(&mut self, request: Request, out: &mut Vec<u8>) -> After {
+                match request {
+                    $(Request::$variant $({ $($field),* })? => {
+                        self.$handler($($($field,)*)? out).await.into()
+                    })*
                 }
-            },
-            Request::Mget { keys } => match self.get_many(keys).await {
-                Ok(found) => {
-                    reply::kv_list(out, found.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
-                }
-                // Not a reference answer (ttserver would try to build it): a failure
-                // status the C client reads like misc's, count included.
-                Err(TooLarge) => reply::misc_failure(out),
-            },
-            Request::Vsiz { key } => match service.get(key).await {
-                Ok(Some(entry)) => {
-                    reply::u32_ok(out, u32::try_from(entry.value.len()).unwrap_or(u32::MAX))
-                }
-                _ => reply::status(out, false),
-            },
-            Request::IterInit => {
-                self.cursor = Cursor::At(Bound::Unbounded);
-                reply::status(out, true);
-            }
-            Request::IterNext => match self.iter_next().await {
-                Some((key, _)) => reply::blob(out, &key),
-                None => reply::status(out, false),
-            },
-            Request::Fwmkeys { prefix, max } => {
-                let max = usize::try_from(max).ok();
-                let keys = service
-                    .keys_with_prefix(prefix, max)
-                    .await
-                    .unwrap_or_default();
-                reply::list(out, &keys);
-            }
-            Request::AddInt { key, num } => add_int(service, key, num, out).await,
-            Request::AddDouble { key, integ, fract } => {
-                add_double(service, key, frame::double_from_wire(integ, fract), out).await
-            }
-            Request::Ext {
-                name, key, value, ..
-            } => self.ext(&name, key, value, out).await,
-            Request::Sync => reply::status(out, service.sync().await.is_ok()),
-            // redb keeps its B-trees balanced; there is nothing to rebuild.
-            Request::Optimize { .. } => reply::status(out, true),
-            Request::Vanish => {
-                let ok = service.vanish().await.is_ok();
-                if ok {
-                    self.cursor = Cursor::Unset;
-                }
-                reply::status(out, ok);
-            }
-            Request::Copy { path } => reply::status(out, self.copy(&path).await),
-            Request::Restore { path, .. } => {
-                let ok = tokio::task::spawn_blocking(move || restore(&path))
-                    .await
-                    .unwrap_or(false);
-                reply::status(out, ok)
-            }
-            // tidemark has no replication; the setting is accepted (as ttserver does
-            // before its background task picks it up) and ignored. See the README.
-            Request::SetMst { .. } => reply::status(out, true),
-            Request::Rnum => {
-                let live = service.counts().await.map(|c| c.live()).unwrap_or(0);
-                reply::u64_ok(out, live);
-            }
-            Request::Size => reply::u64_ok(out, service.size_bytes().await.unwrap_or(0)),
-            Request::Stat => {
-                let text = stat::render(self.shared, self.fd).await;
-                reply::blob(out, text.as_bytes());
-            }
-            Request::Misc { name, args, .. } => match self.misc(&name, args).await {
-                Some(items) => reply::list(out, &items),
-                None => reply::misc_failure(out),
-            },
-            // No update log: send our server id (0) and close, as ttserver does.
-            Request::Repl { .. } => {
-                out.extend_from_slice(&0u32.to_be_bytes());
-                return After::Close;
             }
         }
-        After::Continue
+    };
+}
+
+command_table!(define_dispatch);
+
+/// The handlers, in table order.
+impl Connection<'_> {
+    async fn on_put(&mut self, key: Vec<u8>, value: Vec<u8>, out: &mut Vec<u8>) {
+        let ok = self.plain_put(key, value, PutMode::Overwrite).await;
+        self.shared.counters.put_result(ok);
+        reply::status(out, ok);
     }
 
+    async fn on_putkeep(&mut self, key: Vec<u8>, value: Vec<u8>, out: &mut Vec<u8>) {
+        let ok = self.plain_put(key, value, PutMode::Keep).await;
+        self.shared.counters.put_result(ok);
+        reply::status(out, ok);
+    }
+
+    async fn on_putcat(&mut self, key: Vec<u8>, value: Vec<u8>, out: &mut Vec<u8>) {
+        let ok = self
+            .shared
+            .service
+            .put_unguarded(key, value, PutMode::Concat)
+            .await
+            .unwrap_or(false);
+        self.shared.counters.put_result(ok);
+        reply::status(out, ok);
+    }
+
+    async fn on_putshl(&mut self, key: Vec<u8>, value: Vec<u8>, width: i32, out: &mut Vec<u8>) {
+        let width = usize::try_from(width).unwrap_or(0);
+        let ok = self
+            .shared
+            .service
+            .put_unguarded(key, value, PutMode::ShiftLeft(width))
+            .await
+            .unwrap_or(false);
+        self.shared.counters.put_result(ok);
+        reply::status(out, ok);
+    }
+
+    async fn on_putnr(&mut self, key: Vec<u8>, value: Vec<u8>, _out: &mut Vec<u8>) {
+        let ok = self.plain_put(key, value, PutMode::Overwrite).await;
+        self.shared.counters.put_result(ok);
+    }
+
+    async fn on_out(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
+        let ok = self
+            .shared
+            .service
+            .delete_unguarded(key)
+            .await
+            .unwrap_or(false);
+        self.shared.counters.out_result(ok);
+        reply::status(out, ok);
+    }
+
+    async fn on_get(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
+        match self.shared.service.get(key).await {
+            Ok(Some(entry)) => reply::blob(out, &entry.value),
+            _ => {
+                self.shared.counters.get_miss();
+                reply::status(out, false);
+            }
+        }
+    }
+
+    async fn on_mget(&mut self, keys: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        match self.get_many(keys).await {
+            Ok(found) => {
+                reply::kv_list(out, found.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+            }
+            // Not a reference answer (ttserver would try to build it): a failure
+            // status the C client reads like misc's, count included.
+            Err(TooLarge) => reply::misc_failure(out),
+        }
+    }
+
+    async fn on_vsiz(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
+        match self.shared.service.get(key).await {
+            Ok(Some(entry)) => {
+                reply::u32_ok(out, u32::try_from(entry.value.len()).unwrap_or(u32::MAX))
+            }
+            _ => reply::status(out, false),
+        }
+    }
+
+    async fn on_iterinit(&mut self, out: &mut Vec<u8>) {
+        self.cursor = Cursor::At(Bound::Unbounded);
+        reply::status(out, true);
+    }
+
+    async fn on_iternext(&mut self, out: &mut Vec<u8>) {
+        match self.iter_next().await {
+            Some((key, _)) => reply::blob(out, &key),
+            None => reply::status(out, false),
+        }
+    }
+
+    async fn on_fwmkeys(&mut self, prefix: Vec<u8>, max: i32, out: &mut Vec<u8>) {
+        let max = usize::try_from(max).ok();
+        let keys = self
+            .shared
+            .service
+            .keys_with_prefix(prefix, max)
+            .await
+            .unwrap_or_default();
+        reply::list(out, &keys);
+    }
+
+    async fn on_addint(&mut self, key: Vec<u8>, num: i32, out: &mut Vec<u8>) {
+        add_int(&self.shared.service, key, num, out).await;
+    }
+
+    async fn on_adddouble(&mut self, key: Vec<u8>, integ: i64, fract: i64, out: &mut Vec<u8>) {
+        let num = double_from_wire(integ, fract);
+        add_double(&self.shared.service, key, num, out).await;
+    }
+
+    async fn on_ext(
+        &mut self,
+        name: Vec<u8>,
+        _opts: u32,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        out: &mut Vec<u8>,
+    ) {
+        let result = match name.as_slice() {
+            b"tsput" => self.guarded_put(key, value, PutCondition::Always).await,
+            b"tsout" => match prefix_timestamp(&value, self.shared.settings.ts_digits) {
+                Some(timestamp) => self
+                    .shared
+                    .service
+                    .delete(key, timestamp)
+                    .await
+                    .map(|_| timestamp)
+                    .map_err(|_| Refused::Service),
+                None => Err(Refused::NoTimestamp),
+            },
+            _ => Err(Refused::UnknownFunction),
+        };
+        match result {
+            // The result is the timestamp now in force, in µs, as decimal text.
+            Ok(timestamp) => reply::blob(out, timestamp.to_string().as_bytes()),
+            Err(_) => reply::status(out, false),
+        }
+    }
+
+    async fn on_sync(&mut self, out: &mut Vec<u8>) {
+        reply::status(out, self.shared.service.sync().await.is_ok());
+    }
+
+    /// redb keeps its B-trees balanced; there is nothing to rebuild.
+    async fn on_optimize(&mut self, _params: Vec<u8>, out: &mut Vec<u8>) {
+        reply::status(out, true);
+    }
+
+    async fn on_vanish(&mut self, out: &mut Vec<u8>) {
+        let ok = self.shared.service.vanish().await.is_ok();
+        if ok {
+            self.cursor = Cursor::Unset;
+        }
+        reply::status(out, ok);
+    }
+
+    async fn on_copy(&mut self, path: Vec<u8>, out: &mut Vec<u8>) {
+        reply::status(out, self.copy(&path).await);
+    }
+
+    async fn on_restore(&mut self, path: Vec<u8>, _timestamp: u64, _opts: u32, out: &mut Vec<u8>) {
+        let ok = tokio::task::spawn_blocking(move || restore(&path))
+            .await
+            .unwrap_or(false);
+        reply::status(out, ok);
+    }
+
+    /// tidemark has no replication; the setting is accepted (as ttserver does before
+    /// its background task picks it up) and ignored. See `docs/tyrant-protocol.md`.
+    async fn on_setmst(
+        &mut self,
+        _host: Vec<u8>,
+        _port: i32,
+        _timestamp: u64,
+        _opts: u32,
+        out: &mut Vec<u8>,
+    ) {
+        reply::status(out, true);
+    }
+
+    async fn on_rnum(&mut self, out: &mut Vec<u8>) {
+        let live = self
+            .shared
+            .service
+            .counts()
+            .await
+            .map(|c| c.live())
+            .unwrap_or(0);
+        reply::u64_ok(out, live);
+    }
+
+    async fn on_size(&mut self, out: &mut Vec<u8>) {
+        reply::u64_ok(out, self.shared.service.size_bytes().await.unwrap_or(0));
+    }
+
+    async fn on_stat(&mut self, out: &mut Vec<u8>) {
+        let shared = self.shared;
+        let text = stat::render(&shared.service, &shared.counters, shared.started, self.fd).await;
+        reply::blob(out, text.as_bytes());
+    }
+
+    async fn on_misc(&mut self, name: Vec<u8>, _opts: u32, args: Vec<Vec<u8>>, out: &mut Vec<u8>) {
+        match self.misc(&name, args).await {
+            Some(items) => reply::list(out, &items),
+            None => reply::misc_failure(out),
+        }
+    }
+
+    /// No update log: send our server id (0) and close, as ttserver does.
+    async fn on_repl(&mut self, _timestamp: u64, _server_id: u32, out: &mut Vec<u8>) -> After {
+        reply::server_id(out, 0);
+        After::Close
+    }
+}
+
+/// What the handlers share.
+impl Connection<'_> {
     /// put/putkeep/putnr: Tyrant semantics, or guarded by the value's leading digits
     /// under `--tyrant-guard prefix`.
     async fn plain_put(&self, key: Vec<u8>, value: Vec<u8>, mode: PutMode) -> bool {
-        let service = &self.shared.service;
         match self.shared.settings.guard {
-            TyrantGuard::Off => service
+            TyrantGuard::Off => self
+                .shared
+                .service
                 .put_unguarded(key, value, mode)
                 .await
                 .unwrap_or(false),
@@ -244,9 +395,9 @@ impl<'a> Connection<'a> {
         key: Vec<u8>,
         value: Vec<u8>,
         condition: PutCondition,
-    ) -> Result<u64, ServiceError> {
+    ) -> Result<u64, Refused> {
         let Some(timestamp) = prefix_timestamp(&value, self.shared.settings.ts_digits) else {
-            return Err(ServiceError::Stale { current: 0 });
+            return Err(Refused::NoTimestamp);
         };
         self.shared
             .service
@@ -260,28 +411,7 @@ impl<'a> Connection<'a> {
             )
             .await
             .map(|_| timestamp)
-    }
-
-    async fn ext(&mut self, name: &[u8], key: Vec<u8>, value: Vec<u8>, out: &mut Vec<u8>) {
-        let result = match name {
-            b"tsput" => self.guarded_put(key, value, PutCondition::Always).await,
-            b"tsout" => match prefix_timestamp(&value, self.shared.settings.ts_digits) {
-                Some(timestamp) => self
-                    .shared
-                    .service
-                    .delete(key, timestamp)
-                    .await
-                    .map(|_| timestamp),
-                None => Err(ServiceError::Stale { current: 0 }),
-            },
-            // Without a script ttserver answers 01 to every name; so do we.
-            _ => Err(ServiceError::NotFound),
-        };
-        match result {
-            // The result is the timestamp now in force, in µs, as decimal text.
-            Ok(timestamp) => reply::blob(out, timestamp.to_string().as_bytes()),
-            Err(_) => reply::status(out, false),
-        }
+            .map_err(|_| Refused::Service)
     }
 
     /// The live records among `keys`, in request order with duplicates kept (mget,
@@ -471,16 +601,14 @@ impl<'a> Connection<'a> {
 }
 
 /// Reply to a command refused by `--tyrant-deny`, as ttserver answers a masked one.
-fn masked(request: &Request, counters: &stat::Counters, out: &mut Vec<u8>) -> After {
-    match request {
-        Request::PutNr { .. } => {}
-        Request::Mget { .. } | Request::Fwmkeys { .. } | Request::Misc { .. } => {
-            reply::list(out, std::iter::empty::<&[u8]>())
-        }
-        Request::Rnum | Request::Size => reply::u64_ok(out, 0),
-        Request::Stat => reply::blob(out, counters.render().as_bytes()),
-        Request::Repl { .. } => return After::Close,
-        _ => reply::status(out, false),
+fn masked(command: Command, counters: &stat::Counters, out: &mut Vec<u8>) -> After {
+    match command.masked() {
+        Masked::Fail => reply::status(out, false),
+        Masked::Silent => {}
+        Masked::EmptyList => reply::list(out, std::iter::empty::<&[u8]>()),
+        Masked::Zero => reply::u64_ok(out, 0),
+        Masked::Counters => reply::blob(out, counters.render().as_bytes()),
+        Masked::Close => return After::Close,
     }
     After::Continue
 }

@@ -1,265 +1,30 @@
 //! The Tokyo Tyrant front door: the binary protocol of ttserver 1.1.41 on its own port,
-//! over the same [`Service`] as HTTP.
+//! over the same [`Service`](crate::service::Service) as HTTP.
 //!
-//! [`frame`] decodes requests (two-step, length-capped) and encodes replies;
-//! [`commands`] maps each request to service calls; [`serve`] runs the accept loop
-//! and one task per connection. Differences from the reference are deliberate and
-//! listed in the README: iteration is per connection and in key order, `copy` never
-//! runs shell commands, text dialects (memcached, HTTP) are not served here.
+//! Data flows one way: [`server`] reads the socket, [`request`] decodes a frame
+//! (two-step, length-capped), [`commands`] runs it as service calls and [`reply`]
+//! writes the answer. Every command's identity (byte, names, field layout, reply
+//! shape, masked answer, handler) is one row of the table in [`command`]; how each
+//! kind of request field is read and written is in `layout`; the bytes both
+//! directions share are in [`wire`]; [`client`] is the other end (request encoder,
+//! reply decoder) for the benchmark, the tests and the fuzz targets.
+//!
+//! What is served, byte by byte, and where tidemark deliberately differs from
+//! ttserver (iteration per connection and in key order, `copy` never runs shell
+//! commands, no text dialects): `docs/tyrant-protocol.md`.
 
+pub mod client;
+pub mod command;
 pub mod commands;
-pub mod frame;
+mod layout;
+pub mod reply;
+pub mod request;
+mod server;
+mod settings;
 mod stat;
+#[cfg(test)]
+mod testing;
+pub mod wire;
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-
-use crate::config::TyrantGuard;
-use crate::service::Service;
-use crate::shutdown::Shutdown;
-use commands::Connection;
-
-/// Longest text line waited for before a non-binary connection is closed.
-const MAX_TEXT_LINE: usize = 64 << 10;
-
-/// Pending replies are sent once they reach this size, even mid-pipeline.
-const OUTBOX_FLUSH_BYTES: usize = 64 << 10;
-
-/// Largest read buffer an idle connection keeps.
-const INBOX_KEEP_BYTES: usize = 1 << 20;
-
-/// Settings of the Tyrant port.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Leading value digits carrying the timestamp for tsput/tsout and prefix guarding.
-    pub ts_digits: usize,
-    pub guard: TyrantGuard,
-    /// Command names answered as if masked.
-    pub deny: HashSet<String>,
-    /// A request that has started arriving must be complete within this time.
-    pub frame_timeout: Duration,
-    pub limits: frame::Limits,
-    /// Largest request (all fields together) a connection will buffer; bigger ones
-    /// (e.g. a huge misc putlist) close the connection.
-    pub max_frame_bytes: usize,
-    /// Networks allowed to connect; empty = any. The protocol has no authentication.
-    pub allow: Vec<ipnet::IpNet>,
-    /// Connections beyond this are closed on accept.
-    pub max_connections: usize,
-}
-
-impl Settings {
-    /// Whether a client at `ip` may connect.
-    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
-    }
-}
-
-impl Settings {
-    /// Caps derived from the store's key and value limits.
-    pub fn limits_for(max_key_bytes: usize, max_value_bytes: usize) -> (frame::Limits, usize) {
-        let limits = frame::Limits {
-            max_key_bytes,
-            max_value_bytes,
-            max_count: 65_536,
-            max_name_bytes: 1023,
-        };
-        let max_frame =
-            (16 << 20).max(max_value_bytes.saturating_mul(2) + max_key_bytes + (64 << 10));
-        (limits, max_frame)
-    }
-}
-
-/// State shared by every connection of one listener.
-#[derive(Debug)]
-pub struct Shared {
-    pub service: Service,
-    pub settings: Settings,
-    pub counters: stat::Counters,
-    pub started: Instant,
-    next_connection_id: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(service: Service, settings: Settings) -> Arc<Self> {
-        Arc::new(Self {
-            service,
-            settings,
-            counters: stat::Counters::default(),
-            started: Instant::now(),
-            next_connection_id: AtomicU64::new(1),
-        })
-    }
-}
-
-/// Accept connections on `listener` until `shutdown` is requested; then wait for open
-/// connections to finish the request they are in and close.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let mut connections = JoinSet::new();
-    let stopping = shutdown.requested();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    if !shared.settings.allows(peer.ip()) {
-                        tracing::warn!(%peer, "Tyrant connection refused by --tyrant-allow");
-                        continue;
-                    }
-                    if connections.len() >= shared.settings.max_connections {
-                        tracing::warn!(%peer, limit = shared.settings.max_connections, "Tyrant connection limit reached; closing");
-                        continue;
-                    }
-                    let shared = shared.clone();
-                    let stop = shutdown.clone();
-                    connections.spawn(async move {
-                        handle_connection(socket, peer, shared, stop).await;
-                    });
-                }
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "Tyrant accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut stopping => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn handle_connection(
-    socket: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    stop: Shutdown,
-) {
-    let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let _ = socket.set_nodelay(true);
-    let metrics = shared.service.metrics().clone();
-    metrics.connections.inc();
-    let result = run_connection(socket, &shared, stop).await;
-    metrics.connections.dec();
-    match result {
-        Ok(()) => tracing::debug!(%peer, id, "Tyrant connection closed"),
-        Err(reason) => tracing::debug!(%peer, id, %reason, "Tyrant connection dropped"),
-    }
-}
-
-/// Why a connection ended other than a clean close.
-#[derive(Debug, thiserror::Error)]
-enum Dropped {
-    #[error("{0}")]
-    Frame(#[from] frame::FrameError),
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("request not completed within the frame timeout")]
-    FrameTimeout,
-    #[error("request larger than the frame limit")]
-    FrameTooLarge,
-    #[error("the server asked to close")]
-    Close,
-}
-
-async fn run_connection(
-    mut socket: TcpStream,
-    shared: &Shared,
-    stop: Shutdown,
-) -> Result<(), Dropped> {
-    let fd = stat::socket_fd(&socket);
-    let mut conn = Connection::new(shared, fd);
-    let mut inbox = BytesMut::with_capacity(4096);
-    let mut outbox = Vec::with_capacity(4096);
-    // When the request now partly buffered must be complete. Set when its first
-    // bytes are seen, not per read: a client trickling one byte at a time must not
-    // keep a half-sent request (and its buffer) alive forever.
-    let mut frame_deadline: Option<Instant> = None;
-    loop {
-        // Answer every complete request already buffered (pipelining), in order.
-        loop {
-            match frame::decode(&inbox, &shared.settings.limits) {
-                Ok(Some((request, used))) => {
-                    inbox.advance(used);
-                    frame_deadline = None;
-                    match conn.execute(request, &mut outbox).await {
-                        commands::After::Continue => {}
-                        commands::After::Close => {
-                            socket.write_all(&outbox).await?;
-                            return Err(Dropped::Close);
-                        }
-                    }
-                    // Many pipelined requests for big values must not pile up their
-                    // replies in memory: send as we go (the socket's backpressure then
-                    // paces a client that reads slowly).
-                    if outbox.len() >= OUTBOX_FLUSH_BYTES {
-                        socket.write_all(&outbox).await?;
-                        outbox.clear();
-                    }
-                }
-                Ok(None) => break,
-                // Not a binary request: like ttserver, read it as a text line; this
-                // port serves no text dialect, so the line ends the connection.
-                Err(frame::FrameError::NotBinary(_))
-                    if !inbox.contains(&b'\n') && inbox.len() <= MAX_TEXT_LINE =>
-                {
-                    break;
-                }
-                Err(e) => {
-                    // Replies to earlier requests still go out before the close.
-                    socket.write_all(&outbox).await?;
-                    return Err(e.into());
-                }
-            }
-        }
-        if !outbox.is_empty() {
-            socket.write_all(&outbox).await?;
-            // Keep a modest buffer, not the largest reply this connection ever sent.
-            if outbox.capacity() > OUTBOX_FLUSH_BYTES {
-                outbox = Vec::with_capacity(4096);
-            } else {
-                outbox.clear();
-            }
-        }
-        if inbox.len() > shared.settings.max_frame_bytes {
-            return Err(Dropped::FrameTooLarge);
-        }
-        if stop.is_requested() && inbox.is_empty() {
-            return Ok(());
-        }
-        if inbox.is_empty() && inbox.capacity() > INBOX_KEEP_BYTES {
-            // One big request must not pin its buffer for the life of the connection.
-            inbox = BytesMut::with_capacity(4096);
-        }
-        inbox.reserve(8192);
-        let read = if inbox.is_empty() {
-            // Idle between requests: wait as long as the client likes, or until shutdown.
-            tokio::select! {
-                read = socket.read_buf(&mut inbox) => read?,
-                () = stop.requested() => return Ok(()),
-            }
-        } else {
-            // Inside a request: all of it must arrive within the frame timeout.
-            let deadline = *frame_deadline
-                .get_or_insert_with(|| Instant::now() + shared.settings.frame_timeout);
-            match tokio::time::timeout_at(deadline.into(), socket.read_buf(&mut inbox)).await {
-                Ok(read) => read?,
-                Err(_) => return Err(Dropped::FrameTimeout),
-            }
-        };
-        if read == 0 {
-            // EOF. A truncated request is dropped without a reply, as the reference does.
-            return Ok(());
-        }
-    }
-}
+pub use server::serve;
+pub use settings::{Denied, Settings, Shared};

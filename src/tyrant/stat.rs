@@ -1,56 +1,27 @@
 //! The `stat` command: ttserver's `name<TAB>value` lines with tidemark's own values,
-//! and the per-command counters behind its `cnt_*` lines.
+//! and the per-command counters behind its `cnt_*` lines (one per row of the command
+//! table, named by its stat column, in table order).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use super::Shared;
+use crate::service::Service;
 
-/// Command names in the order ttserver prints their `cnt_*` lines.
-const COMMANDS: [&str; 26] = [
-    "put",
-    "putkeep",
-    "putcat",
-    "putshl",
-    "putnr",
-    "out",
-    "get",
-    "mget",
-    "vsiz",
-    "iterinit",
-    "iternext",
-    "fwmkeys",
-    "addint",
-    "adddouble",
-    "ext",
-    "sync",
-    "optimize",
-    "vanish",
-    "copy",
-    "restore",
-    "setmst",
-    "rnum",
-    "size",
-    "stat",
-    "misc",
-    "repl",
-];
+use super::command::Command;
 
 /// Request counters, counted when a request arrives (as ttserver does).
 #[derive(Debug, Default)]
 pub struct Counters {
-    by_command: [AtomicU64; COMMANDS.len()],
+    by_command: [AtomicU64; Command::COUNT],
     put_miss: AtomicU64,
     out_miss: AtomicU64,
     get_miss: AtomicU64,
-    copies: AtomicU64,
 }
 
 impl Counters {
-    pub fn count(&self, name: &str) {
-        if let Some(i) = COMMANDS.iter().position(|c| *c == name) {
-            self.by_command[i].fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn count(&self, command: Command) {
+        self.by_command[command.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn put_result(&self, ok: bool) {
@@ -69,14 +40,11 @@ impl Counters {
         self.get_miss.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn next_copy_id(&self) -> u64 {
-        self.copies.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// The `cnt_*` lines (all a masked `stat` shows).
     pub fn render(&self) -> String {
         let mut text = String::new();
-        for (name, n) in COMMANDS.iter().zip(&self.by_command) {
+        for (command, n) in Command::ALL.iter().zip(&self.by_command) {
+            let name = command.stat_name();
             let _ = writeln!(text, "cnt_{name}\t{}", n.load(Ordering::Relaxed));
         }
         for (name, n) in [
@@ -90,9 +58,8 @@ impl Counters {
     }
 }
 
-/// The full `stat` text.
-pub async fn render(shared: &Shared, fd: i64) -> String {
-    let service = &shared.service;
+/// The full `stat` text, for a connection on socket `fd` of a listener `started` then.
+pub async fn render(service: &Service, counters: &Counters, started: Instant, fd: i64) -> String {
     let rnum = service.counts().await.map(|c| c.live()).unwrap_or(0);
     let now = service.now() as f64 / 1e6;
     let (memsize, memrss) = memory();
@@ -120,11 +87,8 @@ pub async fn render(shared: &Shared, fd: i64) -> String {
     line("memrss", memrss.to_string());
     line("ru_user", format!("{user:.6}"));
     line("ru_sys", format!("{sys:.6}"));
-    line(
-        "ru_real",
-        format!("{:.6}", shared.started.elapsed().as_secs_f64()),
-    );
-    text.push_str(&shared.counters.render());
+    line("ru_real", format!("{:.6}", started.elapsed().as_secs_f64()));
+    text.push_str(&counters.render());
     let _ = writeln!(text, "tidemark_version\t{}", env!("CARGO_PKG_VERSION"));
     text
 }

@@ -1,11 +1,11 @@
 //! A minimal Tokyo Tyrant client for the black-box tests: requests are built with
-//! `tidemark::tyrant::frame::encode` and replies parsed with `decode_reply`, over a
+//! `tidemark::tyrant::client::encode` and replies parsed with `decode_reply`, over a
 //! plain loopback socket. Every wait is bounded.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tidemark::tyrant::frame::{self, Reply, Request};
+use tidemark::tyrant::client::{self, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -50,7 +50,7 @@ impl Tyrant {
     /// Write one request without waiting for its reply.
     pub async fn send(&mut self, request: &Request) {
         let mut bytes = Vec::new();
-        frame::encode(request, &mut bytes);
+        client::encode(request, &mut bytes);
         self.send_raw(&bytes).await;
     }
 
@@ -59,7 +59,7 @@ impl Tyrant {
         let deadline = Instant::now() + REPLY_WAIT;
         let mut chunk = vec![0u8; 64 << 10];
         loop {
-            match frame::decode_reply(command, &self.buf) {
+            match client::decode_reply(command, &self.buf) {
                 Ok(Some((reply, used))) => {
                     self.buf.drain(..used);
                     return reply;

@@ -11,7 +11,7 @@
 
 use std::io::Write as _;
 
-use tidemark::tyrant::frame::{self, Reply, Request, cmd};
+use tidemark::tyrant::client::{self, Reply, Request, cmd};
 
 /// How one reply is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Op {
         match self {
             Op::HttpPut => http_request(out, "PUT", parts.key, Some(parts)),
             Op::HttpGet => http_request(out, "GET", parts.key, None),
-            Op::TyrantPut => frame::encode(
+            Op::TyrantPut => client::encode(
                 &Request::Put {
                     key: parts.key.to_vec(),
                     value: parts.value.to_vec(),
@@ -118,7 +118,7 @@ impl Op {
             Op::TyrantGuardedPut => {
                 let mut value = parts.value.to_vec();
                 stamp_value(&mut value, parts.timestamp);
-                frame::encode(
+                client::encode(
                     &Request::Ext {
                         name: b"tsput".to_vec(),
                         // Record lock, as a Tokyo Tyrant client of the Lua guard would
@@ -130,7 +130,7 @@ impl Op {
                     out,
                 )
             }
-            Op::TyrantGet => frame::encode(
+            Op::TyrantGet => client::encode(
                 &Request::Get {
                     key: parts.key.to_vec(),
                 },
@@ -179,7 +179,7 @@ impl Op {
                     Op::TyrantGuardedPut => cmd::EXT,
                     _ => cmd::GET,
                 };
-                let Some((reply, used)) = frame::decode_reply(command, buf)
+                let Some((reply, used)) = client::decode_reply(command, buf)
                     .map_err(|e| FramingError(format!("tyrant reply: {e}")))?
                 else {
                     if buf.len() > MAX_REPLY_BYTES {
@@ -493,7 +493,7 @@ mod tests {
     fn tyrant_round_trip_through_frame() {
         let mut out = Vec::new();
         Op::TyrantGuardedPut.encode(&parts(b"k", b"vv"), &mut out);
-        let (req, used) = frame::decode(&out, &frame::Limits::default())
+        let (req, used) = tidemark::tyrant::request::decode(&out, &client::Limits::default())
             .unwrap()
             .unwrap();
         assert_eq!(used, out.len());

@@ -1,0 +1,99 @@
+//! What every connection of one listener shares: the settings of the port and the
+//! state built from them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use crate::config::TyrantGuard;
+use crate::service::Service;
+
+use super::command::Command;
+use super::stat;
+use super::wire::Limits;
+
+/// Settings of the Tyrant port.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Leading value digits carrying the timestamp for tsput/tsout and prefix guarding.
+    pub ts_digits: usize,
+    pub guard: TyrantGuard,
+    /// Command names (`ttserver -mask` names, see [`Command::mask_name`]) answered as
+    /// if masked. Names of no command are ignored.
+    pub deny: HashSet<String>,
+    /// A request that has started arriving must be complete within this time.
+    pub frame_timeout: Duration,
+    pub limits: Limits,
+    /// Largest request (all fields together) a connection will buffer; bigger ones
+    /// (e.g. a huge misc putlist) close the connection.
+    pub max_frame_bytes: usize,
+    /// Networks allowed to connect; empty = any. The protocol has no authentication.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections beyond this are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Settings {
+    /// Whether a client at `ip` may connect.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Caps derived from the store's key and value limits.
+    pub fn limits_for(max_key_bytes: usize, max_value_bytes: usize) -> (Limits, usize) {
+        let limits = Limits {
+            max_key_bytes,
+            max_value_bytes,
+            max_count: 65_536,
+            max_name_bytes: 1023,
+        };
+        let max_frame =
+            (16 << 20).max(max_value_bytes.saturating_mul(2) + max_key_bytes + (64 << 10));
+        (limits, max_frame)
+    }
+}
+
+/// The commands `--tyrant-deny` refuses, resolved once through the command table.
+#[derive(Debug, Clone, Default)]
+pub struct Denied([bool; Command::COUNT]);
+
+impl Denied {
+    /// The commands whose mask names are in `names`.
+    pub fn from_names(names: &HashSet<String>) -> Self {
+        let mut denied = [false; Command::COUNT];
+        for command in Command::ALL {
+            denied[command.index()] = names.contains(command.mask_name());
+        }
+        Denied(denied)
+    }
+
+    pub fn contains(&self, command: Command) -> bool {
+        self.0[command.index()]
+    }
+}
+
+/// State shared by every connection of one listener.
+#[derive(Debug)]
+pub struct Shared {
+    pub service: Service,
+    pub settings: Settings,
+    pub denied: Denied,
+    pub counters: stat::Counters,
+    pub started: Instant,
+    pub(super) next_connection_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(service: Service, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            service,
+            denied: Denied::from_names(&settings.deny),
+            settings,
+            counters: stat::Counters::default(),
+            started: Instant::now(),
+            next_connection_id: AtomicU64::new(1),
+        })
+    }
+}
