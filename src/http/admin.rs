@@ -15,10 +15,10 @@ use axum::{Json, middleware};
 use hyper::body::Body as _;
 use tokio_util::io::ReaderStream;
 
-use super::AppState;
 use super::headers::X_RECORD_COUNT;
 use super::problem::{self, PROBLEM_JSON, Problem};
 use super::routes::{Access, Routes};
+use super::state::AppState;
 use crate::service::jsonl::{
     ExportLine, ExportReader, ImportFailed, ImportReport, Importer, JSONL_MEDIA_TYPE,
 };

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::openapi;
 use super::problem::{PROBLEM_JSON, Problem};
-use super::{AppState, openapi};
+use super::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

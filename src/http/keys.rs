@@ -11,9 +11,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
 use super::headers::{X_EXPIRES_AT, X_TTL, X_WRITE_TIMESTAMP};
 use super::problem::{PROBLEM_JSON, Problem};
+use super::state::AppState;
 use crate::record::DEFAULT_CONTENT_TYPE;
 use crate::service::{Entry, PutCondition, WriteOutcome};
 

@@ -10,9 +10,11 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod server;
+pub mod state;
+
+pub use state::{AppState, Readiness};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -27,30 +29,8 @@ use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::config::Secret;
-use crate::service::Service;
 use problem::Problem;
 use routes::{Access, Routes, Rules};
-
-/// Whether the server wants traffic; flipped off first on shutdown.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set_ready(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// What every handler can reach.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub service: Service,
-    pub readiness: Readiness,
-}
 
 /// Deployment options of the HTTP API.
 #[derive(Debug, Clone)]

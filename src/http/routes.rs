@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::MatchedPath;
 use axum::routing::MethodRouter;
 
-use super::AppState;
+use super::state::AppState;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
