@@ -350,6 +350,12 @@ fn environment_defaults_listen_everywhere_and_keep_data_in_the_volume() {
 /// The Tyrant port has no authentication: it admits loopback and private ranges only.
 #[test]
 fn the_tyrant_port_admits_only_private_ranges() {
+    let allow = env_value("TIDEMARK_TYRANT_ALLOW").expect("the image sets TIDEMARK_TYRANT_ALLOW");
+    assert_private_ranges(&allow);
+}
+
+/// Every CIDR of a comma-separated allow-list lies inside a loopback or private range.
+fn assert_private_ranges(allow: &str) {
     const PRIVATE: [&str; 6] = [
         "127.0.0.0/8",
         "10.0.0.0/8",
@@ -358,7 +364,6 @@ fn the_tyrant_port_admits_only_private_ranges() {
         "::1/128",
         "fc00::/7",
     ];
-    let allow = env_value("TIDEMARK_TYRANT_ALLOW").expect("the image sets TIDEMARK_TYRANT_ALLOW");
     for cidr in allow.split(',') {
         let (addr, prefix) = parse_cidr(cidr);
         let inside = PRIVATE.iter().any(|range| {
@@ -396,12 +401,21 @@ fn network(addr: IpAddr, prefix: u32) -> (bool, u128) {
 /// accepts: parsed by the real command line definition.
 #[test]
 fn every_image_variable_is_a_flag_the_binary_accepts() {
+    let config = serve_config_from_env(&image_env(), "the image's environment");
+    assert_eq!(config.data_dir, Path::new("/data"));
+    assert!(config.http_addr.ip().is_unspecified());
+}
+
+/// `tidemark serve` as configured by these TIDEMARK_* variables (later ones win), parsed
+/// by the real command line definition: every variable must be one it reads, with a
+/// value it accepts.
+fn serve_config_from_env(env: &[(String, String)], what: &str) -> ServeConfig {
     let command = Cli::command();
     let serve = command
         .find_subcommand("serve")
         .expect("a serve subcommand");
-    let mut argv = vec!["tidemark".to_string(), "serve".to_string()];
-    for (name, value) in image_env() {
+    let mut flags: Vec<(String, String)> = Vec::new();
+    for (name, value) in env {
         if !name.starts_with("TIDEMARK_") {
             continue;
         }
@@ -409,19 +423,23 @@ fn every_image_variable_is_a_flag_the_binary_accepts() {
             .get_arguments()
             .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
             .and_then(|a| a.get_long())
-            .unwrap_or_else(|| {
-                panic!("the image sets {name}, which `tidemark serve` does not read")
-            });
-        argv.push(format!("--{flag}={value}"));
+            .unwrap_or_else(|| panic!("{what} sets {name}, which `tidemark serve` does not read"));
+        flags.retain(|(f, _)| f != flag);
+        flags.push((flag.to_string(), value.clone()));
     }
+    let mut argv = vec!["tidemark".to_string(), "serve".to_string()];
+    argv.extend(
+        flags
+            .iter()
+            .map(|(flag, value)| format!("--{flag}={value}")),
+    );
     use clap::Parser;
     let cli = Cli::try_parse_from(&argv)
-        .unwrap_or_else(|e| panic!("the image's environment does not parse ({argv:?}):\n{e}"));
+        .unwrap_or_else(|e| panic!("{what} does not parse ({argv:?}):\n{e}"));
     let tidemark::config::Command::Serve(config) = cli.command else {
         panic!("parsed as another subcommand");
     };
-    assert_eq!(config.data_dir, Path::new("/data"));
-    assert!(config.http_addr.ip().is_unspecified());
+    *config
 }
 
 #[test]
@@ -486,42 +504,53 @@ fn compose_value(compose: &str, key: &str) -> Option<String> {
 
 #[test]
 fn deploy_drain_timings_fit_together() {
-    let haproxy = read("deploy/haproxy.cfg");
-    let compose = read("deploy/docker-compose.yml");
+    assert_drain_timings(
+        "deploy/haproxy.cfg",
+        &read("deploy/haproxy.cfg"),
+        &read("deploy/docker-compose.yml"),
+    );
+}
 
+/// HAProxy checks /readyz and takes a server out within its drain delay; Docker waits
+/// longer than drain delay + shutdown timeout. `compose` is the tidemark service's text
+/// (or a whole compose file whose first settings are the tidemark service's).
+fn assert_drain_timings(haproxy_name: &str, haproxy: &str, compose: &str) {
     assert!(
         haproxy.lines().any(|l| {
             let l = l.trim();
             l.starts_with("option httpchk") && l.contains("/readyz")
                 || l.starts_with("http-check send") && l.contains("uri /readyz")
         }),
-        "HAProxy must check /readyz, which turns 503 as soon as a drain begins"
+        "{haproxy_name}: HAProxy must check /readyz, which turns 503 as soon as a drain begins"
     );
     assert!(
         haproxy
             .lines()
             .any(|l| l.trim().starts_with("http-check expect status 200")),
-        "HAProxy must expect 200 from /readyz"
+        "{haproxy_name}: HAProxy must expect 200 from /readyz"
     );
     let servers: Vec<&str> = haproxy
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with("server ") && l.contains(" check"))
         .collect();
-    assert!(!servers.is_empty(), "no checked server line in haproxy.cfg");
+    assert!(
+        !servers.is_empty(),
+        "no checked server line in {haproxy_name}"
+    );
     let defaults = haproxy
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("default-server"))
         .unwrap_or("");
 
-    let drain = compose_value(&compose, "TIDEMARK_DRAIN_DELAY")
+    let drain = compose_value(compose, "TIDEMARK_DRAIN_DELAY")
         .map(|v| parse_duration(&v).expect("TIDEMARK_DRAIN_DELAY parses"))
         .unwrap_or_else(|| ServeConfig::default().drain_delay);
-    let shutdown = compose_value(&compose, "TIDEMARK_SHUTDOWN_TIMEOUT")
+    let shutdown = compose_value(compose, "TIDEMARK_SHUTDOWN_TIMEOUT")
         .map(|v| parse_duration(&v).expect("TIDEMARK_SHUTDOWN_TIMEOUT parses"))
         .unwrap_or_else(|| ServeConfig::default().shutdown_timeout);
-    let grace = compose_value(&compose, "stop_grace_period")
+    let grace = compose_value(compose, "stop_grace_period")
         .map(|v| humantime::parse_duration(&v).expect("stop_grace_period parses"))
         .expect("the tidemark service sets stop_grace_period (Docker's default is 10 s)");
 
@@ -585,5 +614,555 @@ fn deploy_runs_exactly_one_tidemark() {
     assert!(
         compose.contains(":/data"),
         "the tidemark service keeps /data on a volume"
+    );
+}
+
+// ----- deploy/: stateless replicas behind HAProxy, sharing one PostgreSQL database -----
+
+/// A compose file's lines without comments and blank lines, as (indent, text).
+fn yaml_lines(text: &str) -> Vec<(usize, &str)> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| (l.len() - l.trim_start().len(), l.trim()))
+        .collect()
+}
+
+/// The entries of a mapping: each `key:` at `indent` inside `lines`, with the lines
+/// below it (more indented) as its block. Enough of YAML for these compose files, which
+/// use no anchors or flow mappings across lines (`replicas_compose_is_plain_yaml`).
+fn yaml_entries<'a>(
+    lines: &[(usize, &'a str)],
+    indent: usize,
+) -> Vec<(String, Vec<(usize, &'a str)>)> {
+    let mut entries: Vec<(String, Vec<(usize, &'a str)>)> = Vec::new();
+    for &(depth, text) in lines {
+        if depth == indent {
+            let key = text.split(':').next().unwrap_or_default();
+            entries.push((key.trim().trim_matches('"').to_string(), Vec::new()));
+        } else if depth > indent
+            && let Some((_, block)) = entries.last_mut()
+        {
+            block.push((depth, text));
+        }
+    }
+    entries
+}
+
+/// The block under `key` in a mapping at `indent`.
+fn yaml_block<'a>(
+    lines: &[(usize, &'a str)],
+    indent: usize,
+    key: &str,
+) -> Option<Vec<(usize, &'a str)>> {
+    yaml_entries(lines, indent)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, block)| block)
+}
+
+/// The first line of a block sits at its indentation.
+fn block_indent(block: &[(usize, &str)]) -> usize {
+    block.first().map(|(depth, _)| *depth).unwrap_or(0)
+}
+
+/// `key: value` on the first line of an entry, unquoted; `None` when the value is a block.
+fn yaml_scalar(lines: &[(usize, &str)], indent: usize, key: &str) -> Option<String> {
+    lines.iter().find_map(|&(depth, text)| {
+        let (k, v) = text.split_once(':')?;
+        (depth == indent && k.trim() == key && !v.trim().is_empty())
+            .then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
+    })
+}
+
+/// The items of a list, block (`- a`) or flow (`[a, b]`) form, unquoted.
+fn yaml_list(lines: &[(usize, &str)], indent: usize, key: &str) -> Vec<String> {
+    let unquote = |s: &str| s.trim().trim_matches('"').trim_matches('\'').to_string();
+    if let Some(flow) = yaml_scalar(lines, indent, key) {
+        return flow
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(unquote)
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    let block = yaml_block(lines, indent, key).unwrap_or_default();
+    block
+        .iter()
+        .filter_map(|(_, text)| text.strip_prefix("- ").map(unquote))
+        .collect()
+}
+
+struct ComposeService<'a> {
+    name: String,
+    lines: Vec<(usize, &'a str)>,
+}
+
+impl ComposeService<'_> {
+    fn indent(&self) -> usize {
+        block_indent(&self.lines)
+    }
+
+    fn scalar(&self, key: &str) -> Option<String> {
+        yaml_scalar(&self.lines, self.indent(), key)
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        yaml_list(&self.lines, self.indent(), key)
+    }
+
+    fn block(&self, key: &str) -> Option<Vec<(usize, &str)>> {
+        yaml_block(&self.lines, self.indent(), key)
+    }
+
+    /// The `environment:` mapping (map form; this file does not use the list form).
+    fn environment(&self) -> Vec<(String, String)> {
+        let block = self.block("environment").unwrap_or_default();
+        let indent = block_indent(&block);
+        block
+            .iter()
+            .filter(|(depth, _)| *depth == indent)
+            .map(|(_, text)| {
+                let (name, value) = text
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("{}: want NAME: value, got {text:?}", self.name));
+                let value = value.trim().trim_matches('"').trim_matches('\'');
+                (name.trim().to_string(), value.to_string())
+            })
+            .collect()
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        self.environment()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The service's text, for the line-oriented checks shared with the single-node file.
+    fn text(&self) -> String {
+        self.lines
+            .iter()
+            .map(|(depth, text)| format!("{}{text}\n", " ".repeat(*depth)))
+            .collect()
+    }
+}
+
+const REPLICAS_COMPOSE: &str = "deploy/docker-compose.replicas.yml";
+const REPLICAS_HAPROXY: &str = "deploy/haproxy-replicas.cfg";
+
+fn replicas_compose() -> String {
+    read(REPLICAS_COMPOSE)
+}
+
+fn compose_services(compose: &str) -> Vec<ComposeService<'_>> {
+    let lines = yaml_lines(compose);
+    let services = yaml_block(&lines, 0, "services").expect("a services: section");
+    yaml_entries(&services, block_indent(&services))
+        .into_iter()
+        .map(|(name, lines)| ComposeService { name, lines })
+        .collect()
+}
+
+/// The tidemark services: those running the image built from the Dockerfile.
+fn tidemark_replicas(compose: &str) -> Vec<ComposeService<'_>> {
+    compose_services(compose)
+        .into_iter()
+        .filter(|s| s.scalar("image").is_some_and(|i| i.starts_with("tidemark")))
+        .collect()
+}
+
+fn database_service(compose: &str) -> ComposeService<'_> {
+    compose_services(compose)
+        .into_iter()
+        .find(|s| {
+            s.scalar("image")
+                .is_some_and(|i| i.starts_with("postgres:"))
+        })
+        .unwrap_or_else(|| panic!("{REPLICAS_COMPOSE} has no postgres service"))
+}
+
+#[test]
+fn replicas_compose_is_plain_yaml() {
+    // The checks below read the file line by line: anchors, aliases and merge keys
+    // would hide a replica's settings from them (and from a reader).
+    for (number, line) in replicas_compose().lines().enumerate() {
+        let code = line.split(" #").next().unwrap_or_default();
+        if code.trim_start().starts_with('#') {
+            continue;
+        }
+        assert!(
+            !code.contains("<<:") && !code.contains(": &") && !code.contains(": *"),
+            "{REPLICAS_COMPOSE}:{}: spell each service out, without anchors: {line}",
+            number + 1
+        );
+        assert!(
+            !line.contains('\t'),
+            "{REPLICAS_COMPOSE}:{}: a tab in YAML",
+            number + 1
+        );
+    }
+}
+
+#[test]
+fn replicas_compose_runs_stateless_replicas_on_the_database() {
+    let compose = replicas_compose();
+    let replicas = tidemark_replicas(&compose);
+    assert!(
+        replicas.len() >= 2,
+        "{REPLICAS_COMPOSE}: want at least two tidemark replicas, found {:?}",
+        replicas.iter().map(|r| &r.name).collect::<Vec<_>>()
+    );
+    let database = database_service(&compose);
+    let first_env = replicas[0].environment();
+    for replica in &replicas {
+        let name = &replica.name;
+        let build = replica
+            .block("build")
+            .unwrap_or_else(|| panic!("{name}: built from the repository's Dockerfile"));
+        assert_eq!(
+            (
+                yaml_scalar(&build, block_indent(&build), "context").as_deref(),
+                yaml_scalar(&build, block_indent(&build), "dockerfile").as_deref()
+            ),
+            (Some(".."), Some("Dockerfile")),
+            "{name}: the same image as the single-node deploy"
+        );
+
+        // On the database, and stateless: nothing of the store lives in the container.
+        let url = replica
+            .env("TIDEMARK_DATABASE_URL")
+            .unwrap_or_else(|| panic!("{name}: sets TIDEMARK_DATABASE_URL"));
+        let host = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit('@').next())
+            .and_then(|host_port| host_port.split(':').next())
+            .unwrap_or_default();
+        assert_eq!(
+            host, database.name,
+            "{name}: TIDEMARK_DATABASE_URL points at the compose file's database service"
+        );
+        assert!(
+            replica.block("volumes").is_none() && !replica.text().contains(":/data"),
+            "{name}: a replica is stateless and has no volume"
+        );
+        assert!(
+            replica.list("tmpfs").iter().any(|t| t == "/data"),
+            "{name}: cover the image's VOLUME /data with a tmpfs, or Docker creates an \
+             anonymous volume for every replica container"
+        );
+        assert!(
+            replica.scalar("read_only").as_deref() == Some("true"),
+            "{name}: a read-only root filesystem, as in the single-node deploy"
+        );
+
+        // Started once the database accepts connections.
+        let depends = replica
+            .block("depends_on")
+            .unwrap_or_else(|| panic!("{name}: depends_on the database"));
+        let on_database = yaml_block(&depends, block_indent(&depends), &database.name)
+            .unwrap_or_else(|| panic!("{name}: depends_on {}", database.name));
+        assert_eq!(
+            yaml_scalar(&on_database, block_indent(&on_database), "condition").as_deref(),
+            Some("service_healthy"),
+            "{name}: wait for the database's health check, not just its container"
+        );
+
+        // The environment parses as the binary's flags, with the image's defaults under it.
+        let mut env = image_env();
+        env.extend(replica.environment());
+        let config = serve_config_from_env(&env, name);
+        assert!(config.database.database_url.is_some());
+        if let Some(allow) = replica.env("TIDEMARK_TYRANT_ALLOW") {
+            assert_private_ranges(&allow);
+        }
+        assert!(
+            replica.env("TIDEMARK_AUTH_TOKEN").is_none(),
+            "{name}: a token belongs in TIDEMARK_AUTH_TOKEN_FILE (a secret)"
+        );
+
+        // Replicas are interchangeable: one set of settings, so one drain analysis.
+        assert_eq!(
+            replica.environment(),
+            first_env,
+            "{name} and {} must be configured alike: HAProxy treats them as equals",
+            replicas[0].name
+        );
+    }
+}
+
+#[test]
+fn replicas_database_is_healthchecked_on_a_volume_and_not_published() {
+    let compose = replicas_compose();
+    let lines = yaml_lines(&compose);
+    let database = database_service(&compose);
+    let name = &database.name;
+    let healthcheck = database
+        .block("healthcheck")
+        .unwrap_or_else(|| panic!("{name}: a healthcheck, for depends_on: service_healthy"));
+    let test = yaml_list(&healthcheck, block_indent(&healthcheck), "test");
+    assert!(
+        test.iter().any(|w| w.contains("pg_isready")),
+        "{name}: the healthcheck runs pg_isready: {test:?}"
+    );
+    let volumes = database.list("volumes");
+    let data = volumes
+        .iter()
+        .find(|v| v.ends_with(":/var/lib/postgresql/data"))
+        .unwrap_or_else(|| {
+            panic!("{name}: keeps /var/lib/postgresql/data on a volume: {volumes:?}")
+        });
+    let volume = data.split(':').next().unwrap_or_default();
+    let declared = yaml_block(&lines, 0, "volumes").unwrap_or_default();
+    assert!(
+        yaml_entries(&declared, block_indent(&declared))
+            .iter()
+            .any(|(v, _)| v == volume),
+        "{name}: {volume} is a named volume declared under the top-level volumes:"
+    );
+    assert!(
+        database.block("ports").is_none() && database.scalar("ports").is_none(),
+        "{name}: the database is reached on the compose network only, not published"
+    );
+    let password_file = database
+        .env("POSTGRES_PASSWORD_FILE")
+        .unwrap_or_else(|| panic!("{name}: POSTGRES_PASSWORD_FILE, from a secret"));
+    let secret = password_file
+        .strip_prefix("/run/secrets/")
+        .unwrap_or_else(|| panic!("{name}: the password file is a secret: {password_file}"));
+    assert!(
+        database.list("secrets").iter().any(|s| s == secret),
+        "{name}: mounts the secret {secret}"
+    );
+}
+
+#[test]
+fn replicas_password_is_a_secret_and_never_inline() {
+    let compose = replicas_compose();
+    let lines = yaml_lines(&compose);
+    for (_, text) in &lines {
+        let key = text
+            .trim_start_matches("- ")
+            .split([':', '='])
+            .next()
+            .unwrap_or_default();
+        assert!(
+            !matches!(
+                key.trim(),
+                "POSTGRES_PASSWORD" | "PGPASSWORD" | "TIDEMARK_AUTH_TOKEN"
+            ),
+            "{REPLICAS_COMPOSE}: no password inline ({text}); use a *_FILE secret"
+        );
+    }
+    let database = database_service(&compose);
+    let declared = yaml_block(&lines, 0, "secrets").expect("a top-level secrets: section");
+    for replica in tidemark_replicas(&compose) {
+        let name = &replica.name;
+        let url = replica.env("TIDEMARK_DATABASE_URL").unwrap_or_default();
+        let userinfo = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(userinfo, _)| userinfo)
+            .unwrap_or_default();
+        assert!(
+            !userinfo.contains(':') && !url.contains("password="),
+            "{name}: no password in TIDEMARK_DATABASE_URL; use TIDEMARK_DATABASE_PASSWORD_FILE"
+        );
+        let password_file = replica
+            .env("TIDEMARK_DATABASE_PASSWORD_FILE")
+            .unwrap_or_else(|| panic!("{name}: sets TIDEMARK_DATABASE_PASSWORD_FILE"));
+        let secret = password_file
+            .strip_prefix("/run/secrets/")
+            .unwrap_or_else(|| panic!("{name}: the password file is a secret: {password_file}"));
+        assert!(
+            replica.list("secrets").iter().any(|s| s == secret),
+            "{name}: mounts the secret {secret}"
+        );
+        assert_eq!(
+            database.env("POSTGRES_PASSWORD_FILE").as_deref(),
+            Some(password_file.as_str()),
+            "{name} and {} read the same password secret",
+            database.name
+        );
+        let definition = yaml_block(&declared, block_indent(&declared), secret)
+            .unwrap_or_else(|| panic!("the secret {secret} is declared under secrets:"));
+        let file = yaml_scalar(&definition, block_indent(&definition), "file")
+            .unwrap_or_else(|| panic!("the secret {secret} is a file"));
+        // The file is made by hand and never committed, and stays out of the image.
+        let (dir, _) = file
+            .strip_prefix("./")
+            .and_then(|f| f.rsplit_once('/'))
+            .unwrap_or_else(|| panic!("the secret {secret} is a file under deploy/: {file}"));
+        let ignore = read(&format!("deploy/{dir}/.gitignore"));
+        assert!(
+            ignore.lines().any(|l| l.trim() == "*"),
+            "deploy/{dir}/.gitignore must ignore everything in it, so {file} is never committed"
+        );
+        let dockerignore = read(".dockerignore");
+        assert!(
+            dockerignore
+                .lines()
+                .any(|l| l.trim().trim_end_matches('/') == "deploy"),
+            ".dockerignore must exclude deploy/, or the password enters the build context"
+        );
+    }
+}
+
+/// HAProxy's sections (`backend NAME`, `frontend NAME`, …) with their lines.
+fn haproxy_sections(text: &str) -> Vec<(String, Vec<&str>)> {
+    let mut sections: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in text.lines() {
+        let code = line.trim();
+        if code.is_empty() || code.starts_with('#') {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) {
+            sections.push((code.to_string(), Vec::new()));
+        } else if let Some((_, lines)) = sections.last_mut() {
+            lines.push(code);
+        }
+    }
+    sections
+}
+
+#[test]
+fn replicas_haproxy_balances_over_every_replica_and_checks_readyz() {
+    let compose = replicas_compose();
+    let haproxy = read(REPLICAS_HAPROXY);
+    let replicas = tidemark_replicas(&compose);
+    let sections = haproxy_sections(&haproxy);
+    let defaults_tcp = sections
+        .iter()
+        .any(|(name, lines)| name.starts_with("defaults") && lines.contains(&"mode tcp"));
+    let backends: Vec<&(String, Vec<&str>)> = sections
+        .iter()
+        .filter(|(name, lines)| {
+            name.starts_with("backend ") && lines.iter().any(|l| l.starts_with("server "))
+        })
+        .collect();
+    for port in ["8080", "1978"] {
+        let (backend, lines) = backends
+            .iter()
+            .map(|(name, lines)| (name, lines))
+            .find(|(_, lines)| {
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("server ") && l.contains(&format!(":{port} ")))
+            })
+            .unwrap_or_else(|| panic!("{REPLICAS_HAPROXY}: no backend for port {port}"));
+        let tcp = lines.contains(&"mode tcp") || (defaults_tcp && !lines.contains(&"mode http"));
+        assert_eq!(
+            tcp,
+            port == "1978",
+            "{backend}: Tyrant is TCP, the API is HTTP"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("option httpchk") && l.contains("/readyz")),
+            "{backend}: checks GET /readyz"
+        );
+        assert!(
+            lines.contains(&"http-check expect status 200"),
+            "{backend}: expects 200 from /readyz"
+        );
+        let balance = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("balance "))
+            .unwrap_or("roundrobin");
+        assert!(
+            matches!(
+                balance.trim(),
+                "roundrobin" | "leastconn" | "static-rr" | "random"
+            ),
+            "{backend}: replicas are interchangeable; balance {balance} pins clients for nothing"
+        );
+        let servers: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("server "))
+            .collect();
+        for replica in &replicas {
+            let address = format!(" {}:{port} ", replica.name);
+            let server = servers
+                .iter()
+                .find(|l| l.contains(&address))
+                .unwrap_or_else(|| panic!("{backend}: no server for {}:{port}", replica.name));
+            assert!(
+                server.split_whitespace().any(|w| w == "check"),
+                "{backend}: {server} is health-checked"
+            );
+            assert!(
+                !server.split_whitespace().any(|w| w == "backup"),
+                "{backend}: {server}: every replica serves, none is a backup"
+            );
+            if port == "1978" {
+                assert_eq!(
+                    after(server, "port"),
+                    Some("8080"),
+                    "{backend}: {server} is checked on the replica's HTTP port, where /readyz is"
+                );
+            }
+        }
+        assert_eq!(
+            servers.len(),
+            replicas.len(),
+            "{backend}: one server per tidemark replica in {REPLICAS_COMPOSE}"
+        );
+    }
+}
+
+#[test]
+fn replicas_drain_timings_fit_together() {
+    let compose = replicas_compose();
+    let haproxy = read(REPLICAS_HAPROXY);
+    for replica in tidemark_replicas(&compose) {
+        assert_drain_timings(REPLICAS_HAPROXY, &haproxy, &replica.text());
+    }
+    // The same numbers as the single-node deploy, so the two READMEs' tables agree.
+    let single = read("deploy/haproxy.cfg");
+    let default_server = |text: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("default-server"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        default_server(&haproxy),
+        default_server(&single),
+        "{REPLICAS_HAPROXY} and deploy/haproxy.cfg use the same check timing"
+    );
+}
+
+#[test]
+fn replicas_pools_fit_in_the_database_connection_limit() {
+    let compose = replicas_compose();
+    let database = database_service(&compose);
+    // PostgreSQL's defaults: max_connections 100, of which 3 are for superusers only.
+    let setting = |name: &str, default: u32| {
+        let pattern = regex::Regex::new(&format!(r"{name}\s*=\s*(\d+)")).expect("a valid pattern");
+        let command = database.scalar("command").unwrap_or_default();
+        pattern
+            .captures(&command)
+            .map(|c| c[1].parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    let available = setting("max_connections", 100) - setting("superuser_reserved_connections", 3);
+    let mut total = 0;
+    for replica in tidemark_replicas(&compose) {
+        let mut env = image_env();
+        env.extend(replica.environment());
+        total += u32::from(
+            serve_config_from_env(&env, &replica.name)
+                .database
+                .database_pool_size,
+        );
+    }
+    assert!(
+        total <= available,
+        "the replicas' pools ({total} connections) exceed what {} admits ({available}): \
+         raise max_connections or lower TIDEMARK_DATABASE_POOL_SIZE",
+        database.name
     );
 }
