@@ -11,6 +11,7 @@
 
 mod codec;
 mod memtable;
+pub mod postgres;
 mod wal;
 mod writer;
 

@@ -2,6 +2,7 @@
 //! its own temporary data directory and a clock the test controls.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod tyrant;
 
 use std::net::SocketAddr;
