@@ -11,6 +11,7 @@
 //! an engine either calls [`crate::guard::decide`] inside its write, or expresses the
 //! `Apply` branch in its statement and classifies refusals with `decide`.
 
+pub mod postgres;
 pub mod redb;
 
 use std::path::{Path, PathBuf};

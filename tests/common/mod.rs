@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod postgres;
 pub mod tyrant;
 
 use std::net::SocketAddr;

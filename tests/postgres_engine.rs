@@ -1,0 +1,1153 @@
+//! The PostgreSQL engine against a real server over real sockets (see
+//! tests/common/postgres.rs for where the server comes from).
+
+mod common;
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::postgres::{self as pg, TestDatabase};
+use tidemark::metrics::Metrics;
+use tidemark::record::Record;
+use tidemark::store::postgres::{PgStore, PostgresOptions};
+use tidemark::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
+
+const GRACE: u64 = 3_600_000_000;
+const T0: u64 = 1_767_225_600_000_000;
+
+fn clock(now: u64) -> GuardClock {
+    GuardClock {
+        now,
+        grace_micros: GRACE,
+    }
+}
+
+fn live(ts: u64, value: &[u8]) -> Record {
+    Record::live(ts, value.to_vec(), "text/plain".into(), None)
+}
+
+fn put(key: &[u8], ts: u64, value: &[u8]) -> GuardedWrite {
+    write(key, live(ts, value))
+}
+
+fn write(key: &[u8], record: Record) -> GuardedWrite {
+    GuardedWrite {
+        key: key.to_vec(),
+        record,
+        if_absent: false,
+    }
+}
+
+fn delete(key: &[u8], ts: u64, now: u64) -> GuardedWrite {
+    write(key, Record::tombstone(ts, now))
+}
+
+async fn connect(options: &PostgresOptions) -> Result<PgStore, StoreError> {
+    PgStore::connect(options, Arc::new(Metrics::new())).await
+}
+
+/// A store on a fresh database, or `None` (the test returns) without PostgreSQL.
+async fn engine() -> Option<(PgStore, TestDatabase)> {
+    let db = pg::database().await?;
+    let store = connect(&pg::options(&db.url)).await.expect("connect");
+    Some((store, db))
+}
+
+macro_rules! engine_or_skip {
+    () => {
+        match engine().await {
+            Some(found) => found,
+            None => return,
+        }
+    };
+}
+
+/// A tiny deterministic generator, for shuffles.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn every_record_shape_round_trips() {
+    let (store, _db) = engine_or_skip!();
+    let shapes: Vec<(&[u8], Record)> = vec![
+        (b"plain", live(1, b"value")),
+        (b"empty-value", live(2, b"")),
+        (
+            b"binary",
+            Record::live(
+                3,
+                vec![0, 0xFF, 0x80, 10, 0],
+                "application/octet-stream".into(),
+                None,
+            ),
+        ),
+        (
+            b"expiring",
+            Record::live(
+                4,
+                b"v".to_vec(),
+                "application/json; charset=utf-8".into(),
+                Some(T0),
+            ),
+        ),
+        (
+            b"unicode-type",
+            Record::live(
+                5,
+                "žluťoučký".into(),
+                "text/plain; x=\u{1F600}".into(),
+                Some(0),
+            ),
+        ),
+        (b"tombstone", Record::tombstone(6, T0)),
+        (&[0x00, 0xFF, 0x00], Record::tombstone(u64::MAX, u64::MAX)),
+        (b"", live(7, b"empty key")),
+    ];
+    for (key, record) in &shapes {
+        let outcome = store
+            .guarded_write(write(key, record.clone()), clock(T0))
+            .await
+            .unwrap();
+        assert_eq!(outcome, Guarded::Applied { was_live: false }, "{key:?}");
+    }
+    for (key, record) in &shapes {
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            Some(record),
+            "{key:?}"
+        );
+    }
+    assert_eq!(store.get(b"never-written").await.unwrap(), None);
+    let keys: Vec<Vec<u8>> = vec![
+        b"tombstone".to_vec(),
+        b"missing".to_vec(),
+        b"plain".to_vec(),
+        b"plain".to_vec(),
+    ];
+    let many = store.get_many(&keys).await.unwrap();
+    assert_eq!(
+        many,
+        vec![
+            Some(shapes[5].1.clone()),
+            None,
+            Some(shapes[0].1.clone()),
+            Some(shapes[0].1.clone())
+        ]
+    );
+    assert_eq!(
+        store.get_many(&[]).await.unwrap(),
+        Vec::<Option<Record>>::new()
+    );
+}
+
+#[tokio::test]
+async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
+    let (store, _db) = engine_or_skip!();
+    let points = [
+        0,
+        1,
+        i64::MAX as u64,
+        1 << 63,
+        (1 << 63) + 1,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    let mut previous = None;
+    for ts in points {
+        let outcome = store
+            .guarded_write(put(b"k", ts, &ts.to_be_bytes()), clock(T0))
+            .await
+            .unwrap();
+        let expected = Guarded::Applied {
+            was_live: previous.is_some(),
+        };
+        assert_eq!(outcome, expected, "ts {ts}");
+        assert_eq!(
+            store.get(b"k").await.unwrap(),
+            Some(live(ts, &ts.to_be_bytes()))
+        );
+        // Every earlier point is now stale against it.
+        for older in points.iter().copied().filter(|p| *p < ts) {
+            let outcome = store
+                .guarded_write(put(b"k", older, b"late"), clock(T0))
+                .await
+                .unwrap();
+            assert_eq!(
+                outcome,
+                Guarded::Stale { current: ts },
+                "{older} after {ts}"
+            );
+        }
+        previous = Some(ts);
+    }
+    // Expiry and deletion times at the extremes compare correctly too.
+    let forever = Record::live(1, b"v".to_vec(), "t".into(), Some(u64::MAX));
+    store
+        .guarded_write(write(b"e", forever.clone()), clock(T0))
+        .await
+        .unwrap();
+    assert_eq!(store.get(b"e").await.unwrap(), Some(forever));
+    assert_eq!(
+        store.counts(u64::MAX - 1).await.unwrap().expired,
+        0,
+        "expires at u64::MAX is still live just before it"
+    );
+    assert_eq!(store.counts(u64::MAX).await.unwrap().expired, 1);
+}
+
+#[tokio::test]
+async fn newer_applies_and_older_is_stale() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    assert_eq!(
+        store.guarded_write(put(b"k", 100, b"a"), c).await.unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    assert_eq!(
+        store.guarded_write(put(b"k", 101, b"b"), c).await.unwrap(),
+        Guarded::Applied { was_live: true }
+    );
+    assert_eq!(
+        store.guarded_write(put(b"k", 99, b"c"), c).await.unwrap(),
+        Guarded::Stale { current: 101 }
+    );
+    assert_eq!(
+        store.guarded_write(delete(b"k", 99, T0), c).await.unwrap(),
+        Guarded::Stale { current: 101 }
+    );
+    assert_eq!(store.get(b"k").await.unwrap(), Some(live(101, b"b")));
+    assert_eq!(
+        store.guarded_write(delete(b"k", 102, T0), c).await.unwrap(),
+        Guarded::Applied { was_live: true }
+    );
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 101, b"old"), c)
+            .await
+            .unwrap(),
+        Guarded::Stale { current: 102 }
+    );
+    // A delete of a key never written leaves a guarding tombstone.
+    assert_eq!(
+        store
+            .guarded_write(delete(b"fresh", 50, T0), c)
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    assert_eq!(
+        store
+            .guarded_write(put(b"fresh", 49, b"x"), c)
+            .await
+            .unwrap(),
+        Guarded::Stale { current: 50 }
+    );
+}
+
+#[tokio::test]
+async fn equal_timestamp_is_a_repeat_only_for_the_identical_write() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    store.guarded_write(put(b"k", 100, b"a"), c).await.unwrap();
+    assert_eq!(
+        store.guarded_write(put(b"k", 100, b"a"), c).await.unwrap(),
+        Guarded::Repeated
+    );
+    assert_eq!(
+        store.guarded_write(put(b"k", 100, b"b"), c).await.unwrap(),
+        Guarded::Tie { current: 100 }
+    );
+    let other_type = write(
+        b"k",
+        Record::live(100, b"a".to_vec(), "application/json".into(), None),
+    );
+    assert_eq!(
+        store.guarded_write(other_type, c).await.unwrap(),
+        Guarded::Tie { current: 100 }
+    );
+    assert_eq!(
+        store.guarded_write(delete(b"k", 100, T0), c).await.unwrap(),
+        Guarded::Tie { current: 100 }
+    );
+    store.guarded_write(delete(b"t", 100, T0), c).await.unwrap();
+    assert_eq!(
+        store
+            .guarded_write(delete(b"t", 100, T0 + 1), c)
+            .await
+            .unwrap(),
+        Guarded::Repeated
+    );
+    assert_eq!(
+        store.guarded_write(put(b"t", 100, b"a"), c).await.unwrap(),
+        Guarded::Tie { current: 100 }
+    );
+    assert_eq!(store.get(b"k").await.unwrap(), Some(live(100, b"a")));
+    assert_eq!(
+        store.get(b"t").await.unwrap(),
+        Some(Record::tombstone(100, T0))
+    );
+}
+
+#[tokio::test]
+async fn a_tombstone_guards_until_its_grace_has_passed() {
+    let (store, _db) = engine_or_skip!();
+    store
+        .guarded_write(delete(b"k", 100, 1_000), clock(1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 50, b"a"), clock(1_000 + GRACE - 1))
+            .await
+            .unwrap(),
+        Guarded::Stale { current: 100 }
+    );
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 50, b"a"), clock(1_000 + GRACE))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    assert_eq!(store.get(b"k").await.unwrap(), Some(live(50, b"a")));
+}
+
+#[tokio::test]
+async fn an_expired_record_guards_until_its_grace_has_passed() {
+    let (store, _db) = engine_or_skip!();
+    let expiring = Record::live(100, b"a".to_vec(), "text/plain".into(), Some(1_000));
+    store
+        .guarded_write(write(b"k", expiring), clock(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 50, b"b"), clock(1_000 + GRACE - 1))
+            .await
+            .unwrap(),
+        Guarded::Stale { current: 100 }
+    );
+    // Newer still applies while expired, and the expired value was not live.
+    assert_eq!(
+        store
+            .guarded_write(put(b"other", 1, b"x"), clock(0))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 50, b"b"), clock(1_000 + GRACE))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    // Before its expiry the value was live: replacing it says so.
+    let expiring = Record::live(10, b"a".to_vec(), "text/plain".into(), Some(2_000));
+    store
+        .guarded_write(write(b"j", expiring), clock(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .guarded_write(put(b"j", 11, b"b"), clock(1_999))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: true }
+    );
+}
+
+#[tokio::test]
+async fn if_absent_refuses_a_live_value_before_the_timestamp_rule() {
+    let (store, _db) = engine_or_skip!();
+    let keep = |key: &[u8], ts, value: &[u8]| GuardedWrite {
+        if_absent: true,
+        ..put(key, ts, value)
+    };
+    assert_eq!(
+        store
+            .guarded_write(keep(b"k", 10, b"a"), clock(T0))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    // Live: Exists, whether newer, equal or older.
+    for ts in [11, 10, 9] {
+        assert_eq!(
+            store
+                .guarded_write(keep(b"k", ts, b"b"), clock(T0))
+                .await
+                .unwrap(),
+            Guarded::Exists,
+            "ts {ts}"
+        );
+    }
+    assert_eq!(store.get(b"k").await.unwrap(), Some(live(10, b"a")));
+    // A tombstone is not live: the timestamp rule decides.
+    store
+        .guarded_write(delete(b"k", 20, T0), clock(T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .guarded_write(keep(b"k", 19, b"b"), clock(T0))
+            .await
+            .unwrap(),
+        Guarded::Stale { current: 20 }
+    );
+    assert_eq!(
+        store
+            .guarded_write(keep(b"k", 21, b"b"), clock(T0))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+    // Expired is not live either.
+    let expiring = Record::live(30, b"a".to_vec(), "t".into(), Some(T0 + 10));
+    store
+        .guarded_write(write(b"e", expiring), clock(T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .guarded_write(keep(b"e", 31, b"b"), clock(T0 + 9))
+            .await
+            .unwrap(),
+        Guarded::Exists
+    );
+    assert_eq!(
+        store
+            .guarded_write(keep(b"e", 29, b"b"), clock(T0 + 10))
+            .await
+            .unwrap(),
+        Guarded::Stale { current: 30 }
+    );
+    assert_eq!(
+        store
+            .guarded_write(keep(b"e", 31, b"b"), clock(T0 + 10))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: false }
+    );
+}
+
+/// Several replicas (separate pools), many connections, one key, every timestamp in
+/// shuffled order: the key ends on the newest write and every answer is one the
+/// rule allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_one_key_end_on_the_newest_write() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    const REPLICAS: usize = 4;
+    const TASKS_PER_REPLICA: usize = 4;
+    const WRITES: u64 = 60; // per task
+    let mut replicas = Vec::new();
+    for _ in 0..REPLICAS {
+        let mut options = pg::options(&db.url);
+        options.pool_size = TASKS_PER_REPLICA;
+        replicas.push(connect(&options).await.unwrap());
+    }
+    let tasks = (REPLICAS * TASKS_PER_REPLICA) as u64;
+    let newest = tasks * WRITES;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let store = replicas[task as usize % REPLICAS].clone();
+        handles.push(tokio::spawn(async move {
+            // Each task owns the timestamps ≡ task (mod tasks), plus a second copy of
+            // some other task's, so ties and repeats happen too.
+            let mut stamps: Vec<(u64, Vec<u8>)> = (0..WRITES)
+                .map(|i| {
+                    let ts = i * tasks + task + 1;
+                    (ts, ts.to_be_bytes().to_vec())
+                })
+                .collect();
+            let mut rng = XorShift(task * 7919 + 1);
+            for _ in 0..WRITES / 4 {
+                let ts = rng.next() % newest + 1;
+                let value = if ts.is_multiple_of(2) {
+                    ts.to_be_bytes().to_vec() // same as the owner's write: a repeat
+                } else {
+                    b"other".to_vec() // same stamp, other value: a tie
+                };
+                stamps.push((ts, value));
+            }
+            rng.shuffle(&mut stamps);
+            let mut outcomes = Vec::new();
+            for (ts, value) in stamps {
+                let outcome = store
+                    .guarded_write(put(b"hot", ts, &value), clock(T0))
+                    .await
+                    .unwrap();
+                outcomes.push(outcome);
+            }
+            outcomes
+        }));
+    }
+    let mut applied = 0;
+    for handle in handles {
+        for outcome in handle.await.unwrap() {
+            match outcome {
+                Guarded::Applied { .. } => applied += 1,
+                Guarded::Stale { current } | Guarded::Tie { current } => {
+                    assert!(current >= 1 && current <= newest)
+                }
+                Guarded::Repeated => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(applied >= 1);
+    let stored = replicas[0].get(b"hot").await.unwrap().unwrap();
+    assert_eq!(stored.timestamp, newest);
+    let wanted = [live(newest, &newest.to_be_bytes()), live(newest, b"other")];
+    assert!(wanted.contains(&stored), "{stored:?}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn a_batch_judges_later_writes_against_earlier_ones() {
+    let (store, _db) = engine_or_skip!();
+    store
+        .guarded_write(put(b"b", 9, b"old"), clock(T0))
+        .await
+        .unwrap();
+    let outcomes = store
+        .guarded_batch(
+            vec![
+                put(b"a", 5, b"x"),
+                put(b"a", 3, b"y"),
+                put(b"a", 5, b"x"),
+                put(b"a", 5, b"z"),
+                delete(b"a", 7, T0),
+                put(b"b", 8, b"stale"),
+                put(b"b", 10, b"new"),
+            ],
+            clock(T0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            Guarded::Applied { was_live: false },
+            Guarded::Stale { current: 5 },
+            Guarded::Repeated,
+            Guarded::Tie { current: 5 },
+            Guarded::Applied { was_live: true },
+            Guarded::Stale { current: 9 },
+            Guarded::Applied { was_live: true },
+        ]
+    );
+    assert_eq!(
+        store.get(b"a").await.unwrap(),
+        Some(Record::tombstone(7, T0))
+    );
+    assert_eq!(store.get(b"b").await.unwrap(), Some(live(10, b"new")));
+    assert_eq!(
+        store.guarded_batch(vec![], clock(T0)).await.unwrap(),
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_part_way_changes_nothing() {
+    let (store, _db) = engine_or_skip!();
+    store
+        .guarded_write(put(b"b", 1, b"before"), clock(T0))
+        .await
+        .unwrap();
+    // A key far larger than a B-tree index entry may be: the database refuses it.
+    let mut rng = XorShift(42);
+    let huge: Vec<u8> = (0..16_384).map(|_| rng.next() as u8).collect();
+    let result = store
+        .guarded_batch(
+            vec![
+                put(b"a", 1, b"x"),
+                put(b"b", 2, b"after"),
+                put(&huge, 1, b"y"),
+            ],
+            clock(T0),
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::Engine(_))), "{result:?}");
+    assert_eq!(store.get(b"a").await.unwrap(), None);
+    assert_eq!(store.get(b"b").await.unwrap(), Some(live(1, b"before")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn update_is_atomic_under_concurrency() {
+    let (store, _db) = engine_or_skip!();
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                store
+                    .update(b"counter".to_vec(), |stored| {
+                        let n = stored
+                            .and_then(|r| r.live_value(0).map(<[u8]>::to_vec))
+                            .and_then(|v| String::from_utf8(v).ok())
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        let next = n + 1;
+                        (Some(live(next, next.to_string().as_bytes())), next)
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert_eq!(
+        store.get(b"counter").await.unwrap(),
+        Some(live(400, b"400"))
+    );
+}
+
+#[tokio::test]
+async fn update_leaves_the_key_alone_when_told_to() {
+    let (store, _db) = engine_or_skip!();
+    let seen = store
+        .update(b"absent".to_vec(), |stored| (None, stored))
+        .await
+        .unwrap();
+    assert_eq!(seen, None);
+    assert_eq!(store.get(b"absent").await.unwrap(), None);
+    assert_eq!(store.counts(T0).await.unwrap().records, 0);
+    store
+        .guarded_write(put(b"k", 5, b"v"), clock(T0))
+        .await
+        .unwrap();
+    let seen = store
+        .update(b"k".to_vec(), |stored| (None, stored))
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(live(5, b"v")));
+    let replaced = store
+        .update(b"k".to_vec(), |_| (Some(Record::tombstone(1, T0)), "done"))
+        .await
+        .unwrap();
+    assert_eq!(replaced, "done");
+    // Unguarded: an older timestamp is written as told.
+    assert_eq!(
+        store.get(b"k").await.unwrap(),
+        Some(Record::tombstone(1, T0))
+    );
+}
+
+#[tokio::test]
+async fn scan_follows_prefixes_and_bounds_in_byte_order() {
+    let (store, _db) = engine_or_skip!();
+    let keys: Vec<Vec<u8>> = vec![
+        vec![0x00],
+        b"a".to_vec(),
+        b"a\x00".to_vec(),
+        b"ab".to_vec(),
+        b"a\xff".to_vec(),
+        b"a\xff\xff".to_vec(),
+        b"b".to_vec(),
+        vec![0xFF],
+        vec![0xFF, 0xFF],
+        vec![0xFF, 0xFF, 0x00],
+    ];
+    let mut shuffled = keys.clone();
+    XorShift(7).shuffle(&mut shuffled);
+    for (i, key) in shuffled.iter().enumerate() {
+        // Tombstones and expired records are scanned too.
+        let record = match i % 3 {
+            0 => live(1, key),
+            1 => Record::tombstone(1, T0),
+            _ => Record::live(1, key.clone(), "t".into(), Some(1)),
+        };
+        store
+            .guarded_write(write(key, record), clock(T0))
+            .await
+            .unwrap();
+    }
+    let scan = |start: Bound<&[u8]>, prefix: &[u8], limit| {
+        let store = store.clone();
+        let range = KeyRange {
+            start: start.map(<[u8]>::to_vec),
+            prefix: prefix.to_vec(),
+        };
+        async move {
+            store
+                .scan(range, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect::<Vec<_>>()
+        }
+    };
+    let pick = |idx: &[usize]| idx.iter().map(|&i| keys[i].clone()).collect::<Vec<_>>();
+    assert_eq!(scan(Bound::Unbounded, b"", 100).await, keys);
+    assert_eq!(
+        scan(Bound::Unbounded, b"a", 100).await,
+        pick(&[1, 2, 3, 4, 5])
+    );
+    assert_eq!(scan(Bound::Unbounded, b"a\xff", 100).await, pick(&[4, 5]));
+    assert_eq!(scan(Bound::Unbounded, &[0xFF], 100).await, pick(&[7, 8, 9]));
+    assert_eq!(
+        scan(Bound::Unbounded, &[0xFF, 0xFF], 100).await,
+        pick(&[8, 9])
+    );
+    assert_eq!(scan(Bound::Unbounded, b"c", 100).await, pick(&[]));
+    assert_eq!(
+        scan(Bound::Excluded(b"a"), b"a", 100).await,
+        pick(&[2, 3, 4, 5])
+    );
+    assert_eq!(
+        scan(Bound::Included(b"a\xff"), b"a", 100).await,
+        pick(&[4, 5])
+    );
+    assert_eq!(scan(Bound::Excluded(b"a\xff"), b"a", 100).await, pick(&[5]));
+    assert_eq!(scan(Bound::Excluded(b"ab"), b"a", 100).await, pick(&[4, 5]));
+    assert_eq!(
+        scan(Bound::Excluded(b"a\xff\xff"), b"a", 100).await,
+        pick(&[])
+    );
+    assert_eq!(scan(Bound::Excluded(b"zz"), b"a", 100).await, pick(&[]));
+    assert_eq!(
+        scan(Bound::Excluded(b"0"), b"a", 100).await,
+        pick(&[1, 2, 3, 4, 5])
+    );
+    assert_eq!(
+        scan(Bound::Excluded(&[0xFF]), b"", 100).await,
+        pick(&[8, 9])
+    );
+    assert_eq!(scan(Bound::Unbounded, b"", 3).await, pick(&[0, 1, 2]));
+    assert_eq!(scan(Bound::Excluded(b"a\x00"), b"", 2).await, pick(&[3, 4]));
+    assert_eq!(scan(Bound::Unbounded, b"", 0).await, pick(&[]));
+    // Records come back whole.
+    let range = KeyRange {
+        start: Bound::Unbounded,
+        prefix: b"b".to_vec(),
+    };
+    let found = store.scan(range, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(Some(&found[0].1), store.get(b"b").await.unwrap().as_ref());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_is_one_snapshot_while_writes_go_on() {
+    let (store, _db) = engine_or_skip!();
+    const N: u64 = 2_500; // more than one export page
+    let writes: Vec<GuardedWrite> = (0..N)
+        .map(|i| put(format!("k{i:05}").as_bytes(), 10, &i.to_be_bytes()))
+        .collect();
+    store.guarded_batch(writes, clock(T0)).await.unwrap();
+    let mut export = store.export(1);
+    let first = export.recv().await.unwrap().unwrap();
+    assert_eq!(first.0, b"k00000");
+    // While the export is under way: rewrite later keys, add new ones, delete some.
+    for i in (1..N).step_by(97) {
+        let key = format!("k{i:05}");
+        store
+            .guarded_write(put(key.as_bytes(), 11, b"rewritten"), clock(T0))
+            .await
+            .unwrap();
+        store
+            .guarded_write(put(format!("k{i:05}-new").as_bytes(), 1, b"n"), clock(T0))
+            .await
+            .unwrap();
+    }
+    store.clear().await.unwrap();
+    let mut seen = vec![first];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(item) = export.recv().await {
+        seen.push(item.unwrap());
+        assert!(Instant::now() < deadline, "export took too long");
+    }
+    assert_eq!(seen.len() as u64, N);
+    for (i, (key, record)) in seen.iter().enumerate() {
+        assert_eq!(key, format!("k{i:05}").as_bytes());
+        assert_eq!(record, &live(10, &(i as u64).to_be_bytes()));
+    }
+}
+
+#[tokio::test]
+async fn an_abandoned_export_gives_its_connection_back() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let mut options = pg::options(&db.url);
+    options.pool_size = 1;
+    let store = connect(&options).await.unwrap();
+    let writes: Vec<GuardedWrite> = (0..50u64)
+        .map(|i| put(format!("k{i:03}").as_bytes(), 1, b"v"))
+        .collect();
+    store.guarded_batch(writes, clock(T0)).await.unwrap();
+    let mut export = store.export(1);
+    export.recv().await.unwrap().unwrap();
+    drop(export);
+    // With one connection in the pool, this only works once the export let go of it.
+    let got = tokio::time::timeout(Duration::from_secs(10), store.get(b"k001"))
+        .await
+        .expect("the export task kept its connection")
+        .unwrap();
+    assert_eq!(got, Some(live(1, b"v")));
+}
+
+#[tokio::test]
+async fn purge_removes_only_lapsed_records_in_batches() {
+    let (store, _db) = engine_or_skip!();
+    let records: Vec<(&[u8], Record)> = vec![
+        (b"t10", Record::tombstone(1, 10)),
+        (b"t20", Record::tombstone(1, 20)),
+        (b"t30", Record::tombstone(1, 30)),
+        (b"e15", Record::live(1, b"v".to_vec(), "t".into(), Some(15))),
+        (b"e25", Record::live(1, b"v".to_vec(), "t".into(), Some(25))),
+        (
+            b"e100",
+            Record::live(1, b"v".to_vec(), "t".into(), Some(100)),
+        ),
+        (b"forever", live(1, b"v")),
+    ];
+    for (key, record) in &records {
+        store
+            .guarded_write(write(key, record.clone()), clock(0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.counts(20).await.unwrap(),
+        Counts {
+            records: 7,
+            tombstones: 3,
+            expired: 1
+        }
+    );
+    assert_eq!(
+        store.purge(25, 2).await.unwrap(),
+        Purged {
+            expired: 0,
+            tombstones: 2
+        }
+    );
+    assert_eq!(
+        store.purge(25, 2).await.unwrap(),
+        Purged {
+            expired: 2,
+            tombstones: 0
+        }
+    );
+    assert_eq!(store.purge(25, 2).await.unwrap(), Purged::default());
+    assert_eq!(store.purge(25, 0).await.unwrap(), Purged::default());
+    let left: Vec<Vec<u8>> = store
+        .scan(
+            KeyRange {
+                start: Bound::Unbounded,
+                prefix: vec![],
+            },
+            100,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        left,
+        vec![b"e100".to_vec(), b"forever".to_vec(), b"t30".to_vec()]
+    );
+    assert_eq!(
+        store.purge(u64::MAX, 10).await.unwrap(),
+        Purged {
+            expired: 1,
+            tombstones: 1
+        }
+    );
+    assert_eq!(store.get(b"forever").await.unwrap(), Some(live(1, b"v")));
+}
+
+#[tokio::test]
+async fn purge_waits_for_no_one_while_another_replica_sweeps() {
+    let (store, db) = engine_or_skip!();
+    store
+        .guarded_write(delete(b"t", 1, 10), clock(10))
+        .await
+        .unwrap();
+    // Another "replica" holds the sweep lock (the engine's advisory key) in an open
+    // transaction.
+    let mut other = admin(&db.url).await;
+    let txn = other.transaction().await.unwrap();
+    let held: bool = txn
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1)",
+            &[&0x7469_6465_7377_6565_i64],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held);
+    let started = Instant::now();
+    assert_eq!(store.purge(100, 10).await.unwrap(), Purged::default());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    txn.rollback().await.unwrap();
+    assert_eq!(store.purge(100, 10).await.unwrap().tombstones, 1);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_concurrent_connects_are_safe() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let options = pg::options(&db.url);
+    let connects: Vec<_> = (0..6)
+        .map(|_| {
+            let options = options.clone();
+            tokio::spawn(async move { connect(&options).await })
+        })
+        .collect();
+    for connect in connects {
+        connect.await.unwrap().expect("a concurrent connect");
+    }
+    let again = connect(&options).await.unwrap();
+    again
+        .guarded_write(put(b"k", 1, b"v"), clock(T0))
+        .await
+        .unwrap();
+    let third = connect(&options).await.unwrap();
+    assert_eq!(third.get(b"k").await.unwrap(), Some(live(1, b"v")));
+    let versions: Vec<i64> = admin(&db.url)
+        .await
+        .query("SELECT version FROM tidemark_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, vec![1]);
+}
+
+#[tokio::test]
+async fn a_database_with_a_newer_schema_is_refused() {
+    let (store, db) = engine_or_skip!();
+    admin(&db.url)
+        .await
+        .execute("INSERT INTO tidemark_schema (version) VALUES (99)", &[])
+        .await
+        .unwrap();
+    let err = connect(&pg::options(&db.url)).await.unwrap_err();
+    match &err {
+        StoreError::SchemaTooNew {
+            path,
+            found,
+            supported,
+        } => {
+            assert_eq!(*found, 99);
+            assert_eq!(*supported, 1);
+            assert_eq!(path.to_string_lossy(), store.location());
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains("99") && message.contains('1'), "{message}");
+}
+
+#[tokio::test]
+async fn location_and_debug_never_show_the_password() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    // Trust authentication ignores the password, so any will do.
+    let url = db.url.replacen("postgres@", "postgres:hunter2-secret@", 1);
+    let mut options = pg::options(&url);
+    options.password = Some("other-secret".into());
+    let store = connect(&options).await.unwrap();
+    let shown = format!("{store:?} {} {options:?}", store.location());
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(store.location().ends_with(&format!("/{}", db.name)));
+    assert!(store.location().starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn size_clear_flush_and_close() {
+    let (store, _db) = engine_or_skip!();
+    for i in 0..20u32 {
+        store
+            .guarded_write(put(&i.to_be_bytes(), 1, &[7; 100]), clock(T0))
+            .await
+            .unwrap();
+    }
+    assert!(store.size_bytes().await.unwrap() > 0);
+    store.flush().await.unwrap();
+    assert!(!store.has_unflushed_commits());
+    store.clear().await.unwrap();
+    assert_eq!(store.counts(T0).await.unwrap(), Counts::default());
+    assert!(store.is_reachable());
+    store.close().await.unwrap();
+    assert!(matches!(store.get(b"k").await, Err(StoreError::Closed)));
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_is_unavailable_in_bounded_time() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = pg::options(&format!(
+        "postgres://postgres@127.0.0.1:{port}/none?sslmode=disable"
+    ));
+    options.connect_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let err = connect(&options).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn sslmode_require_fails_without_server_tls_and_prefer_falls_back() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    // The test server has no TLS.
+    if std::env::var_os("TIDEMARK_TEST_DATABASE_URL").is_some() {
+        println!("SKIPPED: the external server's TLS setup is unknown");
+        return;
+    }
+    let prefer = db.url.replace("sslmode=disable", "sslmode=prefer");
+    let store = connect(&pg::options(&prefer)).await.unwrap();
+    store
+        .guarded_write(put(b"k", 1, b"v"), clock(T0))
+        .await
+        .unwrap();
+    let require = db.url.replace("sslmode=disable", "sslmode=require");
+    let started = Instant::now();
+    let err = connect(&pg::options(&require)).await.unwrap_err();
+    assert!(
+        err.to_string().contains("TLS") || format!("{err:?}").contains("Tls"),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// The server goes away mid-use: operations fail as Unavailable within bounded time
+/// (no hang), the probe notices, and the engine recovers by itself when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_is_unavailable_then_recovers() {
+    let Some(cluster) = pg::private_cluster() else {
+        return;
+    };
+    let db = cluster.database().await;
+    let mut options = pg::options(&db.url);
+    options.connect_timeout = Duration::from_secs(1);
+    options.statement_timeout = Duration::from_secs(2);
+    let store = connect(&options).await.unwrap();
+    store
+        .guarded_write(put(b"k", 1, b"v"), clock(T0))
+        .await
+        .unwrap();
+    assert!(store.is_reachable());
+
+    cluster.stop();
+    let started = Instant::now();
+    let read = store.get(b"k").await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let written = store.guarded_write(put(b"k", 2, b"w"), clock(T0)).await;
+    assert!(
+        matches!(written, Err(StoreError::Unavailable(_))),
+        "{written:?}"
+    );
+    let updated = store.update(b"k".to_vec(), |r| (None, r)).await;
+    assert!(
+        matches!(updated, Err(StoreError::Unavailable(_))),
+        "{updated:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.is_reachable() {
+        assert!(Instant::now() < deadline, "is_reachable stayed true");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cluster.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.get(b"k").await {
+            Ok(found) => {
+                assert_eq!(found, Some(live(1, b"v")));
+                break;
+            }
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("did not recover: {e:?}"),
+        }
+    }
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 2, b"w"), clock(T0))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: true }
+    );
+    while !store.is_reachable() {
+        assert!(Instant::now() < deadline, "is_reachable stayed false");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.close().await.unwrap();
+}
+
+/// At start the engine keeps trying for `connect_timeout`: a server that comes up
+/// within it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_waits_for_a_server_that_is_starting() {
+    let Some(cluster) = pg::private_cluster() else {
+        return;
+    };
+    let db = cluster.database().await;
+    cluster.stop();
+    let mut options = pg::options(&db.url);
+    options.connect_timeout = Duration::from_secs(20);
+    let connecting = tokio::spawn(async move { connect(&options).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start();
+    let store = tokio::time::timeout(Duration::from_secs(30), connecting)
+        .await
+        .expect("connect gave no answer")
+        .unwrap()
+        .expect("connect once the server is up");
+    store
+        .guarded_write(put(b"k", 1, b"v"), clock(T0))
+        .await
+        .unwrap();
+}
