@@ -49,17 +49,7 @@ pub struct Running {
 /// bound ones from the result.
 pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(
-        &store::StoreOptions {
-            data_dir: config.data_dir.clone(),
-            durability: match config.durability {
-                config::Durability::Immediate => store::Durability::Immediate,
-                config::Durability::Relaxed => store::Durability::Relaxed,
-            },
-            cache_size: config.cache_size,
-        },
-        metrics.clone(),
-    )?;
+    let store = open_store(config, metrics.clone()).await?;
     let service = Service::new(store, clock, config.limits.policy(), metrics);
     let (stop, stopped) = shutdown::channel();
     let readiness = Readiness::default();
@@ -153,7 +143,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
         config.sweep_interval,
         stopped.clone(),
     ))];
-    if config.durability == config::Durability::Relaxed {
+    if store_is_relaxed(config) {
         tasks.push(tokio::spawn(flush_loop(
             service.clone(),
             config.flush_interval,
@@ -203,6 +193,41 @@ impl Running {
         tracing::info!("store flushed; shut down cleanly");
         Ok(())
     }
+}
+
+/// The embedded store in --data-dir, or the shared database of --database-url.
+async fn open_store(config: &ServeConfig, metrics: Arc<Metrics>) -> Result<Store, AppError> {
+    let database = &config.database;
+    let Some(url) = &database.database_url else {
+        let options = store::StoreOptions {
+            data_dir: config.data_dir.clone(),
+            durability: match config.durability {
+                config::Durability::Immediate => store::Durability::Immediate,
+                config::Durability::Relaxed => store::Durability::Relaxed,
+            },
+            cache_size: config.cache_size,
+        };
+        return Ok(Store::open(&options, metrics)?);
+    };
+    let options = store::PostgresOptions {
+        url: url.0.clone(),
+        password: database
+            .resolve_password()
+            .map_err(AppError::Config)?
+            .map(|secret| secret.0),
+        pool_size: usize::from(database.database_pool_size),
+        connect_timeout: database.database_connect_timeout,
+        statement_timeout: database.database_statement_timeout,
+    };
+    let store = Store::connect(&options, metrics).await?;
+    tracing::info!(database = %store.location(), "storing in a shared database");
+    Ok(store)
+}
+
+/// Whether acknowledged writes wait for a periodic flush (relaxed embedded store; a
+/// database commit is durable when it returns).
+fn store_is_relaxed(config: &ServeConfig) -> bool {
+    config.database.database_url.is_none() && config.durability == config::Durability::Relaxed
 }
 
 async fn futures_join(handles: Vec<JoinHandle<()>>) {

@@ -1,8 +1,8 @@
 //! Prometheus metrics, all prefixed `tidemark_`, rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every series the server exports. Cheap to clone handles out of; shared via `Arc`.
@@ -27,6 +27,14 @@ pub struct Metrics {
     pub keys: IntGauge,
     /// Open connections by front door.
     pub connections: IntGauge,
+    /// PostgreSQL engine: pooled connections, state = in_use | idle.
+    pub database_connections: IntGaugeVec,
+    /// PostgreSQL engine: requests waiting for a pooled connection.
+    pub database_waiting: IntGauge,
+    /// PostgreSQL engine: failed operations, kind = unavailable | engine.
+    pub database_errors: IntCounterVec,
+    /// PostgreSQL engine: time of one store operation (pool wait and statements), by op.
+    pub database_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -89,6 +97,36 @@ impl Metrics {
             .expect("static metric definition");
         let connections = IntGauge::new("tidemark_tyrant_connections", "Open Tyrant connections")
             .expect("static metric definition");
+        let database_connections = IntGaugeVec::new(
+            Opts::new(
+                "tidemark_database_connections",
+                "Pooled database connections, by state (PostgreSQL engine)",
+            ),
+            &["state"],
+        )
+        .expect("static metric definition");
+        let database_waiting = IntGauge::new(
+            "tidemark_database_waiting",
+            "Requests waiting for a pooled database connection (PostgreSQL engine)",
+        )
+        .expect("static metric definition");
+        let database_errors = IntCounterVec::new(
+            Opts::new(
+                "tidemark_database_errors_total",
+                "Failed database operations, by kind (PostgreSQL engine)",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        let database_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tidemark_database_operation_duration_seconds",
+                "Time of one store operation on the database, pool wait included (PostgreSQL engine)",
+            )
+            .buckets(latency_buckets()),
+            &["op"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -99,6 +137,10 @@ impl Metrics {
             Box::new(records.clone()),
             Box::new(keys.clone()),
             Box::new(connections.clone()),
+            Box::new(database_connections.clone()),
+            Box::new(database_waiting.clone()),
+            Box::new(database_errors.clone()),
+            Box::new(database_seconds.clone()),
         ] {
             registry
                 .register(collector)
@@ -115,6 +157,10 @@ impl Metrics {
             records,
             keys,
             connections,
+            database_connections,
+            database_waiting,
+            database_errors,
+            database_seconds,
         }
     }
 

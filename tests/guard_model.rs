@@ -7,6 +7,8 @@
 //! Timestamps come from a tiny range so ties, repeats and stale writes are common;
 //! clock jumps land on the exact microsecond an expiry or a grace period ends.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use proptest::prelude::*;
 use tidemark::clock::ManualClock;
 use tidemark::metrics::Metrics;
 use tidemark::service::{Entry, Policy, PutCondition, Service, ServiceError, WriteOutcome};
-use tidemark::store::{Counts, Durability, Purged, Store, StoreOptions};
+use tidemark::store::{Counts, Durability, Purged};
 
 const T0: u64 = 1_767_225_600_000_000;
 const SECOND: u64 = 1_000_000;
@@ -239,18 +241,10 @@ impl Model {
 
 // ---- running both ----
 
-fn open_service(dir: &std::path::Path, clock: ManualClock) -> Service {
+async fn open_service(dir: &std::path::Path, clock: ManualClock) -> Service {
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(
-        &StoreOptions {
-            data_dir: dir.to_path_buf(),
-            // Semantics do not depend on fsync; skipping it keeps 64 cases fast.
-            durability: Durability::Relaxed,
-            cache_size: 1 << 20,
-        },
-        metrics.clone(),
-    )
-    .expect("store opens");
+    // Semantics do not depend on fsync; skipping it keeps 64 cases fast.
+    let store = common::open_store(dir, Durability::Relaxed, metrics.clone()).await;
     Service::new(
         store,
         Arc::new(clock),
@@ -267,7 +261,7 @@ fn open_service(dir: &std::path::Path, clock: ManualClock) -> Service {
 async fn run(start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::new(start);
-    let service = open_service(dir.path(), clock.clone());
+    let service = open_service(dir.path(), clock.clone()).await;
     let mut model = Model {
         now: start,
         ..Model::default()

@@ -1118,19 +1118,11 @@ async fn in_process_router(
 ) -> (axum::Router, tidemark::service::Service, tempfile::TempDir) {
     use tidemark::metrics::Metrics;
     use tidemark::service::{Policy, Service};
-    use tidemark::store::{Durability, Store, StoreOptions};
+    use tidemark::store::Durability;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(
-        &StoreOptions {
-            data_dir: dir.path().to_path_buf(),
-            durability: Durability::Relaxed,
-            cache_size: 1 << 20,
-        },
-        metrics.clone(),
-    )
-    .expect("store opens");
+    let store = common::open_store(dir.path(), Durability::Relaxed, metrics.clone()).await;
     let service = Service::new(
         store,
         Arc::new(clock),

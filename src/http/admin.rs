@@ -19,9 +19,11 @@ use super::headers::X_RECORD_COUNT;
 use super::problem::{self, PROBLEM_JSON, Problem};
 use super::routes::{Access, Routes};
 use super::state::AppState;
+use crate::service::ServiceError;
 use crate::service::jsonl::{
     ExportLine, ExportReader, ImportFailed, ImportReport, Importer, JSONL_MEDIA_TYPE,
 };
+use crate::store::StoreError;
 
 /// An import whose body stalls this long is ended (the lines before stay applied).
 const IMPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,12 +70,22 @@ pub fn routes() -> Routes {
                 ("X-Record-Count" = u64, description = "Records in the snapshot, tombstones included."),
             )),
         (status = 401, description = UNAUTHORIZED_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 501, description = "The server stores in a shared database (PostgreSQL engine), which has no database file to copy.", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "The snapshot could not be written (e.g. no space in the data directory).", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn backup(State(state): State<AppState>) -> Result<Response, Problem> {
-    let snapshot = state.service.snapshot().await.map_err(|e| {
-        tracing::error!(error = %e, "backup snapshot failed");
-        backup_failed()
+    let snapshot = state.service.snapshot().await.map_err(|e| match e {
+        ServiceError::Store(StoreError::Unsupported(_)) => Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup-unsupported",
+            "No backup file on a shared database",
+            "this server stores in a shared database, which has no database file to copy; \
+             back the database up with its own tools, or move records with GET /admin/export",
+        ),
+        e => {
+            tracing::error!(error = %e, "backup snapshot failed");
+            backup_failed()
+        }
     })?;
     let records = snapshot.records;
     let file = tokio::fs::File::from_std(snapshot.file);

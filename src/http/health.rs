@@ -30,19 +30,29 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
-        (status = 503, description = "Starting or draining; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Starting, draining, or (PostgreSQL engine) the database is unreachable; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
-    if state.readiness.is_ready() {
-        Ok(Json(Health { status: "ready" }))
-    } else {
-        Err(Problem::new(
+    if !state.readiness.is_ready() {
+        return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
             "Not ready",
             "the server is starting or draining for shutdown",
-        ))
+        ));
     }
+    // Checked in the background about every second, not per probe, so a flood of
+    // probes cannot load the database.
+    if !state.service.store_reachable() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unreachable",
+            "Not ready",
+            "the database cannot be reached; requests would fail until it is back",
+        )
+        .with_retry_after(1));
+    }
+    Ok(Json(Health { status: "ready" }))
 }
 
 /// Prometheus metrics in the text exposition format; series are prefixed `tidemark_`.

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::service::ServiceError;
+use crate::store::StoreError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -25,6 +26,9 @@ pub struct Problem {
     /// For refused writes: the timestamp currently stored for the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_timestamp: Option<u64>,
+    /// Seconds after which a retry may succeed, sent as `Retry-After`.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -35,7 +39,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             current_timestamp: None,
+            retry_after: None,
         }
+    }
+
+    /// Tell the client when to retry (`Retry-After`, seconds).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(kind: &str, title: &str, detail: impl Into<String>) -> Self {
@@ -64,6 +75,9 @@ impl IntoResponse for Problem {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if let Some(current) = self.current_timestamp {
             headers.insert(
                 super::headers::X_WRITE_TIMESTAMP,
@@ -171,6 +185,16 @@ impl From<ServiceError> for Problem {
             ServiceError::NotFound => Problem::not_found(detail),
             ServiceError::Exists => {
                 Problem::new(StatusCode::CONFLICT, "exists", "Key exists", detail)
+            }
+            ServiceError::Store(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database-unavailable",
+                    "Database unavailable",
+                    "the database cannot be reached; nothing was changed, retry shortly",
+                )
+                .with_retry_after(1)
             }
             ServiceError::Store(e) => {
                 // Engine details go to the log, not to clients.

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 use crate::record::Record;
 
+pub use self::postgres::{PgStore, PostgresOptions};
 pub use self::redb::{
     DB_FILE_NAME, Durability, RedbStore, SCHEMA_VERSION, StoreOptions, WAL_FILE_NAMES,
 };
@@ -166,6 +167,14 @@ pub struct Purged {
 pub enum Store {
     /// One redb file and its write-ahead log in a data directory (the default).
     Redb(RedbStore),
+    /// A shared PostgreSQL-wire database, for several stateless replicas.
+    Postgres(PgStore),
+}
+
+impl From<PgStore> for Store {
+    fn from(engine: PgStore) -> Self {
+        Store::Postgres(engine)
+    }
 }
 
 impl From<RedbStore> for Store {
@@ -179,6 +188,7 @@ macro_rules! engine {
     ($store:expr, $engine:ident => $call:expr) => {
         match $store {
             Store::Redb($engine) => $call,
+            Store::Postgres($engine) => $call,
         }
     };
 }
@@ -189,14 +199,32 @@ impl Store {
         RedbStore::open(options, metrics).map(Store::Redb)
     }
 
+    /// Connect to a shared database (applying its migrations).
+    pub async fn connect(
+        options: &PostgresOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        PgStore::connect(options, metrics)
+            .await
+            .map(Store::Postgres)
+    }
+
     /// The record stored for `key`, tombstones and expired values included.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        engine!(self, e => e.get(key))
+        match self {
+            // A point read is one B-tree descent, almost always in redb's page cache:
+            // cheaper inline than a hand-off to the blocking pool.
+            Store::Redb(e) => e.get(key),
+            Store::Postgres(e) => e.get(key).await,
+        }
     }
 
     /// The records stored for `keys`, in the same order (`None` where there is none).
     pub async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, StoreError> {
-        engine!(self, e => e.get_many(keys).await)
+        match self {
+            Store::Redb(e) => e.get_many(keys).await,
+            Store::Postgres(e) => e.get_many(&keys).await,
+        }
     }
 
     /// Apply one guarded put or delete if the guard lets it, atomically with the
@@ -237,7 +265,10 @@ impl Store {
         range: KeyRange,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
-        engine!(self, e => e.scan_range(range, limit).await)
+        match self {
+            Store::Redb(e) => e.scan_range(range, limit).await,
+            Store::Postgres(e) => e.scan(range, limit).await,
+        }
     }
 
     /// Every stored record in key order from one consistent snapshot, through a channel
@@ -249,12 +280,18 @@ impl Store {
 
     /// Record counts at server time `now`.
     pub async fn counts(&self, now: u64) -> Result<Counts, StoreError> {
-        engine!(self, e => e.counts_async(now).await)
+        match self {
+            Store::Redb(e) => e.counts_async(now).await,
+            Store::Postgres(e) => e.counts(now).await,
+        }
     }
 
     /// Bytes the engine uses for the data (the database file's size).
     pub async fn size_bytes(&self) -> Result<u64, StoreError> {
-        engine!(self, e => Ok(e.file_size()))
+        match self {
+            Store::Redb(e) => Ok(e.file_size()),
+            Store::Postgres(e) => e.size_bytes().await,
+        }
     }
 
     /// Remove up to `limit` records whose guard lapsed at or before server time `cutoff`.
@@ -264,7 +301,10 @@ impl Store {
 
     /// Remove every record, tombstones included.
     pub async fn clear(&self) -> Result<(), StoreError> {
-        engine!(self, e => e.write(|batch| batch.clear()).await)
+        match self {
+            Store::Redb(e) => e.write(|batch| batch.clear()).await,
+            Store::Postgres(e) => e.clear().await,
+        }
     }
 
     /// Make every write acknowledged so far durable, whatever the durability mode.
@@ -283,22 +323,36 @@ impl Store {
     }
 
     /// A consistent copy of the whole store as a database file (see [`Snapshot`]).
+    /// A shared database has no such file: back it up with the database's own tools,
+    /// or move its records with export and import.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        engine!(self, e => e.snapshot().await)
+        match self {
+            Store::Redb(e) => e.snapshot().await,
+            Store::Postgres(_) => Err(StoreError::Unsupported("a database-file snapshot")),
+        }
     }
 
     /// The file the engine keeps its data in, if it is a local file.
     pub fn data_file(&self) -> Option<&Path> {
-        engine!(self, e => Some(e.path()))
+        match self {
+            Store::Redb(e) => Some(e.path()),
+            Store::Postgres(_) => None,
+        }
     }
 
     /// Where the data lives, for humans (a path, or a database without credentials).
     pub fn location(&self) -> String {
-        engine!(self, e => e.path().display().to_string())
+        match self {
+            Store::Redb(e) => e.path().display().to_string(),
+            Store::Postgres(e) => e.location(),
+        }
     }
 
     /// Whether the engine can serve requests now (readiness).
     pub fn is_reachable(&self) -> bool {
-        engine!(self, _e => true)
+        match self {
+            Store::Redb(_) => true,
+            Store::Postgres(e) => e.is_reachable(),
+        }
     }
 }

@@ -1,5 +1,9 @@
 //! Shared helpers for the black-box tests: start a real server on loopback port 0 with
-//! its own temporary data directory and a clock the test controls.
+//! its own temporary data directory (or, with `TIDEMARK_TEST_ENGINE=postgres`, a fresh
+//! PostgreSQL database) and a clock the test controls.
+//!
+//! The behaviour suites run once per engine: `scripts/test` runs them with
+//! `TIDEMARK_TEST_ENGINE` unset (the embedded engine) and again set to `postgres`.
 #![allow(dead_code)]
 
 pub mod http;
@@ -12,7 +16,54 @@ use std::sync::Arc;
 
 use tidemark::app::{self, Running};
 use tidemark::clock::ManualClock;
-use tidemark::config::ServeConfig;
+use tidemark::config::{Secret, ServeConfig};
+use tidemark::metrics::Metrics;
+use tidemark::store::{Durability, Store, StoreOptions};
+
+/// The storage engine the behaviour suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Redb,
+    Postgres,
+}
+
+/// `TIDEMARK_TEST_ENGINE`: unset or `redb` = the embedded engine, `postgres` = a
+/// PostgreSQL database per server (a missing PostgreSQL is then a failure).
+pub fn engine() -> Engine {
+    match std::env::var("TIDEMARK_TEST_ENGINE").as_deref() {
+        Err(_) | Ok("") | Ok("redb") => Engine::Redb,
+        Ok("postgres") => Engine::Postgres,
+        Ok(other) => panic!("TIDEMARK_TEST_ENGINE={other}: expected redb or postgres"),
+    }
+}
+
+/// A fresh PostgreSQL database for a test running on that engine.
+async fn engine_database() -> postgres::TestDatabase {
+    postgres::database().await.unwrap_or_else(|| {
+        panic!("TIDEMARK_TEST_ENGINE=postgres, but there is no PostgreSQL to test against")
+    })
+}
+
+/// A store on the engine under test, for in-process tests; a redb store lives in `dir`.
+pub async fn open_store(dir: &Path, durability: Durability, metrics: Arc<Metrics>) -> Store {
+    match engine() {
+        Engine::Redb => Store::open(
+            &StoreOptions {
+                data_dir: dir.to_path_buf(),
+                durability,
+                cache_size: 1 << 20,
+            },
+            metrics,
+        )
+        .expect("store opens"),
+        Engine::Postgres => {
+            let database = engine_database().await;
+            Store::connect(&postgres::options(&database.url), metrics)
+                .await
+                .expect("store connects")
+        }
+    }
+}
 
 /// 2026-01-01T00:00:00Z in microseconds: a fixed "now" for tests.
 pub const T0: u64 = 1_767_225_600_000_000;
@@ -53,12 +104,17 @@ impl TestServer {
         Self::start_in(config, Some(dir), ManualClock::new(T0)).await
     }
 
-    /// Start on an existing config (e.g. to reopen a data dir after a restart).
+    /// Start on an existing config (e.g. to reopen a data dir after a restart). On the
+    /// PostgreSQL engine a config without a database gets a fresh one, which restarts
+    /// keep.
     pub async fn start_in(
-        config: ServeConfig,
+        mut config: ServeConfig,
         dir: Option<tempfile::TempDir>,
         clock: ManualClock,
     ) -> Self {
+        if engine() == Engine::Postgres && config.database.database_url.is_none() {
+            config.database.database_url = Some(Secret(engine_database().await.url));
+        }
         let running = app::start(&config, Arc::new(clock.clone()))
             .await
             .expect("server starts");
