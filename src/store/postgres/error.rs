@@ -22,10 +22,16 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
             || code.starts_with("53")
             || matches!(code, "57P01" | "57P02" | "57P03" | "57014");
     }
-    // Connect errors and broken sockets carry the io::Error; the connect timeout
-    // carries nothing but its message.
-    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        || e.to_string().starts_with("timeout waiting for server")
+    // Connect errors and broken sockets carry the io::Error — except a refused TLS
+    // handshake (a certificate that does not verify), which comes wrapped in one too
+    // but will not cure itself; the connect timeout carries nothing but its message.
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    match io {
+        Some(io) => !io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        None => e.to_string().starts_with("timeout waiting for server"),
+    }
 }
 
 /// Deadlocks and serialization failures: retrying the transaction is the cure.

@@ -129,6 +129,7 @@ impl PgStore {
             .map_err(|e| StoreError::engine(format!("PostgreSQL pool: {e}")))?;
 
         let deadline = Instant::now() + options.connect_timeout;
+        let mut last_error = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(remaining, prepare(&pool, &location)).await;
@@ -136,6 +137,7 @@ impl PgStore {
                 Ok(Ok(())) => break,
                 Ok(Err(StoreError::Unavailable(e))) if Instant::now() < deadline => {
                     tracing::warn!(%location, error = %e, "PostgreSQL not reachable yet; retrying");
+                    last_error = Some(e.to_string());
                     let pause = Duration::from_millis(200).min(remaining);
                     tokio::time::sleep(pause).await;
                 }
@@ -145,9 +147,10 @@ impl PgStore {
                 }
                 Err(_) => {
                     pool.close();
+                    let why = last_error.map_or_else(String::new, |e| format!(" (last: {e})"));
                     return Err(StoreError::Unavailable(
                         format!(
-                            "{location}: not reachable within {:?}",
+                            "{location}: not reachable within {:?}{why}",
                             options.connect_timeout
                         )
                         .into(),
