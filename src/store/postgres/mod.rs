@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::tokio_postgres::{IsolationLevel, NoTls, Row};
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    TimeoutType,
+    TimeoutType, Timeouts,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -816,8 +816,15 @@ async fn probe_loop(pool: Pool, reachable: Arc<AtomicBool>) {
 /// could not be reached; `None` when every pooled connection was busy (the database
 /// is evidently working, just loaded) or the pool is closed.
 async fn probe(pool: &Pool) -> Option<bool> {
+    // A short wait for a free connection: when none frees up soon, the pool is busy
+    // with work the database is doing, which is no sign of an outage.
+    let timeouts = Timeouts {
+        wait: Some(PROBE_TIMEOUT / 4),
+        create: Some(PROBE_TIMEOUT),
+        recycle: Some(PROBE_TIMEOUT),
+    };
     let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let client = pool.get().await?;
+        let client = pool.timeout_get(&timeouts).await?;
         client.simple_query(sql::PING).await?;
         Ok::<_, PoolError>(())
     })
