@@ -17,10 +17,11 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         // 08: connection exception; 57P01-03: admin/crash shutdown, starting up;
         // 53: insufficient resources (too many connections, out of memory);
         // 57014: query_canceled (our statement_timeout expired: overload or a lock
-        // held too long — the caller may retry later).
+        // held too long — the caller may retry later); 25006: read-only transaction
+        // (connected to a server demoted to standby by a failover).
         return code.starts_with("08")
             || code.starts_with("53")
-            || matches!(code, "57P01" | "57P02" | "57P03" | "57014");
+            || matches!(code, "57P01" | "57P02" | "57P03" | "57014" | "25006");
     }
     // Connect errors and broken sockets carry the io::Error — except a refused TLS
     // handshake (a certificate that does not verify), which comes wrapped in one too

@@ -58,7 +58,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const MAX_GUARD_ROUNDS: usize = 16;
 /// Lock attempts for a read-modify-write on an absent key raced by inserts.
 const MAX_LOCK_ROUNDS: usize = 16;
-/// Attempts for a batch that lost a deadlock against another batch.
+/// Attempts for a write or batch that lost a deadlock or serialization conflict.
 const MAX_BATCH_ATTEMPTS: usize = 3;
 /// Rows per page of an export.
 const EXPORT_PAGE: i64 = 1_000;
@@ -249,12 +249,22 @@ impl PgStore {
         clock: GuardClock,
     ) -> Result<Guarded, StoreError> {
         let started = Instant::now();
-        let outcome = self
-            .within("guarded write", self.inner.op_timeout, async {
-                let client = self.client().await?;
-                guarded_on(&client, &write, clock).await
-            })
-            .await?;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let result = self
+                .within("guarded write", self.inner.op_timeout, async {
+                    let client = self.client().await?;
+                    guarded_on(&client, &write, clock).await
+                })
+                .await;
+            match result {
+                // Not seen on PostgreSQL under READ COMMITTED; SERIALIZABLE databases
+                // (CockroachDB) ask a statement that lost a conflict to run again.
+                Err(e) if attempt < MAX_BATCH_ATTEMPTS && is_retryable_conflict(&e) => continue,
+                other => break other?,
+            }
+        };
         if matches!(outcome, Guarded::Applied { .. }) {
             self.observe_commit(1, started);
         }
