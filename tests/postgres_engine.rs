@@ -1151,3 +1151,163 @@ async fn connect_waits_for_a_server_that_is_starting() {
         .await
         .unwrap();
 }
+
+/// Each sslmode against a server that takes TLS only, with a certificate for a name
+/// other than the address connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_modes_check_what_they_promise() {
+    let Some((cluster, tls)) = pg::private_tls_cluster() else {
+        return;
+    };
+    let name = cluster.database_over_socket().await;
+    let port = cluster.port();
+    let url = |host: &str, query: &str| {
+        let mut options = pg::options(&format!("postgres://postgres@{host}:{port}/{name}?{query}"));
+        options.connect_timeout = Duration::from_secs(1);
+        options
+    };
+    let ca = tls.ca.display().to_string();
+    let other_ca = tls.other_ca.display().to_string();
+    let by_name = tls.server_name;
+    let accepted = [
+        // Encrypted, nothing verified.
+        url("127.0.0.1", "sslmode=require"),
+        url("127.0.0.1", "sslmode=prefer"),
+        // Chain checked, name not: the address is not in the certificate.
+        url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+        // Chain and name: connect to the address, verify the certificate's name.
+        url(
+            by_name,
+            &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"),
+        ),
+    ];
+    for options in &accepted {
+        let store = connect(options)
+            .await
+            .unwrap_or_else(|e| panic!("{options:?}: {e:?}"));
+        store
+            .guarded_write(put(b"k", 1, b"v"), clock(T0))
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+    }
+    // Each refused at once with its cause, not retried as an outage.
+    let refused = [
+        // The server takes no plaintext.
+        (url("127.0.0.1", "sslmode=disable"), "no encryption"),
+        // The name connected to is not the certificate's.
+        (
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            "NotValidForName",
+        ),
+        // Signed by a CA we do not trust (and not by a public one either).
+        (
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-ca&sslrootcert={other_ca}"),
+            ),
+            "UnknownIssuer",
+        ),
+        (url("127.0.0.1", "sslmode=verify-ca"), "UnknownIssuer"),
+        (
+            url(
+                by_name,
+                &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={other_ca}"),
+            ),
+            "UnknownIssuer",
+        ),
+    ];
+    for (options, cause) in &refused {
+        let started = Instant::now();
+        let err = connect(options).await.expect_err("connected");
+        assert!(matches!(err, StoreError::Engine(_)), "{options:?}: {err:?}");
+        assert!(format!("{err:?}").contains(cause), "{options:?}: {err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{options:?}");
+    }
+}
+
+/// A statement stuck behind a lock ends at the statement timeout as Unavailable,
+/// and the engine is fine afterwards.
+#[tokio::test]
+async fn a_write_blocked_by_a_lock_times_out_as_unavailable() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let mut options = pg::options(&db.url);
+    options.statement_timeout = Duration::from_millis(500);
+    let store = connect(&options).await.unwrap();
+    store
+        .guarded_write(put(b"k", 1, b"v"), clock(T0))
+        .await
+        .unwrap();
+    let mut other = admin(&db.url).await;
+    let txn = other.transaction().await.unwrap();
+    txn.execute(
+        "SELECT 1 FROM tidemark_records WHERE key = 'k' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let result = store.guarded_write(put(b"k", 2, b"w"), clock(T0)).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    txn.rollback().await.unwrap();
+    assert_eq!(
+        store
+            .guarded_write(put(b"k", 2, b"w"), clock(T0))
+            .await
+            .unwrap(),
+        Guarded::Applied { was_live: true }
+    );
+}
+
+/// The database goes away in the middle of an export: the records read so far
+/// arrive, then the failure as the last item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_cut_off_by_an_outage_ends_with_the_error() {
+    let Some(cluster) = pg::private_cluster() else {
+        return;
+    };
+    let db = cluster.database().await;
+    let mut options = pg::options(&db.url);
+    options.connect_timeout = Duration::from_secs(1);
+    let store = connect(&options).await.unwrap();
+    let writes: Vec<GuardedWrite> = (0..1_500u64)
+        .map(|i| put(format!("k{i:05}").as_bytes(), 1, b"v"))
+        .collect();
+    store.guarded_batch(writes, clock(T0)).await.unwrap();
+    let mut export = store.export(1);
+    export.recv().await.unwrap().unwrap();
+    cluster.stop();
+    let mut ok = 1;
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(20), export.recv())
+        .await
+        .expect("the export hung")
+    {
+        assert!(Instant::now() < deadline);
+        match item {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                last = Some(e);
+                assert!(export.recv().await.is_none(), "items after the error");
+                break;
+            }
+        }
+    }
+    // The first page was already read; the second could not be.
+    assert_eq!(ok, 1_000);
+    assert!(matches!(last, Some(StoreError::Unavailable(_))), "{last:?}");
+}

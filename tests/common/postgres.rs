@@ -27,6 +27,8 @@ pub struct Cluster {
     bins: Bins,
     /// Root may not run PostgreSQL: its commands run as the `postgres` user.
     as_postgres: bool,
+    /// More `postgres` command-line settings (e.g. TLS).
+    extra_options: String,
 }
 
 /// A database made for one test.
@@ -77,8 +79,87 @@ pub fn private_cluster() -> Option<PrivateCluster> {
     }
     let bins = find_bins()?;
     Some(PrivateCluster {
-        cluster: Cluster::start(bins),
+        cluster: Cluster::start(bins, |_| String::new()),
     })
+}
+
+/// Files of a cluster that accepts only TLS connections.
+pub struct TlsFiles {
+    /// The CA that signed the server certificate (PEM).
+    pub ca: PathBuf,
+    /// A CA that signed nothing here.
+    pub other_ca: PathBuf,
+    /// The only name in the server certificate (not `127.0.0.1`).
+    pub server_name: &'static str,
+}
+
+/// A cluster of the test's own that refuses plaintext (`hostssl` only), with a server
+/// certificate for [`TlsFiles::server_name`] signed by a fresh CA. `None` when
+/// PostgreSQL or openssl is missing.
+pub fn private_tls_cluster() -> Option<(PrivateCluster, TlsFiles)> {
+    if std::env::var_os("TIDEMARK_TEST_DATABASE_URL").is_some() {
+        println!("SKIPPED: needs a cluster of its own, not TIDEMARK_TEST_DATABASE_URL");
+        return None;
+    }
+    let has_openssl = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_openssl {
+        println!("SKIPPED: openssl is not installed (needed to make test certificates)");
+        return None;
+    }
+    let bins = find_bins()?;
+    const NAME: &str = "db.tidemark.test";
+    let cluster = Cluster::start(bins, |cluster| {
+        let dir = &cluster.base;
+        let sh = |script: &str| {
+            run_checked(Command::new("sh").arg("-c").arg(script).current_dir(dir));
+        };
+        let quiet = ">/dev/null 2>&1";
+        for ca in ["ca", "other-ca"] {
+            sh(&format!(
+                "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout {ca}.key -out {ca}.crt \
+                 -subj '/CN=tidemark test {ca}' -addext basicConstraints=critical,CA:TRUE \
+                 -addext keyUsage=critical,keyCertSign,cRLSign {quiet}"
+            ));
+        }
+        sh(&format!(
+            "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+             -subj '/CN={NAME}' {quiet} && \
+             printf 'subjectAltName=DNS:{NAME}\\nextendedKeyUsage=serverAuth\\n' > server.ext && \
+             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+             -out server.crt -extfile server.ext {quiet}"
+        ));
+        if cluster.as_postgres {
+            run_checked(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(dir.join("server.key"))
+                    .arg(dir.join("server.crt")),
+            );
+        }
+        run_checked(Command::new("chmod").arg("600").arg(dir.join("server.key")));
+        let hba = dir.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        format!(
+            "-c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key \
+             -c hba_file={dir}/pg_hba.conf",
+            dir = dir.display()
+        )
+    });
+    let files = TlsFiles {
+        ca: cluster.base.join("ca.crt"),
+        other_ca: cluster.base.join("other-ca.crt"),
+        server_name: NAME,
+    };
+    Some((PrivateCluster { cluster }, files))
 }
 
 impl PrivateCluster {
@@ -99,6 +180,26 @@ impl PrivateCluster {
     pub fn url(&self, dbname: &str) -> String {
         self.cluster.url(dbname)
     }
+
+    /// The cluster's Unix socket directory (plaintext admin access even when TCP
+    /// takes TLS only).
+    pub fn socket_dir(&self) -> &Path {
+        &self.cluster.base
+    }
+
+    pub fn port(&self) -> u16 {
+        self.cluster.port
+    }
+
+    /// A fresh database created over the Unix socket (which skips `hostssl`); its name.
+    pub async fn database_over_socket(&self) -> String {
+        create_named_database(&format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.cluster.base.display(),
+            self.cluster.port
+        ))
+        .await
+    }
 }
 
 impl Drop for PrivateCluster {
@@ -111,13 +212,14 @@ impl Drop for PrivateCluster {
 fn shared_cluster() -> Option<&'static Cluster> {
     static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
     SHARED
-        .get_or_init(|| find_bins().map(Cluster::start))
+        .get_or_init(|| find_bins().map(|bins| Cluster::start(bins, |_| String::new())))
         .as_ref()
 }
 
 impl Cluster {
-    /// `initdb` a new cluster in a temporary directory and start it.
-    fn start(bins: Bins) -> Cluster {
+    /// `initdb` a new cluster in a temporary directory, let `setup` prepare files and
+    /// return more server settings, and start it.
+    fn start(bins: Bins, setup: impl FnOnce(&Cluster) -> String) -> Cluster {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let base = std::env::temp_dir().join(format!(
             "tidemark-pg-{}-{}",
@@ -137,6 +239,7 @@ impl Cluster {
             port: 0,
             bins,
             as_postgres,
+            extra_options: String::new(),
         };
         spawn_watchdog(&cluster);
         let mut initdb = cluster.command(&cluster.bins.initdb.clone());
@@ -149,6 +252,7 @@ impl Cluster {
             "UTF8",
         ]);
         cluster.run_logged(&mut initdb, "initdb");
+        cluster.extra_options = setup(&cluster);
         // A port can be taken between finding it free and the server binding it.
         for attempt in 0..5 {
             cluster.port = free_port();
@@ -184,9 +288,10 @@ impl Cluster {
     fn try_run_server(&self) -> bool {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
-             -c max_connections=200 -c shared_buffers=32MB",
+             -c max_connections=200 -c shared_buffers=32MB {}",
             self.port,
-            self.base.display()
+            self.base.display(),
+            self.extra_options
         );
         let mut start = self.command(&self.bins.pg_ctl);
         start
@@ -327,8 +432,17 @@ fn free_port() -> u16 {
 
 /// `CREATE DATABASE t_<random>` through `admin_url`; the URL of the new database.
 async fn create_database(admin_url: &str) -> TestDatabase {
+    let name = create_named_database(admin_url).await;
+    TestDatabase {
+        url: with_dbname(admin_url, &name),
+        name,
+    }
+}
+
+/// `CREATE DATABASE t_<random>` through `admin` (a URL or key=value settings); its name.
+async fn create_named_database(admin: &str) -> String {
     let name = format!("t_{:016x}", random());
-    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
         .await
         .expect("connect to the test server as admin");
     let driver = tokio::spawn(connection);
@@ -338,10 +452,7 @@ async fn create_database(admin_url: &str) -> TestDatabase {
         .expect("create a test database");
     drop(client);
     let _ = driver.await;
-    TestDatabase {
-        url: with_dbname(admin_url, &name),
-        name,
-    }
+    name
 }
 
 /// `url` with its database name replaced by `dbname`.

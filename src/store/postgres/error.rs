@@ -17,15 +17,22 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         // 08: connection exception; 57P01-03: admin/crash shutdown, starting up;
         // 53: insufficient resources (too many connections, out of memory);
         // 57014: query_canceled (our statement_timeout expired: overload or a lock
-        // held too long — the caller may retry later).
+        // held too long — the caller may retry later); 25006: read-only transaction
+        // (connected to a server demoted to standby by a failover).
         return code.starts_with("08")
             || code.starts_with("53")
-            || matches!(code, "57P01" | "57P02" | "57P03" | "57014");
+            || matches!(code, "57P01" | "57P02" | "57P03" | "57014" | "25006");
     }
-    // Connect errors and broken sockets carry the io::Error; the connect timeout
-    // carries nothing but its message.
-    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        || e.to_string().starts_with("timeout waiting for server")
+    // Connect errors and broken sockets carry the io::Error — except a refused TLS
+    // handshake (a certificate that does not verify), which comes wrapped in one too
+    // but will not cure itself; the connect timeout carries nothing but its message.
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    match io {
+        Some(io) => !io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        None => e.to_string().starts_with("timeout waiting for server"),
+    }
 }
 
 /// Deadlocks and serialization failures: retrying the transaction is the cure.

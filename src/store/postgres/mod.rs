@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::tokio_postgres::{IsolationLevel, NoTls, Row};
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    TimeoutType,
+    TimeoutType, Timeouts,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -58,7 +58,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const MAX_GUARD_ROUNDS: usize = 16;
 /// Lock attempts for a read-modify-write on an absent key raced by inserts.
 const MAX_LOCK_ROUNDS: usize = 16;
-/// Attempts for a batch that lost a deadlock against another batch.
+/// Attempts for a write or batch that lost a deadlock or serialization conflict.
 const MAX_BATCH_ATTEMPTS: usize = 3;
 /// Rows per page of an export.
 const EXPORT_PAGE: i64 = 1_000;
@@ -129,6 +129,7 @@ impl PgStore {
             .map_err(|e| StoreError::engine(format!("PostgreSQL pool: {e}")))?;
 
         let deadline = Instant::now() + options.connect_timeout;
+        let mut last_error = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(remaining, prepare(&pool, &location)).await;
@@ -136,6 +137,7 @@ impl PgStore {
                 Ok(Ok(())) => break,
                 Ok(Err(StoreError::Unavailable(e))) if Instant::now() < deadline => {
                     tracing::warn!(%location, error = %e, "PostgreSQL not reachable yet; retrying");
+                    last_error = Some(e.to_string());
                     let pause = Duration::from_millis(200).min(remaining);
                     tokio::time::sleep(pause).await;
                 }
@@ -145,9 +147,10 @@ impl PgStore {
                 }
                 Err(_) => {
                     pool.close();
+                    let why = last_error.map_or_else(String::new, |e| format!(" (last: {e})"));
                     return Err(StoreError::Unavailable(
                         format!(
-                            "{location}: not reachable within {:?}",
+                            "{location}: not reachable within {:?}{why}",
                             options.connect_timeout
                         )
                         .into(),
@@ -246,12 +249,22 @@ impl PgStore {
         clock: GuardClock,
     ) -> Result<Guarded, StoreError> {
         let started = Instant::now();
-        let outcome = self
-            .within("guarded write", self.inner.op_timeout, async {
-                let client = self.client().await?;
-                guarded_on(&client, &write, clock).await
-            })
-            .await?;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let result = self
+                .within("guarded write", self.inner.op_timeout, async {
+                    let client = self.client().await?;
+                    guarded_on(&client, &write, clock).await
+                })
+                .await;
+            match result {
+                // Not seen on PostgreSQL under READ COMMITTED; SERIALIZABLE databases
+                // (CockroachDB) ask a statement that lost a conflict to run again.
+                Err(e) if attempt < MAX_BATCH_ATTEMPTS && is_retryable_conflict(&e) => continue,
+                other => break other?,
+            }
+        };
         if matches!(outcome, Guarded::Applied { .. }) {
             self.observe_commit(1, started);
         }
@@ -813,8 +826,15 @@ async fn probe_loop(pool: Pool, reachable: Arc<AtomicBool>) {
 /// could not be reached; `None` when every pooled connection was busy (the database
 /// is evidently working, just loaded) or the pool is closed.
 async fn probe(pool: &Pool) -> Option<bool> {
+    // A short wait for a free connection: when none frees up soon, the pool is busy
+    // with work the database is doing, which is no sign of an outage.
+    let timeouts = Timeouts {
+        wait: Some(PROBE_TIMEOUT / 4),
+        create: Some(PROBE_TIMEOUT),
+        recycle: Some(PROBE_TIMEOUT),
+    };
     let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let client = pool.get().await?;
+        let client = pool.timeout_get(&timeouts).await?;
         client.simple_query(sql::PING).await?;
         Ok::<_, PoolError>(())
     })
