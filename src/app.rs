@@ -50,7 +50,18 @@ pub struct Running {
 pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::new());
     let store = open_store(config, metrics.clone()).await?;
-    let service = Service::new(store, clock, config.limits.policy(), metrics);
+    let mut policy = config.limits.policy();
+    if let Some(engine_max) = store.max_key_bytes()
+        && policy.max_key_bytes > engine_max
+    {
+        tracing::warn!(
+            max_key_bytes = policy.max_key_bytes,
+            engine_max,
+            "--max-key-bytes is above what this storage engine can index; longer keys are refused"
+        );
+        policy.max_key_bytes = engine_max;
+    }
+    let service = Service::new(store, clock, policy, metrics);
     let (stop, stopped) = shutdown::channel();
     let readiness = Readiness::default();
 
@@ -112,7 +123,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
             source,
         })?;
     let (limits, max_frame_bytes) =
-        tyrant::Settings::limits_for(config.limits.max_key_bytes, config.limits.max_value_bytes);
+        tyrant::Settings::limits_for(policy.max_key_bytes, policy.max_value_bytes);
     let tyrant_shared = tyrant::Shared::new(
         service.clone(),
         tyrant::Settings {

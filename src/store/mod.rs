@@ -348,6 +348,14 @@ impl Store {
         }
     }
 
+    /// The longest key the engine can hold, if it has a limit of its own.
+    pub fn max_key_bytes(&self) -> Option<usize> {
+        match self {
+            Store::Redb(_) => None,
+            Store::Postgres(_) => Some(postgres::MAX_KEY_BYTES),
+        }
+    }
+
     /// Whether the engine can serve requests now (readiness).
     pub fn is_reachable(&self) -> bool {
         match self {

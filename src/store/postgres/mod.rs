@@ -48,6 +48,10 @@ use crate::record::{Record, State};
 use crate::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
 
 /// How often the background task checks that the database answers.
+/// Longest key this engine stores: a B-tree index entry holds at most about a third
+/// of an 8 KiB page (2,704 bytes), and keys are not compressible in general.
+pub const MAX_KEY_BYTES: usize = 2048;
+
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one reachability check may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
