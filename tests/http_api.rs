@@ -1045,6 +1045,23 @@ async fn metrics_expose_tidemark_series_after_traffic() {
     assert!(writes >= 4.0, "4 writes were applied\n{text}");
     assert!(sample(&text, "tidemark_commit_duration_seconds_count", &[]) >= Some(1.0));
     assert_eq!(sample(&text, "tidemark_keys", &[]), Some(2.0), "{text}");
+    if common::engine() == common::Engine::Postgres {
+        // Statement latency and the pool, per replica.
+        let timed = |op: &str| {
+            sample(
+                &text,
+                "tidemark_database_operation_duration_seconds_count",
+                &[("op", op)],
+            )
+        };
+        assert!(timed("guarded_write") >= Some(6.0), "{text}");
+        assert!(timed("get") >= Some(2.0), "{text}");
+        assert!(
+            text.contains("tidemark_database_connections{state=\"in_use\"}"),
+            "{text}"
+        );
+        assert!(text.contains("tidemark_database_waiting"), "{text}");
+    }
     assert!(
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

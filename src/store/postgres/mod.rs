@@ -164,7 +164,7 @@ impl PgStore {
         }
 
         let reachable = Arc::new(AtomicBool::new(true));
-        let probe = tokio::spawn(probe_loop(pool.clone(), reachable.clone()));
+        let probe = tokio::spawn(probe_loop(pool.clone(), reachable.clone(), metrics.clone()));
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -257,7 +257,7 @@ impl PgStore {
         let outcome = loop {
             attempt += 1;
             let result = self
-                .within("guarded write", self.inner.op_timeout, async {
+                .within("guarded_write", self.inner.op_timeout, async {
                     let client = self.client().await?;
                     guarded_on(&client, &write, clock).await
                 })
@@ -293,7 +293,7 @@ impl PgStore {
         loop {
             attempt += 1;
             let result = self
-                .within("guarded batch", deadline, async {
+                .within("guarded_batch", deadline, async {
                     let mut client = self.client().await?;
                     let txn = client.transaction().await.map_err(from_driver)?;
                     let mut outcomes = Vec::with_capacity(writes.len());
@@ -632,9 +632,23 @@ impl PgStore {
         limit: Duration,
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(limit, op)
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, op)
             .await
-            .unwrap_or_else(|_| Err(deadline_passed(what)))
+            .unwrap_or_else(|_| Err(deadline_passed(what)));
+        let metrics = &self.inner.metrics;
+        metrics
+            .database_seconds
+            .with_label_values(&[what])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            let kind = match e {
+                StoreError::Unavailable(_) => "unavailable",
+                _ => "engine",
+            };
+            metrics.database_errors.with_label_values(&[kind]).inc();
+        }
+        result
     }
 
     fn observe_commit(&self, writes: usize, started: Instant) {
@@ -808,11 +822,23 @@ async fn table_size<C: GenericClient>(client: &C) -> Result<u64, StoreError> {
 }
 
 /// Check about once a second that the database answers, until aborted.
-async fn probe_loop(pool: Pool, reachable: Arc<AtomicBool>) {
+async fn probe_loop(pool: Pool, reachable: Arc<AtomicBool>, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let status = pool.status();
+        let gauge = |state: &str, n: usize| {
+            metrics
+                .database_connections
+                .with_label_values(&[state])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        gauge("idle", status.available);
+        gauge("in_use", status.size.saturating_sub(status.available));
+        metrics
+            .database_waiting
+            .set(i64::try_from(status.waiting).unwrap_or(i64::MAX));
         if let Some(answered) = probe(&pool).await {
             let before = reachable.swap(answered, Ordering::Relaxed);
             if before != answered {
