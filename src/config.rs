@@ -87,10 +87,15 @@ impl AuthToken {
         let Some(path) = &self.auth_token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read auth token file {}: {e}", path.display()))?;
-        non_empty(text.trim_end_matches(['\r', '\n']).to_string()).map(Some)
+        non_empty(read_secret_file(path, "auth token")?.0).map(Some)
     }
+}
+
+/// A secret kept in a file (e.g. a Docker secret), without its trailing newline.
+fn read_secret_file(path: &std::path::Path, what: &str) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
+    Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -286,12 +291,7 @@ impl DatabaseArgs {
     /// first, then PGPASSWORD.
     pub fn resolve_password(&self) -> Result<Option<Secret>, String> {
         if let Some(path) = &self.database_password_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read database password file {}: {e}", path.display())
-            })?;
-            return Ok(Some(Secret(
-                text.trim_end_matches(['\r', '\n']).to_string(),
-            )));
+            return read_secret_file(path, "database password").map(Some);
         }
         Ok(std::env::var("PGPASSWORD").ok().map(Secret))
     }
@@ -542,5 +542,33 @@ mod tests {
             format!("{:?}", served.policy()),
             format!("{:?}", imported.policy())
         );
+    }
+
+    #[test]
+    fn the_database_password_comes_from_its_file_and_the_url_never_prints() {
+        let dir = std::env::temp_dir().join(format!("tidemark-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("db-password");
+        std::fs::write(&file, "s3cret\n").expect("write password file");
+        let argv = [
+            "serve",
+            "--database-url",
+            "postgres://app:inline-pass@db:5432/tidemark?sslmode=verify-full",
+            "--database-password-file",
+            file.to_str().expect("UTF-8 path"),
+        ];
+        let config = match parse(&argv).expect("parses").command {
+            Command::Serve(config) => config,
+            other => panic!("parsed as {other:?}"),
+        };
+        let password = config.database.resolve_password().expect("readable");
+        assert_eq!(password.map(|p| p.0), Some("s3cret".to_string()));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("inline-pass") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(parse(&["serve", "--database-url", "mysql://db/x"]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -23,6 +23,23 @@ pub enum Intent<'a> {
     Delete,
 }
 
+impl<'a> Intent<'a> {
+    /// What writing `record` asks for: a put of its value, or a delete.
+    pub fn of(record: &'a Record) -> Self {
+        match &record.state {
+            State::Live {
+                value,
+                content_type,
+                ..
+            } => Intent::Put {
+                value,
+                content_type,
+            },
+            State::Tombstone { .. } => Intent::Delete,
+        }
+    }
+}
+
 /// The outcome of comparing an incoming write with the stored record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

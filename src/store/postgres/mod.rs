@@ -44,7 +44,7 @@ use self::error::{deadline_passed, from_driver, from_pool, is_retryable_conflict
 use self::sql::{DecodeError, Params, lapse_cutoff, to_sql};
 use crate::guard::{self, Intent, Verdict};
 use crate::metrics::Metrics;
-use crate::record::{Record, State};
+use crate::record::Record;
 use crate::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
 
 /// How often the background task checks that the database answers.
@@ -688,17 +688,7 @@ async fn guarded_on<C: GenericClient>(
     let p = Params::of(&write.record);
     let now = to_sql(clock.now);
     let cutoff = lapse_cutoff(clock.now, clock.grace_micros).map(to_sql);
-    let intent = match &write.record.state {
-        State::Live {
-            value,
-            content_type,
-            ..
-        } => Intent::Put {
-            value,
-            content_type,
-        },
-        State::Tombstone { .. } => Intent::Delete,
-    };
+    let intent = Intent::of(&write.record);
     for _ in 0..MAX_GUARD_ROUNDS {
         let applied = client
             .query_opt(

@@ -536,17 +536,7 @@ fn apply_guarded(
     if write.if_absent && was_live {
         return Ok(Guarded::Exists);
     }
-    let intent = match &write.record.state {
-        State::Live {
-            value,
-            content_type,
-            ..
-        } => Intent::Put {
-            value,
-            content_type,
-        },
-        State::Tombstone { .. } => Intent::Delete,
-    };
+    let intent = Intent::of(&write.record);
     let verdict = guard::decide(
         stored.as_ref(),
         write.record.timestamp,
