@@ -530,6 +530,58 @@ async fn export_then_import_into_an_empty_store_round_trips_every_record() {
     source.stop().await;
 }
 
+/// Moving between engines: an export from the embedded store imports into a shared
+/// database with every timestamp, expiry, content type and tombstone, and back.
+#[tokio::test]
+async fn export_from_one_engine_imports_into_the_other_with_every_timestamp_and_tombstone() {
+    let Some(shared) = TestServer::start_on(common::Engine::Postgres).await else {
+        return;
+    };
+    let embedded = TestServer::start_on(common::Engine::Redb)
+        .await
+        .expect("the embedded engine needs nothing");
+    seed(&Http::of(&embedded)).await;
+    let exported = tidemark(&["export", "--server", &embedded.url(""), "--out", "-"]).await;
+    assert!(exported.ok(), "{}", exported.stderr);
+    let moved = tidemark_with_input(
+        &["import", "--server", &shared.url(""), "--in", "-"],
+        Some(exported.stdout.clone()),
+    )
+    .await;
+    assert!(moved.ok(), "{}", moved.stderr);
+    assert_eq!(moved.report()["applied"], 4);
+    // The shared database exports the same bytes, and serves the same records.
+    let again = tidemark(&["export", "--server", &shared.url(""), "--out", "-"]).await;
+    assert!(again.ok(), "{}", again.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&exported.stdout)
+    );
+    check_seed(&Http::of(&shared)).await;
+
+    // And back, into a fresh embedded store, after check_seed's newer write.
+    let back = TestServer::start_on(common::Engine::Redb)
+        .await
+        .expect("the embedded engine needs nothing");
+    let from_shared = tidemark(&["export", "--server", &shared.url(""), "--out", "-"]).await;
+    let returned = tidemark_with_input(
+        &["import", "--server", &back.url(""), "--in", "-"],
+        Some(from_shared.stdout.clone()),
+    )
+    .await;
+    assert!(returned.ok(), "{}", returned.stderr);
+    let round_trip = tidemark(&["export", "--server", &back.url(""), "--out", "-"]).await;
+    assert_eq!(round_trip.stdout, from_shared.stdout);
+    let (status, body) = {
+        let (status, _, body) = Http::of(&back).read("gone").await;
+        (status, body)
+    };
+    assert_eq!((status, body.as_slice()), (200, b"back".as_slice()));
+    for server in [embedded, shared, back] {
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn import_skips_records_older_than_the_store_and_applies_missing_ones() {
     let source = TestServer::start().await;

@@ -115,6 +115,25 @@ impl TestServer {
         if engine() == Engine::Postgres && config.database.database_url.is_none() {
             config.database.database_url = Some(Secret(engine_database().await.url));
         }
+        Self::launch(config, dir, clock).await
+    }
+
+    /// Start on `engine`, whichever engine the suite runs on; `None` (after SKIPPED)
+    /// when it is PostgreSQL and there is none to test against.
+    pub async fn start_on(engine: Engine) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        if engine == Engine::Postgres {
+            config.database.database_url = Some(Secret(postgres::database().await?.url));
+        }
+        Some(Self::launch(config, Some(dir), ManualClock::new(T0)).await)
+    }
+
+    async fn launch(
+        config: ServeConfig,
+        dir: Option<tempfile::TempDir>,
+        clock: ManualClock,
+    ) -> Self {
         let running = app::start(&config, Arc::new(clock.clone()))
             .await
             .expect("server starts");
