@@ -10,16 +10,25 @@
 //! * [`config`]: the URL, its TLS parameters and redacted printing.
 //! * [`tls`]: rustls client configurations per `sslmode`.
 //! * [`error`]: which driver errors mean "unavailable now".
+//! * [`guarded`]: the guarded write's upsert and its follow-up read.
+//! * [`range`]: key ranges (prefix, cursor) as bytea bounds.
+//! * [`probe`]: the background reachability check and the pool's gauges.
+//! * [`postgres_only`]: advisory locks and `pg_total_relation_size`.
 //!
 //! Every operation runs under a client-side deadline on top of the server's
 //! `statement_timeout`, and the pool's waits are bounded, so a dead database turns
 //! into [`StoreError::Unavailable`] in bounded time instead of a hang.
 //!
 //! PostgreSQL-only pieces (advisory locks, `pg_total_relation_size`) are each behind
-//! one function; migrations/postgres/README.md lists them.
+//! one function in [`postgres_only`] (the migration lock in [`schema`]);
+//! migrations/postgres/README.md lists them.
 
 mod config;
 mod error;
+mod guarded;
+mod postgres_only;
+mod probe;
+mod range;
 mod schema;
 mod sql;
 mod tls;
@@ -27,39 +36,31 @@ mod tls;
 pub use config::{PostgresOptions, SslMode};
 pub use schema::SCHEMA_VERSION;
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::tokio_postgres::{IsolationLevel, NoTls, Row};
 use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-    TimeoutType, Timeouts,
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::error::{deadline_passed, from_driver, from_pool, is_retryable_conflict};
-use self::sql::{DecodeError, Params, lapse_cutoff, to_sql};
-use crate::guard::{self, Intent, Verdict};
+use self::guarded::guarded_on;
+use self::postgres_only::{table_size, try_lock_sweep};
+use self::probe::probe_loop;
+use self::range::{prefix_successor, scan_lower_bound};
+use self::sql::{DecodeError, Params, to_sql};
 use crate::metrics::Metrics;
 use crate::record::Record;
 use crate::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
 
-/// How often the background task checks that the database answers.
 /// Longest key this engine stores: a B-tree index entry holds at most about a third
 /// of an 8 KiB page (2,704 bytes), and keys are not compressible in general.
 pub const MAX_KEY_BYTES: usize = 2048;
 
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long one reachability check may take.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
-/// Upsert / follow-up rounds before a guarded write gives up. A refused upsert is
-/// only retried when the follow-up read shows a row that would now let it apply
-/// (the refusing row was swept or replaced by an unguarded write in between), which
-/// needs another writer to change the key again each round.
-const MAX_GUARD_ROUNDS: usize = 16;
 /// Lock attempts for a read-modify-write on an absent key raced by inserts.
 const MAX_LOCK_ROUNDS: usize = 16;
 /// Attempts for a write or batch that lost a deadlock or serialization conflict.
@@ -668,84 +669,6 @@ async fn prepare(pool: &Pool, location: &str) -> Result<(), StoreError> {
     txn.commit().await.map_err(from_driver)
 }
 
-/// One guarded write on `client` (a pooled connection, or a batch's transaction).
-///
-/// The upsert ([`sql::GUARDED_UPSERT`]) applies the write when the rule says Apply.
-/// When it refuses, a new statement reads the row that refused it and the verdict
-/// comes from [`guard::decide`] — so Stale / Tie / Repeat are classified by the rule
-/// itself, not re-implemented in SQL. If that row would now let the write apply (it
-/// was swept, or rewritten by an unguarded write, between the two statements), the
-/// upsert runs again.
-async fn guarded_on<C: GenericClient>(
-    client: &C,
-    write: &GuardedWrite,
-    clock: GuardClock,
-) -> Result<Guarded, StoreError> {
-    let upsert = client
-        .prepare_cached(sql::GUARDED_UPSERT)
-        .await
-        .map_err(from_driver)?;
-    let p = Params::of(&write.record);
-    let now = to_sql(clock.now);
-    let cutoff = lapse_cutoff(clock.now, clock.grace_micros).map(to_sql);
-    let intent = Intent::of(&write.record);
-    for _ in 0..MAX_GUARD_ROUNDS {
-        let applied = client
-            .query_opt(
-                &upsert,
-                &[
-                    &write.key,
-                    &p.ts,
-                    &p.tombstone,
-                    &p.value,
-                    &p.content_type,
-                    &p.expires_at,
-                    &p.deleted_at,
-                    &now,
-                    &cutoff,
-                    &write.if_absent,
-                ],
-            )
-            .await
-            .map_err(from_driver)?;
-        if let Some(row) = applied {
-            let was_live: bool = row.try_get(0).map_err(from_driver)?;
-            return Ok(Guarded::Applied { was_live });
-        }
-        let get = client.prepare_cached(sql::GET).await.map_err(from_driver)?;
-        let Some(row) = client
-            .query_opt(&get, &[&write.key])
-            .await
-            .map_err(from_driver)?
-        else {
-            continue; // swept since the upsert: the key is free now
-        };
-        let stored = match sql::decode(&row, 0) {
-            Ok(stored) => stored,
-            Err(DecodeError::Shape) => return Ok(Guarded::Corrupt),
-            Err(DecodeError::Column(e)) => return Err(from_driver(e)),
-        };
-        if write.if_absent && stored.is_live(clock.now) {
-            return Ok(Guarded::Exists);
-        }
-        match guard::decide(
-            Some(&stored),
-            write.record.timestamp,
-            intent,
-            clock.now,
-            clock.grace_micros,
-        ) {
-            Verdict::Apply => continue,
-            Verdict::Repeat => return Ok(Guarded::Repeated),
-            Verdict::Stale { current } => return Ok(Guarded::Stale { current }),
-            Verdict::Tie { current } => return Ok(Guarded::Tie { current }),
-        }
-    }
-    Err(StoreError::engine(
-        "guarded write: the key kept changing under it; gave up",
-    ))
-}
-
 fn decode_or_corrupt(row: &Row, first: usize, key: &[u8]) -> Result<Record, StoreError> {
     sql::decode(row, first).map_err(|e| match e {
         DecodeError::Shape => StoreError::Corrupt { key: key.to_vec() },
@@ -758,145 +681,4 @@ fn keyed_record(row: &Row) -> Result<(Vec<u8>, Record), StoreError> {
     let key: Vec<u8> = row.try_get(0).map_err(from_driver)?;
     let record = decode_or_corrupt(row, 1, &key)?;
     Ok((key, record))
-}
-
-/// The smallest key a scan may return, inclusive: the larger of the prefix and the
-/// start bound (an exclusive start `s` becomes `s ++ [0]`, the next key after `s`).
-fn scan_lower_bound(range: &KeyRange) -> Vec<u8> {
-    let start = match &range.start {
-        Bound::Unbounded => None,
-        Bound::Included(start) => Some(start.clone()),
-        Bound::Excluded(start) => {
-            let mut next = start.clone();
-            next.push(0);
-            Some(next)
-        }
-    };
-    match start {
-        Some(start) if start > range.prefix => start,
-        _ => range.prefix.clone(),
-    }
-}
-
-/// The smallest key greater than every key that starts with `prefix`: drop trailing
-/// 0xFF bytes and increment the last remaining one. `None` when there is no such key
-/// (an empty prefix, or one of only 0xFF bytes): the scan runs to the end.
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let keep = prefix.iter().rposition(|&b| b != 0xFF)?;
-    let mut upper = prefix[..=keep].to_vec();
-    upper[keep] += 1;
-    Some(upper)
-}
-
-/// PostgreSQL-only: take the sweeper's advisory lock for this transaction, or learn
-/// that another replica holds it. (CockroachDB has no advisory locks: there, lock a
-/// row of a one-row table with `SELECT … FOR UPDATE SKIP LOCKED`.)
-async fn try_lock_sweep<C: GenericClient>(txn: &C) -> Result<bool, StoreError> {
-    /// Arbitrary, fixed: "tidesweep".
-    const SWEEP_LOCK_KEY: i64 = 0x7469_6465_7377_6565;
-    let row = txn
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK_KEY])
-        .await
-        .map_err(from_driver)?;
-    row.try_get(0).map_err(from_driver)
-}
-
-/// PostgreSQL-only: on-disk size of the table, its indexes and TOAST.
-async fn table_size<C: GenericClient>(client: &C) -> Result<u64, StoreError> {
-    let row = client
-        .query_one("SELECT pg_total_relation_size('tidemark_records')", &[])
-        .await
-        .map_err(from_driver)?;
-    let bytes: i64 = row.try_get(0).map_err(from_driver)?;
-    Ok(bytes.max(0) as u64)
-}
-
-/// Check about once a second that the database answers, until aborted.
-async fn probe_loop(pool: Pool, reachable: Arc<AtomicBool>, metrics: Arc<Metrics>) {
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let status = pool.status();
-        let gauge = |state: &str, n: usize| {
-            metrics
-                .database_connections
-                .with_label_values(&[state])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        };
-        gauge("idle", status.available);
-        gauge("in_use", status.size.saturating_sub(status.available));
-        metrics
-            .database_waiting
-            .set(i64::try_from(status.waiting).unwrap_or(i64::MAX));
-        if let Some(answered) = probe(&pool).await {
-            let before = reachable.swap(answered, Ordering::Relaxed);
-            if before != answered {
-                if answered {
-                    tracing::info!("PostgreSQL is reachable again");
-                } else {
-                    tracing::warn!("PostgreSQL is not reachable");
-                }
-            }
-        }
-    }
-}
-
-/// `Some(true)` when `SELECT 1` answered in time, `Some(false)` when the database
-/// could not be reached; `None` when every pooled connection was busy (the database
-/// is evidently working, just loaded) or the pool is closed.
-async fn probe(pool: &Pool) -> Option<bool> {
-    // A short wait for a free connection: when none frees up soon, the pool is busy
-    // with work the database is doing, which is no sign of an outage.
-    let timeouts = Timeouts {
-        wait: Some(PROBE_TIMEOUT / 4),
-        create: Some(PROBE_TIMEOUT),
-        recycle: Some(PROBE_TIMEOUT),
-    };
-    let attempt = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let client = pool.timeout_get(&timeouts).await?;
-        client.simple_query(sql::PING).await?;
-        Ok::<_, PoolError>(())
-    })
-    .await;
-    match attempt {
-        Ok(Ok(())) => Some(true),
-        Ok(Err(PoolError::Timeout(TimeoutType::Wait) | PoolError::Closed)) => None,
-        Ok(Err(_)) | Err(_) => Some(false),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_successor_skips_trailing_ff_bytes() {
-        assert_eq!(prefix_successor(b""), None);
-        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
-        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_successor(&[0x61, 0xFF]), Some(vec![0x62]));
-        assert_eq!(prefix_successor(&[0x00]), Some(vec![0x01]));
-    }
-
-    #[test]
-    fn scan_lower_bound_is_the_later_of_prefix_and_start() {
-        let range = |start, prefix: &[u8]| KeyRange {
-            start,
-            prefix: prefix.to_vec(),
-        };
-        assert_eq!(scan_lower_bound(&range(Bound::Unbounded, b"p")), b"p");
-        assert_eq!(
-            scan_lower_bound(&range(Bound::Excluded(b"pq".to_vec()), b"p")),
-            b"pq\0"
-        );
-        assert_eq!(
-            scan_lower_bound(&range(Bound::Included(b"pq".to_vec()), b"p")),
-            b"pq"
-        );
-        assert_eq!(
-            scan_lower_bound(&range(Bound::Excluded(b"a".to_vec()), b"p")),
-            b"p"
-        );
-    }
 }
