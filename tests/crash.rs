@@ -8,123 +8,28 @@
 //! reads every acknowledged key back. `scripts/crash-test.sh` runs the same proof with
 //! more trials against a release build.
 
+mod common;
+
 use std::collections::hash_map::RandomState;
+use std::ffi::OsStr;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::process::{Process, now_micros};
 
 const TRIALS: usize = 3;
 const WRITERS: usize = 8;
 
-/// The binary under test, with its log collected for failure messages.
-struct Server {
-    child: Child,
-    http: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args([
-                "serve",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--tyrant-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            // Nothing from the caller's environment (a token, another durability) may
-            // change what is tested.
-            .env_clear()
-            .env("TIDEMARK_LOG_FORMAT", "json")
-            .env("TIDEMARK_DRAIN_DELAY", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the tidemark binary starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address_tx, address_rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        collect_lines(stdout, log.clone(), Some(address_tx));
-        collect_lines(stderr, log.clone(), None);
-        let http = match address_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the server did not log its HTTP address; log:\n{}",
-                    log_text(&log)
-                );
-            }
-        };
-        Server { child, http, log }
-    }
-
-    fn url(&self, key: &str) -> String {
-        format!("http://{}/keys/{key}", self.http)
-    }
-
-    fn log(&self) -> String {
-        log_text(&self.log)
-    }
-
-    /// SIGKILL (`Child::kill` on Unix): no shutdown code runs.
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the server");
-        self.child.wait().expect("reap the server");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log_text(log: &Mutex<Vec<String>>) -> String {
-    log.lock().map(|l| l.join("\n")).unwrap_or_default()
-}
-
-/// Keep reading the child's output (a full pipe would stall the server) and report the
-/// address of the "HTTP API listening" JSON line.
-fn collect_lines(
-    stream: impl Read + Send + 'static,
-    log: Arc<Mutex<Vec<String>>>,
-    address: Option<mpsc::Sender<SocketAddr>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if let Some(tx) = &address
-                && let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && event["fields"]["message"] == "HTTP API listening"
-                && let Some(addr) = event["fields"]["http_addr"].as_str()
-                && let Ok(addr) = addr.parse()
-            {
-                let _ = tx.send(addr);
-            }
-            if let Ok(mut log) = log.lock() {
-                log.push(line);
-            }
-        }
-    });
-}
-
-fn now_micros() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since_epoch.as_micros()).expect("fits in u64")
+/// The binary on a fresh or reopened data directory.
+fn start_server(data_dir: &Path) -> Process {
+    Process::serve(
+        [OsStr::new("--data-dir"), data_dir.as_os_str()],
+        &[("TIDEMARK_DRAIN_DELAY", "0")],
+    )
 }
 
 fn random_below(bound: u64) -> u64 {
@@ -179,11 +84,11 @@ async fn writer(
     }
 }
 
-async fn read_back(client: &reqwest::Client, server: &Server, writes: &[Write]) -> Vec<String> {
+async fn read_back(client: &reqwest::Client, server: &Process, writes: &[Write]) -> Vec<String> {
     let mut problems = Vec::new();
     for write in writes {
         let response = client
-            .get(server.url(&write.key))
+            .get(server.url(&format!("/keys/{}", write.key)))
             .send()
             .await
             .expect("the restarted server answers");
@@ -216,7 +121,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut total_acked = 0;
     for trial in 0..TRIALS {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = Server::start(dir.path());
+        let server = start_server(dir.path());
         let acked = Arc::new(Mutex::new(Vec::new()));
         let first_ack = Arc::new(tokio::sync::Notify::new());
         let stop = Arc::new(AtomicBool::new(false));
@@ -246,7 +151,7 @@ async fn acknowledged_writes_survive_sigkill() {
         }
 
         let writes = acked.lock().expect("ack list").clone();
-        let restarted = Server::start(dir.path());
+        let restarted = start_server(dir.path());
         let problems = read_back(&client, &restarted, &writes).await;
         assert!(
             problems.is_empty(),

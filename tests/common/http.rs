@@ -29,6 +29,16 @@ impl Http {
         }
     }
 
+    /// A client for the server at `base` that sends through `client` (e.g. one with a
+    /// timeout); `client` should be built with `no_proxy()`.
+    pub fn with_client(client: Client, base: impl Into<String>) -> Self {
+        Self {
+            client,
+            base: base.into(),
+            token: None,
+        }
+    }
+
     /// A client for `server`'s HTTP address.
     pub fn of(server: &TestServer) -> Self {
         Self::new(server.url(""))

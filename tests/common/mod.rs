@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod postgres;
+pub mod process;
 pub mod tyrant;
 
 use std::net::SocketAddr;
