@@ -192,7 +192,9 @@ impl From<ServiceError> for Problem {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database-unavailable",
                     "Database unavailable",
-                    "the database cannot be reached; nothing was changed, retry shortly",
+                    "the database could not be reached or did not answer in time; a write may or may \
+                     not have been applied, and sending it again with the same X-Write-Timestamp \
+                     is safe (an identical repeat is answered as a success)",
                 )
                 .with_retry_after(1)
             }
