@@ -15,37 +15,17 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-command -v haproxy >/dev/null || {
-    echo "needs haproxy (apt-get install haproxy)" >&2
-    exit 1
-}
-compose_setting() { sed -n "s/^ *$1: *\"\\{0,1\\}\\([^\" ]*\\)\"\\{0,1\\}.*/\\1/p" "$REPO/deploy/docker-compose.yml" | head -1; }
-DRAIN_DELAY=${DRAIN_DELAY:-$(compose_setting TIDEMARK_DRAIN_DELAY)}
-SHUTDOWN_TIMEOUT=$(compose_setting TIDEMARK_SHUTDOWN_TIMEOUT)
-
+COMPOSE="$REPO/deploy/docker-compose.yml"
 # shellcheck source=scripts/lib.sh
 source "$REPO/scripts/lib.sh"
+need_haproxy
+DRAIN_DELAY=${DRAIN_DELAY:-$(compose_setting "$COMPOSE" TIDEMARK_DRAIN_DELAY)}
+SHUTDOWN_TIMEOUT=$(compose_setting "$COMPOSE" TIDEMARK_SHUTDOWN_TIMEOUT)
 tidemark_binary "$REPO"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-drain.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+work_dir tidemark-drain
 
-# Five free loopback ports (bound and released: a small race, acceptable here).
-read -r T_HTTP T_TYRANT H_HTTP H_TYRANT H_STATS < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
+read -r T_HTTP T_TYRANT H_HTTP H_TYRANT H_STATS < <(free_ports 5)
 
 sed -e "s/ tidemark:8080 / 127.0.0.1:$T_HTTP /" \
     -e "s/ tidemark:1978 / 127.0.0.1:$T_TYRANT /" \

@@ -21,37 +21,16 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COMPOSE="$REPO/deploy/docker-compose.replicas.yml"
-command -v haproxy >/dev/null || {
-    echo "needs haproxy (apt-get install haproxy)" >&2
-    exit 1
-}
-compose_setting() { sed -n "s/^ *$1: *\"\\{0,1\\}\\([^\" ]*\\)\"\\{0,1\\}.*/\\1/p" "$COMPOSE" | head -1; }
-DRAIN_DELAY=$(compose_setting TIDEMARK_DRAIN_DELAY)
-SHUTDOWN_TIMEOUT=$(compose_setting TIDEMARK_SHUTDOWN_TIMEOUT)
-
 # shellcheck source=scripts/lib.sh
 source "$REPO/scripts/lib.sh"
+need_haproxy
+DRAIN_DELAY=$(compose_setting "$COMPOSE" TIDEMARK_DRAIN_DELAY)
+SHUTDOWN_TIMEOUT=$(compose_setting "$COMPOSE" TIDEMARK_SHUTDOWN_TIMEOUT)
 tidemark_binary "$REPO"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-replicas.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ ${KEEP:-0} == 1 ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+work_dir tidemark-replicas
 
-# Seven free loopback ports (bound and released: a small race, acceptable here).
-read -r HTTP1 TYRANT1 HTTP2 TYRANT2 H_HTTP H_TYRANT H_STATS < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(7)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
+read -r HTTP1 TYRANT1 HTTP2 TYRANT2 H_HTTP H_TYRANT H_STATS < <(free_ports 7)
 
 sed -e "/server tidemark-1 /s/ check port 8080 / check port $HTTP1 /" \
     -e "/server tidemark-2 /s/ check port 8080 / check port $HTTP2 /" \
