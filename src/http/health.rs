@@ -30,7 +30,8 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
-        (status = 503, description = "Starting, draining, or (PostgreSQL engine) the database is unreachable; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Starting, draining, or (PostgreSQL engine) the database is unreachable; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON,
+            headers(("Retry-After" = u32, description = "Seconds to wait before probing again; sent when the database is unreachable."))),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
     if !state.readiness.is_ready() {
