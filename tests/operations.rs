@@ -380,3 +380,30 @@ fn worker_threads_default_to_one_per_cpu_and_zero_is_refused() {
     assert_eq!(serve(&["--worker-threads", "1"]).expect("one"), Some(1));
     assert!(serve(&["--worker-threads", "0"]).is_err());
 }
+
+#[tokio::test]
+async fn the_served_document_describes_the_token_exactly_as_the_server_is_configured() {
+    let checked_in = tidemark::http::openapi::document();
+    let with_token =
+        TestServer::start_with(|c| c.auth.auth_token = Some(Secret(TOKEN.into()))).await;
+    let served = send(Http::of(&with_token).request(Method::GET, "/openapi.json")).await;
+    assert_eq!(served.text().await.expect("document"), checked_in);
+    with_token.stop().await;
+
+    let open = TestServer::start().await;
+    let served = send(Http::of(&open).request(Method::GET, "/openapi.json")).await;
+    let doc: serde_json::Value =
+        serde_json::from_str(&served.text().await.expect("document")).expect("JSON");
+    assert!(
+        doc["components"]["securitySchemes"]
+            .as_object()
+            .is_none_or(|schemes| schemes.is_empty())
+    );
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            assert!(operation["security"].is_null(), "{method} {path}");
+            assert!(operation["responses"]["401"].is_null(), "{method} {path}");
+        }
+    }
+    open.stop().await;
+}

@@ -82,7 +82,9 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     };
     let auth = options.auth_token.clone().map(Arc::new);
     let request_timeout = options.request_timeout;
-    let routes = main_routes(metrics)
+    let token_configured = options.auth_token.is_some();
+    let openapi = get(move || async move { health::openapi_json_for(token_configured) });
+    let routes = main_routes(metrics, openapi)
         .map(|app| {
             app.fallback(unknown_route)
                 .method_not_allowed_fallback(wrong_method)
@@ -135,7 +137,7 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
 /// The access rule of every route [`router_with`] serves: the OpenAPI document derives
 /// each operation's security and 401 from it, so the two cannot drift apart.
 pub fn access_rules() -> Rules {
-    main_routes(get(unknown_route))
+    main_routes(get(unknown_route), get(unknown_route))
         .merge(admin::routes())
         .into_parts()
         .1
@@ -144,7 +146,7 @@ pub fn access_rules() -> Rules {
 /// Every route outside `/admin`, with its rule. Health, readiness and the API
 /// description stay open for load balancers and humans; the keys and the metrics need
 /// the token.
-fn main_routes(metrics: MethodRouter<AppState>) -> Routes {
+fn main_routes(metrics: MethodRouter<AppState>, openapi: MethodRouter<AppState>) -> Routes {
     Routes::new()
         .route("/keys", Access::Token, get(keys::list_keys))
         .route(
@@ -163,7 +165,7 @@ fn main_routes(metrics: MethodRouter<AppState>) -> Routes {
         .route("/healthz", Access::Open, get(health::healthz))
         .route("/readyz", Access::Open, get(health::readyz))
         .route("/metrics", Access::Token, metrics)
-        .route("/openapi.json", Access::Open, get(health::openapi_json))
+        .route("/openapi.json", Access::Open, openapi)
         // The UI loads the document served above, so the two cannot drift apart.
         .mount(
             "/docs",

@@ -166,9 +166,41 @@ fn error_response(description: String, is_head: bool) -> Response {
     response
 }
 
-/// The document as pretty JSON with a trailing newline (the checked-in form).
+/// The document as pretty JSON with a trailing newline (the checked-in form): a
+/// server with a bearer token configured.
 pub fn document() -> String {
-    let mut text = ApiDoc::openapi()
+    pretty(&ApiDoc::openapi())
+}
+
+/// The document a server serves at /openapi.json: [`document`] when it has a bearer
+/// token; without one, the same with no security requirement, no bearer scheme and no
+/// 401, as no route asks for a token then. Each describes exactly the server serving it.
+pub fn document_for(token_configured: bool) -> String {
+    if token_configured {
+        return document();
+    }
+    let mut doc = ApiDoc::openapi();
+    if let Some(components) = doc.components.as_mut() {
+        components.security_schemes.remove(BEARER);
+    }
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.head,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = None;
+            operation.responses.responses.remove("401");
+        }
+    }
+    pretty(&doc)
+}
+
+fn pretty(doc: &utoipa::openapi::OpenApi) -> String {
+    let mut text = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     text.push('\n');
