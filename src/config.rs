@@ -431,8 +431,8 @@ fn parse_database_url(text: &str) -> Result<Secret, String> {
 pub enum Durability {
     /// Acknowledge a write only after the commit holding it is fsynced (survives kill -9).
     Immediate,
-    /// Acknowledge after commit; fsync at least every --flush-interval. A crash loses
-    /// acknowledged writes from the last flush interval.
+    /// Acknowledge once written to the log, fsync at least every --flush-interval: kill -9
+    /// loses nothing, a power loss or kernel crash can lose the last interval's writes.
     Relaxed,
 }
 
@@ -469,7 +469,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// When writes are acknowledged: after fsync (immediate) or after commit (relaxed).
+    /// When writes are acknowledged: after fsync (immediate) or once written to the log
+    /// (relaxed).
     #[arg(long, env = "TIDEMARK_DURABILITY", value_enum, default_value_t = Durability::Immediate)]
     pub durability: Durability,
 
