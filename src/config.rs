@@ -35,6 +35,126 @@ pub enum Command {
     Export(ExportArgs),
     /// Apply JSON-lines records through the timestamp guard: newer data is never overwritten.
     Import(ImportArgs),
+    /// Closed-loop load generator for tidemark (HTTP and Tyrant) and Redis; also
+    /// installed as `tidemark-bench`.
+    Bench(Box<BenchArgs>),
+}
+
+// ---------------------------------------------------------------- bench
+
+/// Closed-loop load generator for tidemark (HTTP and Tokyo Tyrant ports) and Redis.
+///
+/// Each connection is a task with its own TCP connection that keeps --pipeline
+/// requests outstanding and sends the next request as soon as a reply arrives.
+/// After --warmup, requests are measured for --duration; the report gives ops/s,
+/// latency percentiles and counts of ok / stale (guarded write refused as older) /
+/// miss (read of an absent key) / error.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tidemark-bench", version, verbatim_doc_comment)]
+pub struct BenchArgs {
+    /// Server protocol: tidemark's HTTP/JSON API, the Tokyo Tyrant binary protocol
+    /// (tidemark's second port, or any ttserver), or Redis (RESP).
+    #[arg(long, value_enum)]
+    pub target: BenchTarget,
+
+    /// Server address, HOST:PORT. Must resolve to loopback unless --allow-remote.
+    #[arg(long)]
+    pub addr: String,
+
+    /// Permit a non-loopback --addr. Only point this at servers you own.
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Operation. tidemark-http: put (guarded PUT with X-Write-Timestamp), get.
+    /// tyrant: put (plain C8 10; alias plain-put), guarded-put (ext tsput), get.
+    /// redis: set (alias put, plain-put), get, guarded-set (alias guarded-put:
+    /// EVALSHA of a Lua script that keeps a timestamp per key and refuses older writes).
+    #[arg(long, value_enum)]
+    pub op: BenchOp,
+
+    /// Concurrent connections, each one task with its own TCP connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
+
+    /// Requests outstanding per connection (1 = strict request→response).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pipeline: u32,
+
+    /// Measured time, e.g. 10s, 500ms, 1m. 0 with --prefill only fills the keyspace.
+    #[arg(long, default_value = "10s", value_parser = parse_bounded_duration)]
+    pub duration: Duration,
+
+    /// Unmeasured load before the measured time (connections, caches, allocator warm up).
+    #[arg(long, default_value = "2s", value_parser = parse_bounded_duration)]
+    pub warmup: Duration,
+
+    /// Size of the keyspace; keys are bk0000000000 … chosen uniformly at random.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub keys: u64,
+
+    /// Value bytes per write (a tyrant guarded-put value is at least its 16 timestamp digits).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub value_size: u32,
+
+    /// Write every key once before warm-up (with this target's plain write, or the
+    /// guarded one where that is the only write), so a get run finds values.
+    #[arg(long)]
+    pub prefill: bool,
+
+    /// Stop after this many measured requests (0 = no cap; --duration still applies).
+    #[arg(long, default_value_t = 0)]
+    pub max_ops: u64,
+
+    /// Client runtime worker threads (1 = a single-threaded runtime). The client shares
+    /// the machine with the server, so more threads can take CPU from the server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: u32,
+
+    /// Longest wait for a connect, a write or a reply before the connection is
+    /// counted as failed and reopened.
+    #[arg(long, default_value = "5s", value_parser = parse_bounded_duration)]
+    pub io_timeout: Duration,
+
+    /// Print one JSON object instead of the human-readable report.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Free-form label copied into the report (e.g. which server configuration).
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchTarget {
+    /// tidemark's HTTP/JSON port.
+    TidemarkHttp,
+    /// A Tokyo Tyrant binary port (tidemark's or ttserver's).
+    Tyrant,
+    /// A Redis server (RESP2).
+    Redis,
+}
+
+/// `tidemark bench --op`: which request to send (not every one exists for every target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    Put,
+    PlainPut,
+    GuardedPut,
+    Get,
+    Set,
+    GuardedSet,
+}
+
+/// Longest --duration / --warmup / --io-timeout: keeps every run bounded.
+const MAX_PHASE: Duration = Duration::from_secs(3600);
+
+fn parse_bounded_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > MAX_PHASE {
+        return Err(format!("at most {}s", MAX_PHASE.as_secs()));
+    }
+    Ok(d)
 }
 
 /// Where backup, export and import find the store: a running server (the default), or
@@ -311,8 +431,8 @@ fn parse_database_url(text: &str) -> Result<Secret, String> {
 pub enum Durability {
     /// Acknowledge a write only after the commit holding it is fsynced (survives kill -9).
     Immediate,
-    /// Acknowledge after commit; fsync at least every --flush-interval. A crash loses
-    /// acknowledged writes from the last flush interval.
+    /// Acknowledge once written to the log, fsync at least every --flush-interval: kill -9
+    /// loses nothing, a power loss or kernel crash can lose the last interval's writes.
     Relaxed,
 }
 
@@ -349,7 +469,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// When writes are acknowledged: after fsync (immediate) or after commit (relaxed).
+    /// When writes are acknowledged: after fsync (immediate) or once written to the log
+    /// (relaxed).
     #[arg(long, env = "TIDEMARK_DURABILITY", value_enum, default_value_t = Durability::Immediate)]
     pub durability: Durability,
 

@@ -676,12 +676,13 @@ async fn admin_routes_require_the_token_when_configured() {
             .send()
             .await
             .expect("admin request");
-        // A shared database has no file to back up: answered, with the token, as 501.
+        // A shared database has no file to back up: answered, with the token, as 501;
+        // an import needs a body: the token admits it, and its emptiness is a 400.
         let shared_database = common::engine() == common::Engine::Postgres;
-        let expected = if shared_database && route == "/admin/backup" {
-            501
-        } else {
-            200
+        let expected = match route {
+            "/admin/backup" if shared_database => 501,
+            "/admin/import" => 400,
+            _ => 200,
         };
         assert_eq!(allowed.status(), expected, "{route}");
     }
@@ -722,6 +723,30 @@ async fn admin_routes_require_the_token_when_configured() {
     )
     .await;
     assert!(run.ok(), "{}", run.stderr);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn import_with_an_empty_body_is_400_and_a_blank_one_an_empty_report() {
+    let server = TestServer::start().await;
+    let http = Http::of(&server);
+    let empty = send(http.request(Method::POST, "/admin/import")).await;
+    assert_eq!(empty.status(), 400);
+    assert_eq!(
+        header(empty.headers(), "content-type"),
+        "application/problem+json"
+    );
+    let problem: Value = serde_json::from_slice(&empty.bytes().await.expect("body")).expect("json");
+    assert_eq!(
+        problem["type"], "urn:tidemark:problem:empty-body",
+        "{problem}"
+    );
+    // Blank lines are a body: skipped and not counted, as in a file.
+    let blank = send(http.request(Method::POST, "/admin/import").body("\n\n")).await;
+    assert_eq!(blank.status(), 200);
+    assert_eq!(header(blank.headers(), "cache-control"), "no-store");
+    let report: Value = serde_json::from_slice(&blank.bytes().await.expect("body")).expect("json");
+    assert_eq!(report["lines"], 0, "{report}");
     server.stop().await;
 }
 

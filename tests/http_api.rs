@@ -354,6 +354,35 @@ async fn put_with_unreadable_content_type_is_400_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn put_with_a_media_range_or_malformed_content_type_is_400_and_stores_nothing() {
+    let api = Api::start().await;
+    for bad in [
+        "*/*",
+        "text/*",
+        "*/plain",
+        "text",
+        "text/",
+        "/plain",
+        "text/plain; charset",
+        "text plain",
+    ] {
+        let response = api
+            .put_with("k", T0, "v", |r| r.header("Content-Type", bad))
+            .await;
+        problem_of_kind(response, 400, "invalid-content-type").await;
+    }
+    problem(api.get("k").await, 404).await;
+    // A concrete media type with parameters is stored as sent.
+    let typed = "text/plain; charset=utf-8";
+    let response = api
+        .put_with("k", T0, "v", |r| r.header("Content-Type", typed))
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(header(api.get("k").await.headers(), "content-type"), typed);
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn put_over_an_expired_value_with_a_newer_timestamp_is_201() {
     let api = Api::start().await;
     let response = api
@@ -695,6 +724,19 @@ async fn touch_extends_expiry_to_now_plus_ttl() {
     expect_value(api.get("k").await, "v", T0).await;
     api.server.clock.advance(10 * SECOND);
     problem(api.get("k").await, 404).await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn touch_and_list_answers_are_not_cacheable() {
+    let api = Api::start().await;
+    assert_eq!(api.put("k", T0, "v").await.status(), 201);
+    let touched = api.touch("k", "60").await;
+    assert_eq!(touched.status(), 200);
+    assert_eq!(header(touched.headers(), "cache-control"), "no-store");
+    let listed = api.list(&[]).await;
+    assert_eq!(listed.status(), 200);
+    assert_eq!(header(listed.headers(), "cache-control"), "no-store");
     api.stop().await;
 }
 
@@ -1101,7 +1143,9 @@ async fn openapi_json_is_an_openapi_3_1_document_describing_every_endpoint() {
         "application/json"
     );
     let text = response.text().await.expect("body");
-    assert_eq!(text, tidemark::http::openapi::document());
+    // This server has no token: the document without security (tests/operations.rs
+    // checks the one a server with a token serves).
+    assert_eq!(text, tidemark::http::openapi::document_for(false));
     let doc: Value = serde_json::from_str(&text).expect("JSON");
     assert!(
         doc["openapi"]
@@ -1252,4 +1296,19 @@ async fn in_process_unknown_route_and_bad_query_are_problems() {
         assert_eq!(problem["status"], status, "{uri}");
     }
     service.close().await.expect("store closes");
+}
+
+#[tokio::test]
+async fn docs_ui_sends_the_document_to_no_outside_validator() {
+    let (router, _service, _dir) = in_process_router(tidemark::clock::ManualClock::new(T0)).await;
+    let request = Request::get("/docs/swagger-initializer.js")
+        .body(Body::empty())
+        .expect("request builds");
+    let (status, _, body) = oneshot(&router, request).await;
+    assert_eq!(status, 200);
+    let script = String::from_utf8(body).expect("the initializer is text");
+    assert!(
+        script.contains("\"validatorUrl\": \"none\""),
+        "the Swagger UI config must turn the validator badge off:\n{script}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Deployment behaviour over real sockets: authentication, CORS, timeouts, connection
-//! caps, the separate metrics address, draining on shutdown, and the healthcheck command.
+//! caps, the separate metrics address, draining on shutdown, the healthcheck and bench
+//! commands.
 
 mod common;
 
@@ -282,6 +283,65 @@ async fn healthcheck_command_exits_zero_for_a_healthy_server_and_nonzero_otherwi
 }
 
 /// Send a Tyrant `rnum` and report whether an answer came back before a close.
+/// `tidemark bench --json` against `addr`, bounded by --max-ops and --duration.
+async fn bench(target: &str, addr: &str, op: &str, extra: &[&str]) -> serde_json::Value {
+    let bounds = "--connections 2 --keys 50 --warmup 0s --duration 5s --max-ops 200 --json";
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["bench", "--target", target, "--addr", addr, "--op", op])
+        .args(bounds.split(' '))
+        .args(extra)
+        .output()
+        .await
+        .expect("run tidemark bench");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    serde_json::from_str(&stdout).expect("bench prints one JSON report")
+}
+
+#[tokio::test]
+async fn bench_subcommand_drives_both_front_doors_and_reports_what_it_measured() {
+    // The bench stamps its writes with the real clock; the test server's clock is a
+    // manual one far behind it, so the future-skew refusal is off here.
+    let server = TestServer::start_with(|c| c.limits.max_future_skew = Duration::ZERO).await;
+    let tyrant = server.tyrant.to_string();
+    let http = server.http.to_string();
+
+    let puts = bench("tyrant", &tyrant, "guarded-put", &[]).await;
+    assert_eq!(puts["ops"], 200, "{puts}");
+    assert_eq!(puts["error"], 0, "{puts}");
+    assert_eq!(puts["operation"], "guarded-put (ext tsput)");
+
+    let gets = bench("tidemark-http", &http, "get", &["--prefill"]).await;
+    assert_eq!(gets["prefill"]["ok"], 50, "{gets}");
+    assert_eq!(gets["ok"], 200, "every key was prefilled: {gets}");
+    assert_eq!(gets["miss"], 0, "{gets}");
+
+    // An operation the target does not have is refused before any load is sent.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "bench",
+            "--target",
+            "tidemark-http",
+            "--addr",
+            &http,
+            "--op",
+            "set",
+        ])
+        .output()
+        .await
+        .expect("run tidemark bench");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not available"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}
+
 async fn tyrant_answers(stream: &mut TcpStream) -> bool {
     if stream.write_all(&[0xC8, 0x80]).await.is_err() {
         return false;
@@ -379,4 +439,31 @@ fn worker_threads_default_to_one_per_cpu_and_zero_is_refused() {
     assert_eq!(serve(&[]).expect("no flag"), None);
     assert_eq!(serve(&["--worker-threads", "1"]).expect("one"), Some(1));
     assert!(serve(&["--worker-threads", "0"]).is_err());
+}
+
+#[tokio::test]
+async fn the_served_document_describes_the_token_exactly_as_the_server_is_configured() {
+    let checked_in = tidemark::http::openapi::document();
+    let with_token =
+        TestServer::start_with(|c| c.auth.auth_token = Some(Secret(TOKEN.into()))).await;
+    let served = send(Http::of(&with_token).request(Method::GET, "/openapi.json")).await;
+    assert_eq!(served.text().await.expect("document"), checked_in);
+    with_token.stop().await;
+
+    let open = TestServer::start().await;
+    let served = send(Http::of(&open).request(Method::GET, "/openapi.json")).await;
+    let doc: serde_json::Value =
+        serde_json::from_str(&served.text().await.expect("document")).expect("JSON");
+    assert!(
+        doc["components"]["securitySchemes"]
+            .as_object()
+            .is_none_or(|schemes| schemes.is_empty())
+    );
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            assert!(operation["security"].is_null(), "{method} {path}");
+            assert!(operation["responses"]["401"].is_null(), "{method} {path}");
+        }
+    }
+    open.stop().await;
 }

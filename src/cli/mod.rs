@@ -4,6 +4,7 @@
 //! directly; restore always works offline. [`crate::service::jsonl`] is the record format that export
 //! and import share with the `/admin` routes.
 
+pub mod bench;
 mod client;
 mod files;
 mod offline;

@@ -15,7 +15,7 @@ use axum::{Json, middleware};
 use hyper::body::Body as _;
 use tokio_util::io::ReaderStream;
 
-use super::headers::X_RECORD_COUNT;
+use super::headers::{X_RECORD_COUNT, no_store};
 use super::problem::{self, PROBLEM_JSON, Problem};
 use super::routes::{Access, Routes};
 use super::state::AppState;
@@ -161,17 +161,15 @@ pub async fn export(State(state): State<AppState>) -> Response {
     request_body(content = ExportLine, content_type = "application/x-ndjson",
         description = "One `ExportLine` JSON object per line; blank lines are skipped."),
     responses(
-        (status = 200, description = "What the import did, with the first invalid lines.", body = ImportReport),
-        (status = 400, description = "The request body could not be read to its end; earlier lines were applied.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 200, description = "What the import did, with the first invalid lines.", body = ImportReport, headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "The body is empty (`empty-body`: nothing to import), or it could not be read to its end (earlier lines were applied).", body = Problem, content_type = PROBLEM_JSON),
         (status = 401, description = UNAUTHORIZED_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 408, description = "The body stalled for 60 s; earlier lines were applied.", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "The store failed; earlier lines may have been applied. Importing the same input again is safe.", body = Problem, content_type = PROBLEM_JSON),
     ))]
-pub async fn import(
-    State(state): State<AppState>,
-    mut body: Body,
-) -> Result<Json<ImportReport>, Problem> {
+pub async fn import(State(state): State<AppState>, mut body: Body) -> Result<Response, Problem> {
     let mut importer = Importer::new(state.service.clone());
+    let mut received = 0usize;
     loop {
         let next = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let frame = match tokio::time::timeout(IMPORT_IDLE_TIMEOUT, next).await {
@@ -202,8 +200,18 @@ pub async fn import(
             }
         };
         if let Ok(data) = frame.into_data() {
+            received += data.len();
             importer.feed(&data).await.map_err(import_failed)?;
         }
+    }
+    // An empty body is a client mistake (a forgotten file, `--data` without `@`), not
+    // an import of nothing: answering it with an empty report would hide that.
+    if received == 0 {
+        return Err(Problem::bad_request(
+            "empty-body",
+            "Empty body",
+            "the request body is empty; send JSON lines as GET /admin/export writes them",
+        ));
     }
     let report = importer.finish().await.map_err(import_failed)?;
     tracing::info!(
@@ -215,7 +223,7 @@ pub async fn import(
         invalid = report.invalid,
         "import finished"
     );
-    Ok(Json(report))
+    Ok(no_store(Json(report)))
 }
 
 fn import_failed(e: ImportFailed) -> Problem {

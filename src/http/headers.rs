@@ -1,6 +1,9 @@
 //! Header names of the HTTP API, shared by the handlers, the problem responses and the
 //! command-line client, so each is spelled once.
 
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
 /// Header carrying a write's timestamp: microseconds since the Unix epoch, decimal.
 pub const X_WRITE_TIMESTAMP: &str = "x-write-timestamp";
 /// Header carrying a TTL in whole seconds.
@@ -9,3 +12,13 @@ pub const X_TTL: &str = "x-ttl";
 pub const X_EXPIRES_AT: &str = "x-expires-at";
 /// Header of a backup response: how many records the snapshot holds.
 pub const X_RECORD_COUNT: &str = "x-record-count";
+
+/// `response` with `Cache-Control: no-store`: every answer that carries session data
+/// or its metadata (values, keys, expiries, import reports) says so.
+pub fn no_store(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -30,7 +30,8 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready for traffic.", body = Health),
-        (status = 503, description = "Starting, draining, or (PostgreSQL engine) the database is unreachable; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Starting, draining, or (PostgreSQL engine) the database is unreachable; send traffic elsewhere.", body = Problem, content_type = PROBLEM_JSON,
+            headers(("Retry-After" = u32, description = "Seconds to wait before probing again; sent when the database is unreachable."))),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
     if !state.readiness.is_ready() {
@@ -78,10 +79,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// This OpenAPI 3.1 document; the UI at /docs/ renders it.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "The OpenAPI document, identical to openapi/openapi.json in the repository.", content_type = "application/json", body = Object)))]
+    responses((status = 200, description = "The OpenAPI document of this server: with a bearer token configured, identical to openapi/openapi.json in the repository; without one, the same without security requirements or 401 answers.", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> Response {
-    static DOCUMENT: LazyLock<String> = LazyLock::new(openapi::document);
-    let mut response = DOCUMENT.as_str().into_response();
+    openapi_json_for(true)
+}
+
+/// The handler of `/openapi.json` for a server with or without a bearer token.
+pub fn openapi_json_for(token_configured: bool) -> Response {
+    static WITH_TOKEN: LazyLock<String> = LazyLock::new(|| openapi::document_for(true));
+    static WITHOUT_TOKEN: LazyLock<String> = LazyLock::new(|| openapi::document_for(false));
+    let document = if token_configured {
+        &WITH_TOKEN
+    } else {
+        &WITHOUT_TOKEN
+    };
+    let mut response = document.as_str().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -9,23 +9,31 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::{KnownFormat, SchemaFormat};
 use utoipa::{IntoParams, ToSchema};
 
-use super::headers::{X_EXPIRES_AT, X_TTL, X_WRITE_TIMESTAMP};
+use super::headers::{X_EXPIRES_AT, X_TTL, X_WRITE_TIMESTAMP, no_store};
 use super::problem::{PROBLEM_JSON, Problem};
 use super::state::AppState;
 use crate::record::DEFAULT_CONTENT_TYPE;
+use crate::service::jsonl::Micros;
 use crate::service::{Entry, PutCondition, WriteOutcome};
 
 // Descriptions shared by several operations in the OpenAPI document.
 const KEY_PARAM: &str = "The key: one path segment, percent-decoded to bytes \
-    (`a%2Fb` is the key `a/b`, `%00` a NUL byte, `%FF` a non-UTF-8 byte).";
+    (`a%2Fb` is the key `a/b`, `%00` a NUL byte, `%FF` a non-UTF-8 byte). Any text is a \
+    key once percent-encoded as a path segment; a malformed escape (`%zz`) is refused.";
 const CONFLICT_DESCRIPTION: &str = "Refused, nothing changed: stale (older than the stored \
     timestamp, type `urn:tidemark:problem:stale-write`) or tie (same timestamp, different \
     content, type `urn:tidemark:problem:timestamp-tie`).";
 const SKEW_DESCRIPTION: &str =
     "Timestamp further ahead of the server clock than --max-future-skew.";
-const STORAGE_DESCRIPTION: &str = "The store could not complete the request; nothing changed.";
+const STORAGE_DESCRIPTION: &str = "The store could not complete the request \
+    (`storage-unavailable`: nothing changed), or the shared database is unavailable \
+    (PostgreSQL engine: `database-unavailable` with `Retry-After`; a write may or may not \
+    have been applied, and resending it with the same X-Write-Timestamp is safe).";
+
 const KEY_TOO_LONG_DESCRIPTION: &str = "Key over --max-key-bytes.";
 const TIMESTAMP_MISSING_DESCRIPTION: &str = "X-Write-Timestamp missing.";
 
@@ -176,6 +184,78 @@ fn body(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, Proble
     })
 }
 
+/// Longest `Content-Type` stored with a value.
+const MAX_CONTENT_TYPE_BYTES: usize = 1024;
+
+/// The media type to store with a value: the request's `Content-Type` as sent, when it
+/// names one concrete media type; `application/octet-stream` when there is none. A
+/// media range (`*/*`, `text/*`) describes no value, and returning it on GET would
+/// tell clients nothing, so it is refused like a malformed one.
+fn value_content_type(headers: &HeaderMap) -> Result<String, Problem> {
+    let Some(raw) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(DEFAULT_CONTENT_TYPE.to_string());
+    };
+    let invalid =
+        |detail: &str| Problem::bad_request("invalid-content-type", "Invalid Content-Type", detail);
+    let text = raw
+        .to_str()
+        .ok()
+        .filter(|ct| !ct.is_empty() && ct.len() <= MAX_CONTENT_TYPE_BYTES)
+        .ok_or_else(|| invalid("Content-Type must be visible ASCII, at most 1024 bytes"))?;
+    let media_type: mime::Mime = text
+        .parse()
+        .ok()
+        // `mime` takes `text/` as a type with an empty subtype; RFC 9110 does not.
+        .filter(|m: &mime::Mime| !m.subtype().as_str().is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "Content-Type must be a media type: type/subtype, optionally followed by \
+                 ;name=value parameters",
+            )
+        })?;
+    if media_type.type_() == mime::STAR || media_type.subtype() == mime::STAR {
+        return Err(invalid(
+            "Content-Type must name the value's media type, not a media range such as \
+             */* or text/*",
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// The request-body schemas of PUT in the OpenAPI document (a value is any bytes):
+/// text, any JSON document, and raw bytes (an upload in the docs UI).
+macro_rules! value_schema {
+    ($name:ident, $schema:expr) => {
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $schema.into()
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+value_schema!(
+    TextValue,
+    ObjectBuilder::new().schema_type(Type::String).build()
+);
+value_schema!(
+    JsonValue,
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .build()
+);
+value_schema!(
+    BinaryValue,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+        .build()
+);
+
 fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
     headers.insert(X_WRITE_TIMESTAMP, HeaderValue::from(timestamp));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{timestamp}\"")) {
@@ -190,21 +270,32 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
     path = "/keys/{key}",
     tag = "keys",
     params(
-        ("key" = String, Path, description = KEY_PARAM),
-        ("X-Write-Timestamp" = u64, Header, description = "The write's timestamp: microseconds since the Unix epoch, decimal digits only."),
-        ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Expire the value this many whole seconds from now (1 to ten years)."),
+        ("key" = String, Path, min_length = 1, description = KEY_PARAM),
+        ("X-Write-Timestamp" = inline(Micros), Header, description = "The write's timestamp: microseconds since the Unix epoch, decimal digits only."),
+        ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Expire the value this many whole seconds from now (1 to ten years). Without it the value never expires."),
     ),
-    request_body(content_type = "*/*", description = "The value: any bytes. The request's Content-Type is stored and returned with it (default application/octet-stream)."),
+    request_body(
+        description = "The value: any bytes, up to --max-value-bytes. Any concrete media type \
+            may be sent (the three below are examples); the request's Content-Type is stored \
+            and returned with the value. A media range (`*/*`, `text/*`) or a malformed media \
+            type is refused with 400; a value sent without Content-Type is stored as \
+            `application/octet-stream`.",
+        content(
+            (inline(TextValue) = "text/plain", example = json!("user=42; cart=1,2")),
+            (inline(JsonValue) = "application/json", example = json!({"user": 42, "cart": [1, 2]})),
+            (inline(BinaryValue) = "application/octet-stream"),
+        ),
+    ),
     responses(
-        (status = 201, description = "Created: the key had no live value.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
-        (status = 204, description = "Replaced, or the identical write (same timestamp, value and Content-Type) repeated: idempotent.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Malformed X-Write-Timestamp (empty, not digits, negative, fraction, over u64), X-TTL or Content-Type; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = u64, description = "The stored timestamp (also in `current_timestamp`)."))),
+        (status = 201, description = "Created: the key had no live value.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 204, description = "Replaced, or the identical write (same timestamp, value and Content-Type) repeated: idempotent.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed X-Write-Timestamp (empty, not digits, negative, fraction, over u64) or X-TTL; a Content-Type that is a media range (`*/*`, `text/*`), malformed, not visible ASCII or over 1024 bytes; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = inline(Micros), description = "The stored timestamp (also in `current_timestamp`)."))),
         (status = 413, description = "Value over --max-value-bytes.", body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 428, description = TIMESTAMP_MISSING_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
-        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
 pub async fn put_key(
@@ -216,21 +307,7 @@ pub async fn put_key(
     let timestamp = write_timestamp(&headers)?;
     let ttl = ttl(&headers)?;
     let value = body(value, state.service.policy().max_value_bytes)?;
-    let content_type = match headers.get(header::CONTENT_TYPE) {
-        None => DEFAULT_CONTENT_TYPE.to_string(),
-        Some(raw) => raw
-            .to_str()
-            .ok()
-            .filter(|ct| !ct.is_empty() && ct.len() <= 1024)
-            .ok_or_else(|| {
-                Problem::bad_request(
-                    "invalid-content-type",
-                    "Invalid Content-Type",
-                    "Content-Type must be visible ASCII, at most 1024 bytes",
-                )
-            })?
-            .to_string(),
-    };
+    let content_type = value_content_type(&headers)?;
     let location = format!("/keys/{}", encode_segment(&key));
     let outcome = state
         .service
@@ -262,20 +339,20 @@ pub async fn put_key(
     get,
     path = "/keys/{key}",
     tag = "keys",
-    params(("key" = String, Path, description = KEY_PARAM)),
+    params(("key" = String, Path, min_length = 1, description = KEY_PARAM)),
     responses(
         (status = 200, description = "The value, with the Content-Type it was stored with.", content_type = "*/*",
             headers(
-                ("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."),
+                ("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."),
                 ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."),
                 ("Cache-Control" = String, description = "no-store"),
-                ("X-Expires-At" = u64, description = "Expiry, µs since the Unix epoch; only when the value expires."),
+                ("X-Expires-At" = inline(Micros), description = "Expiry, µs since the Unix epoch; only when the value expires."),
                 ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
             )),
         (status = 400, description = "Empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Absent, expired or deleted.", body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
-        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
 pub async fn get_key(State(state): State<AppState>, Key(key): Key) -> Result<Response, Problem> {
@@ -290,20 +367,20 @@ pub async fn get_key(State(state): State<AppState>, Key(key): Key) -> Result<Res
     head,
     path = "/keys/{key}",
     tag = "keys",
-    params(("key" = String, Path, description = KEY_PARAM)),
+    params(("key" = String, Path, min_length = 1, description = KEY_PARAM)),
     responses(
         (status = 200, description = "The key has a live value; the headers are those of GET, including Content-Type and Content-Length.",
             headers(
-                ("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."),
+                ("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."),
                 ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."),
                 ("Cache-Control" = String, description = "no-store"),
-                ("X-Expires-At" = u64, description = "Expiry, µs since the Unix epoch; only when the value expires."),
+                ("X-Expires-At" = inline(Micros), description = "Expiry, µs since the Unix epoch; only when the value expires."),
                 ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
             )),
         (status = 400, description = "Empty key or malformed percent-escape (no body)."),
         (status = 404, description = "Absent, expired or deleted (no body)."),
         (status = 414, description = "Key over --max-key-bytes (no body)."),
-        (status = 503, description = "The store could not answer (no body)."),
+        (status = 503, description = "The store could not answer (no body); see GET.", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
 pub async fn head_key(state: State<AppState>, key: Key) -> Result<Response, Problem> {
@@ -339,17 +416,17 @@ fn entry_response(entry: Entry) -> Response {
     path = "/keys/{key}",
     tag = "keys",
     params(
-        ("key" = String, Path, description = KEY_PARAM),
-        ("X-Write-Timestamp" = u64, Header, description = "The delete's timestamp: microseconds since the Unix epoch, decimal digits only."),
+        ("key" = String, Path, min_length = 1, description = KEY_PARAM),
+        ("X-Write-Timestamp" = inline(Micros), Header, description = "The delete's timestamp: microseconds since the Unix epoch, decimal digits only."),
     ),
     responses(
-        (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated.", headers(("X-Write-Timestamp" = u64, description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "Malformed X-Write-Timestamp; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = u64, description = "The stored timestamp (also in `current_timestamp`)."))),
+        (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = inline(Micros), description = "The stored timestamp (also in `current_timestamp`)."))),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 428, description = TIMESTAMP_MISSING_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
-        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
 pub async fn delete_key(
@@ -368,7 +445,7 @@ pub async fn delete_key(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Touched {
     /// Expiry in µs since the Unix epoch; null when the value never expires.
-    #[schema(required = true)]
+    #[schema(required = true, schema_with = crate::service::jsonl::optional_micros_schema)]
     pub expires_at: Option<u64>,
 }
 
@@ -378,22 +455,22 @@ pub struct Touched {
     path = "/keys/{key}/touch",
     tag = "keys",
     params(
-        ("key" = String, Path, description = KEY_PARAM),
+        ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-TTL" = u64, Header, minimum = 1, maximum = 315_360_000, description = "The new lifetime: whole seconds from now (1 to ten years)."),
     ),
     responses(
-        (status = 200, description = "The expiry now in force (unchanged if it was already later, or if the value never expires). Value and timestamp are never changed.", body = Touched),
+        (status = 200, description = "The expiry now in force (unchanged if it was already later, or if the value never expires). Value and timestamp are never changed.", body = Touched, headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "X-TTL missing or malformed; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Absent, expired or deleted: touch never revives.", body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
-        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
 pub async fn touch_key(
     State(state): State<AppState>,
     Key(key): Key,
     headers: HeaderMap,
-) -> Result<Json<Touched>, Problem> {
+) -> Result<Response, Problem> {
     let Some(ttl) = ttl(&headers)? else {
         return Err(Problem::bad_request(
             "invalid-ttl",
@@ -402,20 +479,25 @@ pub async fn touch_key(
         ));
     };
     let expires_at = state.service.touch(key, ttl).await?;
-    Ok(Json(Touched { expires_at }))
+    Ok(no_store(Json(Touched { expires_at })))
 }
 
 /// Query of `GET /keys`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only keys starting with this: a key prefix written like listed keys (a
-    /// percent-encoded segment such as `a%2F` or `%FF`), then query-encoded as usual.
+    /// Only keys starting with this: a key prefix written like listed keys, as a
+    /// percent-encoded segment (`session%3A`, `a%2F`, `%FF`: every `%` starts a `%XX`
+    /// escape with two hex digits; other characters stand for their UTF-8 bytes), then
+    /// query-encoded as usual (`%` itself is sent as `%25`).
+    #[param(pattern = r"^([^%]|%[0-9A-Fa-f]{2})*$", example = "session%3A")]
     pub prefix: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// `next_cursor` from the previous page, query-encoded as usual.
+    /// `next_cursor` from the previous page, unchanged: a key in the same
+    /// percent-encoded form as `prefix` (the page starts after it), query-encoded as usual.
+    #[param(pattern = r"^([^%]|%[0-9A-Fa-f]{2})*$", example = "session%3A42")]
     pub cursor: Option<String>,
 }
 
@@ -440,15 +522,15 @@ pub const MAX_PAGE: usize = 1000;
     tag = "keys",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of keys.", body = KeyPage),
+        (status = 200, description = "One page of keys.", body = KeyPage, headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "Invalid query: a limit that is not a whole number from 1 to 1000, or a prefix or cursor with a malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
 pub async fn list_keys(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<KeyPage>, Problem> {
+) -> Result<Response, Problem> {
     let Query(query) =
         query.map_err(|e| Problem::bad_request("invalid-query", "Invalid query", e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -471,10 +553,10 @@ pub async fn list_keys(
         .map(|c| decode_query_bytes("cursor", c))
         .transpose()?;
     let page = state.service.list(prefix, after, limit).await?;
-    Ok(Json(KeyPage {
+    Ok(no_store(Json(KeyPage {
         keys: page.keys.iter().map(|k| encode_segment(k)).collect(),
         next_cursor: page.next_after.map(|k| encode_segment(&k)),
-    }))
+    })))
 }
 
 fn decode_query_bytes(name: &str, text: &str) -> Result<Vec<u8>, Problem> {

@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -82,33 +82,9 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     };
     let auth = options.auth_token.clone().map(Arc::new);
     let request_timeout = options.request_timeout;
-    // Every route with its rule. Health, readiness and the API description stay open
-    // for load balancers and humans; the keys and the metrics need the token.
-    let routes = Routes::new()
-        .route("/keys", Access::Token, get(keys::list_keys))
-        .route(
-            "/keys/{key}",
-            Access::Token,
-            get(keys::get_key)
-                .head(keys::head_key)
-                .put(keys::put_key)
-                .delete(keys::delete_key),
-        )
-        .route("/keys/{key}/touch", Access::Token, post(keys::touch_key))
-        // `{key}` never matches an empty segment; answer those as the bad key they are
-        // rather than as an unknown route.
-        .route("/keys/", Access::Token, any(keys::empty_key))
-        .route("/keys//touch", Access::Token, any(keys::empty_key))
-        .route("/healthz", Access::Open, get(health::healthz))
-        .route("/readyz", Access::Open, get(health::readyz))
-        .route("/metrics", Access::Token, metrics)
-        .route("/openapi.json", Access::Open, get(health::openapi_json))
-        // The UI loads the document served above, so the two cannot drift apart.
-        .mount(
-            "/docs",
-            Access::Open,
-            SwaggerUi::new("/docs").config(Config::from("/openapi.json")),
-        )
+    let token_configured = options.auth_token.is_some();
+    let openapi = get(move || async move { health::openapi_json_for(token_configured) });
+    let routes = main_routes(metrics, openapi)
         .map(|app| {
             app.fallback(unknown_route)
                 .method_not_allowed_fallback(wrong_method)
@@ -156,6 +132,47 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         Some(layer) => app.layer(layer),
         None => app,
     }
+}
+
+/// The access rule of every route [`router_with`] serves: the OpenAPI document derives
+/// each operation's security and 401 from it, so the two cannot drift apart.
+pub fn access_rules() -> Rules {
+    main_routes(get(unknown_route), get(unknown_route))
+        .merge(admin::routes())
+        .into_parts()
+        .1
+}
+
+/// Every route outside `/admin`, with its rule. Health, readiness and the API
+/// description stay open for load balancers and humans; the keys and the metrics need
+/// the token.
+fn main_routes(metrics: MethodRouter<AppState>, openapi: MethodRouter<AppState>) -> Routes {
+    Routes::new()
+        .route("/keys", Access::Token, get(keys::list_keys))
+        .route(
+            "/keys/{key}",
+            Access::Token,
+            get(keys::get_key)
+                .head(keys::head_key)
+                .put(keys::put_key)
+                .delete(keys::delete_key),
+        )
+        .route("/keys/{key}/touch", Access::Token, post(keys::touch_key))
+        // `{key}` never matches an empty segment; answer those as the bad key they are
+        // rather than as an unknown route.
+        .route("/keys/", Access::Token, any(keys::empty_key))
+        .route("/keys//touch", Access::Token, any(keys::empty_key))
+        .route("/healthz", Access::Open, get(health::healthz))
+        .route("/readyz", Access::Open, get(health::readyz))
+        .route("/metrics", Access::Token, metrics)
+        .route("/openapi.json", Access::Open, openapi)
+        // The UI loads the document served above, so the two cannot drift apart.
+        .mount(
+            "/docs",
+            Access::Open,
+            // No validator badge: it would send the document's URL to an outside service.
+            SwaggerUi::new("/docs").config(Config::from("/openapi.json").validator_url("none")),
+        )
 }
 
 /// CORS for browser frontends; off unless origins are configured.

@@ -25,6 +25,7 @@ pub struct Problem {
     pub detail: String,
     /// For refused writes: the timestamp currently stored for the key.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::service::jsonl::optional_micros_schema)]
     pub current_timestamp: Option<u64>,
     /// Seconds after which a retry may succeed, sent as `Retry-After`.
     #[serde(skip)]

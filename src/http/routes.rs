@@ -57,6 +57,16 @@ impl Rules {
         }
     }
 
+    /// The rule declared for the route template `path` (`/keys/{key}`), if any.
+    pub fn declared(&self, path: &str) -> Option<Access> {
+        self.routes.get(path).copied()
+    }
+
+    /// Every declared route template with its rule.
+    pub fn declared_routes(&self) -> impl Iterator<Item = (&'static str, Access)> + '_ {
+        self.routes.iter().map(|(path, access)| (*path, *access))
+    }
+
     #[track_caller]
     fn declare(&mut self, path: &'static str, access: Access) {
         claim(&mut self.routes, path, access, "route ");

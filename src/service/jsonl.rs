@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
 
 use crate::record::{DEFAULT_CONTENT_TYPE, Record, State};
 use crate::service::maintenance::Imported;
@@ -53,7 +55,7 @@ pub struct ExportLine {
     #[schema(example = "c2Vzc2lvbjox")]
     pub key: String,
     /// Timestamp of the write that produced the record (µs since the Unix epoch).
-    #[schema(example = 1_767_225_600_000_000_u64)]
+    #[schema(schema_with = micros_schema)]
     pub timestamp: u64,
     /// Whether the record is a delete, kept to refuse older writes.
     pub tombstone: bool,
@@ -65,10 +67,43 @@ pub struct ExportLine {
     #[schema(example = "application/json")]
     pub content_type: Option<String>,
     /// Server time (µs) after which the value reads as absent; null = never.
+    #[schema(schema_with = optional_micros_schema)]
     pub expires_at: Option<u64>,
     /// Server time (µs) the delete was applied (tombstones only); on import, null
     /// means the time of the import.
+    #[schema(schema_with = optional_micros_schema)]
     pub deleted_at: Option<u64>,
+}
+
+/// The OpenAPI schema of a time in µs since the Unix epoch: every u64, in decimal.
+/// utoipa gives `u64` the format `int64`, which ends at 2^63 − 1; timestamps do not.
+pub struct Micros;
+
+impl utoipa::PartialSchema for Micros {
+    fn schema() -> RefOr<Schema> {
+        micros_schema().into()
+    }
+}
+
+impl ToSchema for Micros {}
+
+/// The schema of [`Micros`], for fields (`#[schema(schema_with = micros_schema)]`).
+pub fn micros_schema() -> Object {
+    micros_object(Type::Integer.into())
+}
+
+/// [`micros_schema`] or null, for optional fields.
+pub fn optional_micros_schema() -> Object {
+    micros_object(SchemaType::Array(vec![Type::Integer, Type::Null]))
+}
+
+fn micros_object(schema_type: SchemaType) -> Object {
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .minimum(Some(0))
+        .maximum(Some(u64::MAX))
+        .examples([1_767_225_600_000_000_u64])
+        .build()
 }
 
 impl ExportLine {

@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::hist::Histogram;
-use crate::proto::{Op, Outcome, RequestParts};
+use super::hist::Histogram;
+use super::proto::{Op, Outcome, RequestParts};
 
 /// What every connection of a run shares.
 pub struct Shared {
@@ -372,9 +372,9 @@ pub async fn redis_load_script(
         if n == 0 {
             return Err("SCRIPT LOAD: connection closed".into());
         }
-        match crate::proto::resp_reply(&input).map_err(|e| e.0)? {
+        match super::proto::resp_reply(&input).map_err(|e| e.0)? {
             None => continue,
-            Some((crate::proto::Resp::Bulk(Some(sha)), _)) => {
+            Some((super::proto::Resp::Bulk(Some(sha)), _)) => {
                 return Ok(String::from_utf8_lossy(sha).into_owned());
             }
             Some((other, _)) => return Err(format!("SCRIPT LOAD answered {other:?}")),

@@ -11,7 +11,7 @@
 
 use std::io::Write as _;
 
-use tidemark::tyrant::client::{self, Reply, Request, cmd};
+use crate::tyrant::client::{self, Reply, Request, cmd};
 
 /// How one reply is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,7 +493,7 @@ mod tests {
     fn tyrant_round_trip_through_frame() {
         let mut out = Vec::new();
         Op::TyrantGuardedPut.encode(&parts(b"k", b"vv"), &mut out);
-        let (req, used) = tidemark::tyrant::request::decode(&out, &client::Limits::default())
+        let (req, used) = crate::tyrant::request::decode(&out, &client::Limits::default())
             .unwrap()
             .unwrap();
         assert_eq!(used, out.len());

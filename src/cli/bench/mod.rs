@@ -11,143 +11,31 @@ mod hist;
 mod load;
 mod proto;
 
+pub use crate::config::{BenchArgs, BenchOp, BenchTarget};
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use serde::Serialize;
 
 use load::{Plan, Shared, Tally};
 use proto::Op;
 
-/// Closed-loop load generator for tidemark (HTTP and Tokyo Tyrant ports) and Redis.
-///
-/// Each connection is a task with its own TCP connection that keeps --pipeline
-/// requests outstanding and sends the next request as soon as a reply arrives.
-/// After --warmup, requests are measured for --duration; the report gives ops/s,
-/// latency percentiles and counts of ok / stale (guarded write refused as older) /
-/// miss (read of an absent key) / error.
-#[derive(Debug, Parser)]
-#[command(name = "tidemark-bench", version, verbatim_doc_comment)]
-struct Args {
-    /// Server protocol: tidemark's HTTP/JSON API, the Tokyo Tyrant binary protocol
-    /// (tidemark's second port, or any ttserver), or Redis (RESP).
-    #[arg(long, value_enum)]
-    target: Target,
-
-    /// Server address, HOST:PORT. Must resolve to loopback unless --allow-remote.
-    #[arg(long)]
-    addr: String,
-
-    /// Permit a non-loopback --addr. Only point this at servers you own.
-    #[arg(long)]
-    allow_remote: bool,
-
-    /// Operation. tidemark-http: put (guarded PUT with X-Write-Timestamp), get.
-    /// tyrant: put (plain C8 10; alias plain-put), guarded-put (ext tsput), get.
-    /// redis: set (alias put, plain-put), get, guarded-set (alias guarded-put:
-    /// EVALSHA of a Lua script that keeps a timestamp per key and refuses older writes).
-    #[arg(long, value_enum)]
-    op: OpName,
-
-    /// Concurrent connections, each one task with its own TCP connection.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    connections: u32,
-
-    /// Requests outstanding per connection (1 = strict request→response).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pipeline: u32,
-
-    /// Measured time, e.g. 10s, 500ms, 1m. 0 with --prefill only fills the keyspace.
-    #[arg(long, default_value = "10s", value_parser = parse_bounded_duration)]
-    duration: Duration,
-
-    /// Unmeasured load before the measured time (connections, caches, allocator warm up).
-    #[arg(long, default_value = "2s", value_parser = parse_bounded_duration)]
-    warmup: Duration,
-
-    /// Size of the keyspace; keys are bk0000000000 … chosen uniformly at random.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
-    keys: u64,
-
-    /// Value bytes per write (a tyrant guarded-put value is at least its 16 timestamp digits).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
-    value_size: u32,
-
-    /// Write every key once before warm-up (with this target's plain write, or the
-    /// guarded one where that is the only write), so a get run finds values.
-    #[arg(long)]
-    prefill: bool,
-
-    /// Stop after this many measured requests (0 = no cap; --duration still applies).
-    #[arg(long, default_value_t = 0)]
-    max_ops: u64,
-
-    /// Client runtime worker threads (1 = a single-threaded runtime). The client shares
-    /// the machine with the server, so more threads can take CPU from the server.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    threads: u32,
-
-    /// Longest wait for a connect, a write or a reply before the connection is
-    /// counted as failed and reopened.
-    #[arg(long, default_value = "5s", value_parser = parse_bounded_duration)]
-    io_timeout: Duration,
-
-    /// Print one JSON object instead of the human-readable report.
-    #[arg(long)]
-    json: bool,
-
-    /// Free-form label copied into the report (e.g. which server configuration).
-    #[arg(long, default_value = "")]
-    label: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-enum Target {
-    /// tidemark's HTTP/JSON port.
-    TidemarkHttp,
-    /// A Tokyo Tyrant binary port (tidemark's or ttserver's).
-    Tyrant,
-    /// A Redis server (RESP2).
-    Redis,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OpName {
-    Put,
-    PlainPut,
-    GuardedPut,
-    Get,
-    Set,
-    GuardedSet,
-}
-
-/// Longest --duration / --warmup / --io-timeout: keeps every run bounded.
-const MAX_PHASE: Duration = Duration::from_secs(3600);
-
-fn parse_bounded_duration(text: &str) -> Result<Duration, String> {
-    let d = tidemark::config::parse_duration(text)?;
-    if d > MAX_PHASE {
-        return Err(format!("at most {}s", MAX_PHASE.as_secs()));
-    }
-    Ok(d)
-}
-
-fn resolve_op(target: Target, op: OpName) -> Result<Op, String> {
-    use OpName as N;
+fn resolve_op(target: BenchTarget, op: BenchOp) -> Result<Op, String> {
+    use BenchOp as N;
     Ok(match (target, op) {
-        (Target::TidemarkHttp, N::Put | N::GuardedPut) => Op::HttpPut,
-        (Target::TidemarkHttp, N::Get) => Op::HttpGet,
-        (Target::Tyrant, N::Put | N::PlainPut) => Op::TyrantPut,
-        (Target::Tyrant, N::GuardedPut) => Op::TyrantGuardedPut,
-        (Target::Tyrant, N::Get) => Op::TyrantGet,
-        (Target::Redis, N::Set | N::Put | N::PlainPut) => Op::RedisSet,
-        (Target::Redis, N::Get) => Op::RedisGet,
-        (Target::Redis, N::GuardedSet | N::GuardedPut) => Op::RedisGuardedSet,
+        (BenchTarget::TidemarkHttp, N::Put | N::GuardedPut) => Op::HttpPut,
+        (BenchTarget::TidemarkHttp, N::Get) => Op::HttpGet,
+        (BenchTarget::Tyrant, N::Put | N::PlainPut) => Op::TyrantPut,
+        (BenchTarget::Tyrant, N::GuardedPut) => Op::TyrantGuardedPut,
+        (BenchTarget::Tyrant, N::Get) => Op::TyrantGet,
+        (BenchTarget::Redis, N::Set | N::Put | N::PlainPut) => Op::RedisSet,
+        (BenchTarget::Redis, N::Get) => Op::RedisGet,
+        (BenchTarget::Redis, N::GuardedSet | N::GuardedPut) => Op::RedisGuardedSet,
         (target, op) => {
             return Err(format!(
                 "--op {} is not available for --target {}",
@@ -225,7 +113,7 @@ struct PrefillReport {
 #[derive(Serialize)]
 struct Report {
     label: String,
-    target: Target,
+    target: BenchTarget,
     op: String,
     /// What exactly went over the wire, e.g. "guarded-put (ext tsput)".
     operation: &'static str,
@@ -268,8 +156,8 @@ fn op_label(op: Op) -> &'static str {
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
+/// `tidemark bench` (and its alias binary `tidemark-bench`): run one measurement.
+pub fn run(args: &BenchArgs) -> ExitCode {
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -283,20 +171,20 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tidemark-bench: cannot start the runtime: {e}");
+            eprintln!("tidemark bench: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(measure(args)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tidemark-bench: {e}");
+            eprintln!("tidemark bench: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> Result<ExitCode, String> {
+async fn measure(args: &BenchArgs) -> Result<ExitCode, String> {
     let op = resolve_op(args.target, args.op)?;
     let addr = resolve_addr(&args.addr, args.allow_remote).await?;
     if args.duration.is_zero() && !args.prefill {
@@ -368,7 +256,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         .zip(cpu_before)
         .map(|(after, before)| after - before);
 
-    let mut report = build_report(&args, op, prefill, tally.as_ref());
+    let mut report = build_report(args, op, prefill, tally.as_ref());
     report.load_wall_s = load_wall.as_secs_f64();
     report.client_cpu_s = client_cpu;
     if args.json {
@@ -389,7 +277,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 }
 
 fn build_report(
-    args: &Args,
+    args: &BenchArgs,
     op: Op,
     prefill: Option<PrefillReport>,
     tally: Option<&(Tally, Duration)>,
@@ -513,19 +401,19 @@ mod tests {
     #[test]
     fn ops_per_target() {
         assert_eq!(
-            resolve_op(Target::TidemarkHttp, OpName::Put),
+            resolve_op(BenchTarget::TidemarkHttp, BenchOp::Put),
             Ok(Op::HttpPut)
         );
         assert_eq!(
-            resolve_op(Target::Tyrant, OpName::GuardedPut),
+            resolve_op(BenchTarget::Tyrant, BenchOp::GuardedPut),
             Ok(Op::TyrantGuardedPut)
         );
         assert_eq!(
-            resolve_op(Target::Redis, OpName::GuardedSet),
+            resolve_op(BenchTarget::Redis, BenchOp::GuardedSet),
             Ok(Op::RedisGuardedSet)
         );
-        assert!(resolve_op(Target::TidemarkHttp, OpName::PlainPut).is_err());
-        assert!(resolve_op(Target::Tyrant, OpName::Set).is_err());
+        assert!(resolve_op(BenchTarget::TidemarkHttp, BenchOp::PlainPut).is_err());
+        assert!(resolve_op(BenchTarget::Tyrant, BenchOp::Set).is_err());
     }
 
     #[tokio::test]
@@ -539,6 +427,6 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
-        Args::command().debug_assert();
+        BenchArgs::command().debug_assert();
     }
 }
