@@ -134,6 +134,12 @@ source "$ROOT/bench/lib.sh"
 psql_() { "$PSQL_BIN" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 now_flipped() { python3 -c 'import time; print(int(time.time() * 1e6) - (1 << 63))'; }
 
+# The cluster's WAL alone grows to max_wal_size (1 GB by default) during the writes.
+free_mb=$(df -Pm "$WORK" | awk 'NR==2{print $4}')
+if [ "$free_mb" -lt 2048 ]; then
+    log "warning: only $free_mb MB free under $WORK; the WAL may need up to ~1.2 GB"
+fi
+
 # --- PostgreSQL ------------------------------------------------------------------
 log "initdb in $PGDATA"
 "${as_pg[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1 ||
@@ -216,7 +222,11 @@ proc_cpu_s() { # pid: user+system CPU seconds of that process, all threads
 }
 postgres_cpu_s() { # the postmaster with its reaped children, plus the live backends
     local total child
-    total=$(awk '{sub(/^.*\) /, ""); printf "%.2f", ($12+$13+$14+$15)/100}' "/proc/$PM_PID/stat")
+    if ! total=$(awk '{sub(/^.*\) /, ""); printf "%.2f", ($12+$13+$14+$15)/100}' "/proc/$PM_PID/stat" 2>/dev/null); then
+        echo "PostgreSQL (pid $PM_PID) is gone; the end of its log:" >&2
+        tail -20 "$WORK/postgres.log" >&2
+        exit 1
+    fi
     for child in $(ps -o pid= --ppid "$PM_PID"); do
         total=$(awk -v a="$total" -v b="$(proc_cpu_s "$child")" 'BEGIN{printf "%.2f", a+b}')
     done
