@@ -381,12 +381,14 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TIDEMARK_DATABASE_POOL_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub database_pool_size: u16,
 
-    /// Longest wait for a database connection (at start, and for each request).
-    #[arg(long, env = "TIDEMARK_DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Longest wait for a database connection (at start, and for each request); at
+    /// least 1ms.
+    #[arg(long, env = "TIDEMARK_DATABASE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub database_connect_timeout: Duration,
 
-    /// Longest time one statement may run before the database cancels it.
-    #[arg(long, env = "TIDEMARK_DATABASE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// Longest time one statement may run before the database cancels it; at least 1ms
+    /// (there is no "no limit": it bounds how long a request can wait on the database).
+    #[arg(long, env = "TIDEMARK_DATABASE_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub database_statement_timeout: Duration,
 }
 
@@ -593,6 +595,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| e.to_string())
 }
 
+/// A database timeout: a duration of at least 1 ms. Zero is refused rather than read as
+/// "unlimited": these two bound every request's wait, so a 503 comes instead of a hang.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
+}
+
 fn parse_ts_digits(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n @ (10 | 13 | 16 | 19)) => Ok(n),
@@ -691,5 +703,14 @@ mod tests {
         );
         assert!(parse(&["serve", "--database-url", "mysql://db/x"]).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn database_timeouts_of_zero_are_refused_at_start_instead_of_meaning_unlimited() {
+        for flag in ["--database-connect-timeout", "--database-statement-timeout"] {
+            assert!(parse(&["serve", flag, "0"]).is_err(), "{flag} 0");
+            assert!(parse(&["serve", flag, "500us"]).is_err(), "{flag} 500us");
+            assert!(parse(&["serve", flag, "250ms"]).is_ok(), "{flag} 250ms");
+        }
     }
 }
