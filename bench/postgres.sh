@@ -50,6 +50,9 @@
 #   PG_BIN [/usr/lib/postgresql/15/bin]
 #   SKIP_BUILD [0]           1 = use the binaries already in target/release
 #   TM_ARGS [""]             extra flags for tidemark serve
+#   PIN_POSTGRES [""]        CPU list for PostgreSQL (taskset -c), e.g. 0; tidemark and
+#   PIN_REST [""]            both clients then run on PIN_REST, e.g. 1. Models a database
+#                            on its own machine: tidemark's CPU no longer competes with it.
 #
 # Full run (about 6 minutes):
 #   bench/postgres.sh
@@ -71,6 +74,14 @@ PORT_BASE=${PORT_BASE:-27700}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 SKIP_BUILD=${SKIP_BUILD:-0}
 TM_ARGS=${TM_ARGS:-}
+PIN_POSTGRES=${PIN_POSTGRES:-}
+PIN_REST=${PIN_REST:-}
+pg_pin=() rest_pin=()
+if [ -n "$PIN_POSTGRES$PIN_REST" ]; then
+    [ -n "$PIN_POSTGRES" ] && [ -n "$PIN_REST" ] || { echo "set both PIN_POSTGRES and PIN_REST" >&2; exit 2; }
+    command -v taskset >/dev/null || { echo "taskset (util-linux) is required for PIN_*" >&2; exit 1; }
+    pg_pin=(taskset -c "$PIN_POSTGRES") rest_pin=(taskset -c "$PIN_REST")
+fi
 ALL_CASES="tm-pg-http-put tm-pg-tyrant-tsput pgbench-put tm-pg-http-get tm-pg-tyrant-get pgbench-get"
 CASES=${CASES:-$ALL_CASES}
 
@@ -146,7 +157,7 @@ log "initdb in $PGDATA"
     { cat "$WORK/initdb.log" >&2; exit 1; }
 # Only where to listen is set; every durability and memory setting is PostgreSQL's default.
 PG_STARTED=1
-"${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" \
+"${as_pg[@]}" "${pg_pin[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" \
     -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1" -w -t 30 start >/dev/null ||
     { cat "$WORK/postgres.log" >&2; exit 1; }
 PG_VERSION=$(psql_ -c "SHOW server_version")
@@ -159,7 +170,7 @@ PM_PID=$(head -1 "$PGDATA/postmaster.pid")
 # --- tidemark (creates the schema) ----------------------------------------------
 DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 # shellcheck disable=SC2086 # TM_ARGS is a list of flags
-"$SERVER" serve --database-url "$DB_URL" --http-addr "127.0.0.1:$TM_HTTP" \
+"${rest_pin[@]}" "$SERVER" serve --database-url "$DB_URL" --http-addr "127.0.0.1:$TM_HTTP" \
     --tyrant-addr "127.0.0.1:$TM_TYRANT" $TM_ARGS >"$WORK/tidemark.log" 2>&1 &
 TM_PID=$!
 wait_port "$TM_HTTP" 30 || { cat "$WORK/tidemark.log" >&2; exit 1; }
@@ -258,7 +269,7 @@ run_case() { # name conns round → one JSON report on stdout (empty when nothin
             prefix="$WORK/pgbench-$name-c$conns-r$round"
             children_cpu_s >"$WORK/cpu0"
             t0=$(date +%s.%N)
-            "$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -M prepared -c "$conns" -j 1 \
+            "${rest_pin[@]}" "$PGBENCH" -h 127.0.0.1 -p "$PG_PORT" -U postgres -n -M prepared -c "$conns" -j 1 \
                 -T $((WARMUP + DURATION + 1)) -f "$STMTS/$op.sql" "${vars[@]}" \
                 -l --log-prefix="$prefix" postgres >"$prefix.out" 2>&1 || status=$?
             t1=$(date +%s.%N)
@@ -277,7 +288,7 @@ run_case() { # name conns round → one JSON report on stdout (empty when nothin
     esac
 }
 tm_run() { # target port op label conns
-    "$BENCH" --target "$1" --addr "127.0.0.1:$2" --op "$3" --label "$4" --connections "$5" \
+    "${rest_pin[@]}" "$BENCH" --target "$1" --addr "127.0.0.1:$2" --op "$3" --label "$4" --connections "$5" \
         --duration "${DURATION}s" --warmup "${WARMUP}s" --keys "$KEYS" --value-size "$VALUE_SIZE" \
         --pipeline 1 --threads 1 --json ||
         log "  $4: the client reported a failed run (kept in raw.jsonl)"
@@ -307,5 +318,5 @@ log "$total_runs runs done; load now $(cut -d' ' -f1-3 /proc/loadavg)"
 log "table after the runs: $(psql_ -c "SELECT pg_size_pretty(pg_total_relation_size('tidemark_records')) || ', ' || (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) || ' checkpoints'")"
 
 python3 bench/postgres_summary.py summary --raw "$RAW" --out "$OUT" \
-    --meta "PostgreSQL $PG_VERSION ($PG_SETTINGS); tidemark $(git rev-parse --short HEAD 2>/dev/null || echo '?'); duration=${DURATION}s warmup=${WARMUP}s rounds=$ROUNDS keys=$KEYS (each side) value_size=$VALUE_SIZE; $(nproc) cores shared by clients, tidemark and PostgreSQL" |
+    --meta "PostgreSQL $PG_VERSION ($PG_SETTINGS); tidemark $(git rev-parse --short HEAD 2>/dev/null || echo '?'); duration=${DURATION}s warmup=${WARMUP}s rounds=$ROUNDS keys=$KEYS (each side) value_size=$VALUE_SIZE; $(if [ -n "$PIN_POSTGRES" ]; then echo "PostgreSQL pinned to CPU $PIN_POSTGRES, tidemark and clients to CPU $PIN_REST"; else echo "$(nproc) cores shared by clients, tidemark and PostgreSQL"; fi)" |
     tee "$OUT/summary.md"
