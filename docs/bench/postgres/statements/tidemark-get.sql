@@ -1,0 +1,1 @@
+SELECT ts, tombstone, value, content_type, expires_at, deleted_at FROM tidemark_records WHERE key = $1
