@@ -257,7 +257,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 /// never held for long.
 async fn sweep_loop(service: Service, every: Duration, stopped: Shutdown) {
     const BATCH: usize = 512;
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    // The first sweep comes one interval after start, not at once: a server started
+    // with a long interval (as the tests that sweep by hand do) then has no sweep of
+    // its own racing theirs — on PostgreSQL the loser of the sweeper lock purges nothing.
+    let every = every.max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
