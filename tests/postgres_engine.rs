@@ -43,6 +43,14 @@ fn delete(key: &[u8], ts: u64, now: u64) -> GuardedWrite {
     write(key, Record::tombstone(ts, now))
 }
 
+/// One guarded write on `store` at `now`, answered by the engine.
+async fn decide(store: &PgStore, write: GuardedWrite, now: GuardClock) -> Guarded {
+    store
+        .guarded_write(write, now)
+        .await
+        .expect("guarded write")
+}
+
 async fn connect(options: &PostgresOptions) -> Result<PgStore, StoreError> {
     PgStore::connect(options, Arc::new(Metrics::new())).await
 }
@@ -128,10 +136,7 @@ async fn every_record_shape_round_trips() {
         (b"", live(7, b"empty key")),
     ];
     for (key, record) in &shapes {
-        let outcome = store
-            .guarded_write(write(key, record.clone()), clock(T0))
-            .await
-            .unwrap();
+        let outcome = decide(&store, write(key, record.clone()), clock(T0)).await;
         assert_eq!(outcome, Guarded::Applied { was_live: false }, "{key:?}");
     }
     for (key, record) in &shapes {
@@ -178,10 +183,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
     ];
     let mut previous = None;
     for ts in points {
-        let outcome = store
-            .guarded_write(put(b"k", ts, &ts.to_be_bytes()), clock(T0))
-            .await
-            .unwrap();
+        let outcome = decide(&store, put(b"k", ts, &ts.to_be_bytes()), clock(T0)).await;
         let expected = Guarded::Applied {
             was_live: previous.is_some(),
         };
@@ -192,10 +194,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
         );
         // Every earlier point is now stale against it.
         for older in points.iter().copied().filter(|p| *p < ts) {
-            let outcome = store
-                .guarded_write(put(b"k", older, b"late"), clock(T0))
-                .await
-                .unwrap();
+            let outcome = decide(&store, put(b"k", older, b"late"), clock(T0)).await;
             assert_eq!(
                 outcome,
                 Guarded::Stale { current: ts },
@@ -206,10 +205,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
     }
     // Expiry and deletion times at the extremes compare correctly too.
     let forever = Record::live(1, b"v".to_vec(), "t".into(), Some(u64::MAX));
-    store
-        .guarded_write(write(b"e", forever.clone()), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, write(b"e", forever.clone()), clock(T0)).await;
     assert_eq!(store.get(b"e").await.unwrap(), Some(forever));
     assert_eq!(
         store.counts(u64::MAX - 1).await.unwrap().expired,
@@ -245,25 +241,16 @@ async fn newer_applies_and_older_is_stale() {
         Guarded::Applied { was_live: true }
     );
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 101, b"old"), c)
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 101, b"old"), c).await,
         Guarded::Stale { current: 102 }
     );
     // A delete of a key never written leaves a guarding tombstone.
     assert_eq!(
-        store
-            .guarded_write(delete(b"fresh", 50, T0), c)
-            .await
-            .unwrap(),
+        decide(&store, delete(b"fresh", 50, T0), c).await,
         Guarded::Applied { was_live: false }
     );
     assert_eq!(
-        store
-            .guarded_write(put(b"fresh", 49, b"x"), c)
-            .await
-            .unwrap(),
+        decide(&store, put(b"fresh", 49, b"x"), c).await,
         Guarded::Stale { current: 50 }
     );
 }
@@ -295,10 +282,7 @@ async fn equal_timestamp_is_a_repeat_only_for_the_identical_write() {
     );
     store.guarded_write(delete(b"t", 100, T0), c).await.unwrap();
     assert_eq!(
-        store
-            .guarded_write(delete(b"t", 100, T0 + 1), c)
-            .await
-            .unwrap(),
+        decide(&store, delete(b"t", 100, T0 + 1), c).await,
         Guarded::Repeated
     );
     assert_eq!(
@@ -315,22 +299,13 @@ async fn equal_timestamp_is_a_repeat_only_for_the_identical_write() {
 #[tokio::test]
 async fn a_tombstone_guards_until_its_grace_has_passed() {
     let (store, _db) = engine_or_skip!();
-    store
-        .guarded_write(delete(b"k", 100, 1_000), clock(1_000))
-        .await
-        .unwrap();
+    decide(&store, delete(b"k", 100, 1_000), clock(1_000)).await;
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 50, b"a"), clock(1_000 + GRACE - 1))
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 50, b"a"), clock(1_000 + GRACE - 1)).await,
         Guarded::Stale { current: 100 }
     );
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 50, b"a"), clock(1_000 + GRACE))
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 50, b"a"), clock(1_000 + GRACE)).await,
         Guarded::Applied { was_live: false }
     );
     assert_eq!(store.get(b"k").await.unwrap(), Some(live(50, b"a")));
@@ -340,43 +315,25 @@ async fn a_tombstone_guards_until_its_grace_has_passed() {
 async fn an_expired_record_guards_until_its_grace_has_passed() {
     let (store, _db) = engine_or_skip!();
     let expiring = Record::live(100, b"a".to_vec(), "text/plain".into(), Some(1_000));
-    store
-        .guarded_write(write(b"k", expiring), clock(500))
-        .await
-        .unwrap();
+    decide(&store, write(b"k", expiring), clock(500)).await;
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 50, b"b"), clock(1_000 + GRACE - 1))
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 50, b"b"), clock(1_000 + GRACE - 1)).await,
         Guarded::Stale { current: 100 }
     );
     // Newer still applies while expired, and the expired value was not live.
     assert_eq!(
-        store
-            .guarded_write(put(b"other", 1, b"x"), clock(0))
-            .await
-            .unwrap(),
+        decide(&store, put(b"other", 1, b"x"), clock(0)).await,
         Guarded::Applied { was_live: false }
     );
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 50, b"b"), clock(1_000 + GRACE))
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 50, b"b"), clock(1_000 + GRACE)).await,
         Guarded::Applied { was_live: false }
     );
     // Before its expiry the value was live: replacing it says so.
     let expiring = Record::live(10, b"a".to_vec(), "text/plain".into(), Some(2_000));
-    store
-        .guarded_write(write(b"j", expiring), clock(500))
-        .await
-        .unwrap();
+    decide(&store, write(b"j", expiring), clock(500)).await;
     assert_eq!(
-        store
-            .guarded_write(put(b"j", 11, b"b"), clock(1_999))
-            .await
-            .unwrap(),
+        decide(&store, put(b"j", 11, b"b"), clock(1_999)).await,
         Guarded::Applied { was_live: true }
     );
 }
@@ -389,68 +346,41 @@ async fn if_absent_refuses_a_live_value_before_the_timestamp_rule() {
         ..put(key, ts, value)
     };
     assert_eq!(
-        store
-            .guarded_write(keep(b"k", 10, b"a"), clock(T0))
-            .await
-            .unwrap(),
+        decide(&store, keep(b"k", 10, b"a"), clock(T0)).await,
         Guarded::Applied { was_live: false }
     );
     // Live: Exists, whether newer, equal or older.
     for ts in [11, 10, 9] {
         assert_eq!(
-            store
-                .guarded_write(keep(b"k", ts, b"b"), clock(T0))
-                .await
-                .unwrap(),
+            decide(&store, keep(b"k", ts, b"b"), clock(T0)).await,
             Guarded::Exists,
             "ts {ts}"
         );
     }
     assert_eq!(store.get(b"k").await.unwrap(), Some(live(10, b"a")));
     // A tombstone is not live: the timestamp rule decides.
-    store
-        .guarded_write(delete(b"k", 20, T0), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, delete(b"k", 20, T0), clock(T0)).await;
     assert_eq!(
-        store
-            .guarded_write(keep(b"k", 19, b"b"), clock(T0))
-            .await
-            .unwrap(),
+        decide(&store, keep(b"k", 19, b"b"), clock(T0)).await,
         Guarded::Stale { current: 20 }
     );
     assert_eq!(
-        store
-            .guarded_write(keep(b"k", 21, b"b"), clock(T0))
-            .await
-            .unwrap(),
+        decide(&store, keep(b"k", 21, b"b"), clock(T0)).await,
         Guarded::Applied { was_live: false }
     );
     // Expired is not live either.
     let expiring = Record::live(30, b"a".to_vec(), "t".into(), Some(T0 + 10));
-    store
-        .guarded_write(write(b"e", expiring), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, write(b"e", expiring), clock(T0)).await;
     assert_eq!(
-        store
-            .guarded_write(keep(b"e", 31, b"b"), clock(T0 + 9))
-            .await
-            .unwrap(),
+        decide(&store, keep(b"e", 31, b"b"), clock(T0 + 9)).await,
         Guarded::Exists
     );
     assert_eq!(
-        store
-            .guarded_write(keep(b"e", 29, b"b"), clock(T0 + 10))
-            .await
-            .unwrap(),
+        decide(&store, keep(b"e", 29, b"b"), clock(T0 + 10)).await,
         Guarded::Stale { current: 30 }
     );
     assert_eq!(
-        store
-            .guarded_write(keep(b"e", 31, b"b"), clock(T0 + 10))
-            .await
-            .unwrap(),
+        decide(&store, keep(b"e", 31, b"b"), clock(T0 + 10)).await,
         Guarded::Applied { was_live: false }
     );
 }
@@ -500,10 +430,7 @@ async fn concurrent_writers_of_one_key_end_on_the_newest_write() {
             rng.shuffle(&mut stamps);
             let mut outcomes = Vec::new();
             for (ts, value) in stamps {
-                let outcome = store
-                    .guarded_write(put(b"hot", ts, &value), clock(T0))
-                    .await
-                    .unwrap();
+                let outcome = decide(&store, put(b"hot", ts, &value), clock(T0)).await;
                 outcomes.push(outcome);
             }
             outcomes
@@ -533,10 +460,7 @@ async fn concurrent_writers_of_one_key_end_on_the_newest_write() {
 #[tokio::test]
 async fn a_batch_judges_later_writes_against_earlier_ones() {
     let (store, _db) = engine_or_skip!();
-    store
-        .guarded_write(put(b"b", 9, b"old"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"b", 9, b"old"), clock(T0)).await;
     let outcomes = store
         .guarded_batch(
             vec![
@@ -578,10 +502,7 @@ async fn a_batch_judges_later_writes_against_earlier_ones() {
 #[tokio::test]
 async fn a_batch_that_fails_part_way_changes_nothing() {
     let (store, _db) = engine_or_skip!();
-    store
-        .guarded_write(put(b"b", 1, b"before"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"b", 1, b"before"), clock(T0)).await;
     // A key far larger than a B-tree index entry may be: the database refuses it.
     let mut rng = XorShift(42);
     let huge: Vec<u8> = (0..16_384).map(|_| rng.next() as u8).collect();
@@ -642,10 +563,7 @@ async fn update_leaves_the_key_alone_when_told_to() {
     assert_eq!(seen, None);
     assert_eq!(store.get(b"absent").await.unwrap(), None);
     assert_eq!(store.counts(T0).await.unwrap().records, 0);
-    store
-        .guarded_write(put(b"k", 5, b"v"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"k", 5, b"v"), clock(T0)).await;
     let seen = store
         .update(b"k".to_vec(), |stored| (None, stored))
         .await
@@ -687,10 +605,7 @@ async fn scan_follows_prefixes_and_bounds_in_byte_order() {
             1 => Record::tombstone(1, T0),
             _ => Record::live(1, key.clone(), "t".into(), Some(1)),
         };
-        store
-            .guarded_write(write(key, record), clock(T0))
-            .await
-            .unwrap();
+        decide(&store, write(key, record), clock(T0)).await;
     }
     let scan = |start: Bound<&[u8]>, prefix: &[u8], limit| {
         let store = store.clone();
@@ -771,14 +686,13 @@ async fn export_is_one_snapshot_while_writes_go_on() {
     // While the export is under way: rewrite later keys, add new ones, delete some.
     for i in (1..N).step_by(97) {
         let key = format!("k{i:05}");
-        store
-            .guarded_write(put(key.as_bytes(), 11, b"rewritten"), clock(T0))
-            .await
-            .unwrap();
-        store
-            .guarded_write(put(format!("k{i:05}-new").as_bytes(), 1, b"n"), clock(T0))
-            .await
-            .unwrap();
+        decide(&store, put(key.as_bytes(), 11, b"rewritten"), clock(T0)).await;
+        decide(
+            &store,
+            put(format!("k{i:05}-new").as_bytes(), 1, b"n"),
+            clock(T0),
+        )
+        .await;
     }
     store.clear().await.unwrap();
     let mut seen = vec![first];
@@ -833,10 +747,7 @@ async fn purge_removes_only_lapsed_records_in_batches() {
         (b"forever", live(1, b"v")),
     ];
     for (key, record) in &records {
-        store
-            .guarded_write(write(key, record.clone()), clock(0))
-            .await
-            .unwrap();
+        decide(&store, write(key, record.clone()), clock(0)).await;
     }
     assert_eq!(
         store.counts(20).await.unwrap(),
@@ -892,10 +803,7 @@ async fn purge_removes_only_lapsed_records_in_batches() {
 #[tokio::test]
 async fn purge_waits_for_no_one_while_another_replica_sweeps() {
     let (store, db) = engine_or_skip!();
-    store
-        .guarded_write(delete(b"t", 1, 10), clock(10))
-        .await
-        .unwrap();
+    decide(&store, delete(b"t", 1, 10), clock(10)).await;
     // Another "replica" holds the sweep lock (the engine's advisory key) in an open
     // transaction.
     let mut other = admin(&db.url).await;
@@ -1042,10 +950,7 @@ async fn sslmode_require_fails_without_server_tls_and_prefer_falls_back() {
     }
     let prefer = db.url.replace("sslmode=disable", "sslmode=prefer");
     let store = connect(&pg::options(&prefer)).await.unwrap();
-    store
-        .guarded_write(put(b"k", 1, b"v"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"k", 1, b"v"), clock(T0)).await;
     let require = db.url.replace("sslmode=disable", "sslmode=require");
     let started = Instant::now();
     let err = connect(&pg::options(&require)).await.unwrap_err();
@@ -1068,10 +973,7 @@ async fn a_database_restart_is_unavailable_then_recovers() {
     options.connect_timeout = Duration::from_secs(1);
     options.statement_timeout = Duration::from_secs(2);
     let store = connect(&options).await.unwrap();
-    store
-        .guarded_write(put(b"k", 1, b"v"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"k", 1, b"v"), clock(T0)).await;
     assert!(store.is_reachable());
 
     cluster.stop();
@@ -1114,10 +1016,7 @@ async fn a_database_restart_is_unavailable_then_recovers() {
         }
     }
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 2, b"w"), clock(T0))
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 2, b"w"), clock(T0)).await,
         Guarded::Applied { was_live: true }
     );
     while !store.is_reachable() {
@@ -1146,10 +1045,7 @@ async fn connect_waits_for_a_server_that_is_starting() {
         .expect("connect gave no answer")
         .unwrap()
         .expect("connect once the server is up");
-    store
-        .guarded_write(put(b"k", 1, b"v"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"k", 1, b"v"), clock(T0)).await;
 }
 
 /// Each sslmode against a server that takes TLS only, with a certificate for a name
@@ -1185,10 +1081,7 @@ async fn tls_modes_check_what_they_promise() {
         let store = connect(options)
             .await
             .unwrap_or_else(|e| panic!("{options:?}: {e:?}"));
-        store
-            .guarded_write(put(b"k", 1, b"v"), clock(T0))
-            .await
-            .unwrap();
+        decide(&store, put(b"k", 1, b"v"), clock(T0)).await;
         store.close().await.unwrap();
     }
     // Each refused at once with its cause, not retried as an outage.
@@ -1239,10 +1132,7 @@ async fn a_write_blocked_by_a_lock_times_out_as_unavailable() {
     let mut options = pg::options(&db.url);
     options.statement_timeout = Duration::from_millis(500);
     let store = connect(&options).await.unwrap();
-    store
-        .guarded_write(put(b"k", 1, b"v"), clock(T0))
-        .await
-        .unwrap();
+    decide(&store, put(b"k", 1, b"v"), clock(T0)).await;
     let mut other = admin(&db.url).await;
     let txn = other.transaction().await.unwrap();
     txn.execute(
@@ -1264,10 +1154,7 @@ async fn a_write_blocked_by_a_lock_times_out_as_unavailable() {
     );
     txn.rollback().await.unwrap();
     assert_eq!(
-        store
-            .guarded_write(put(b"k", 2, b"w"), clock(T0))
-            .await
-            .unwrap(),
+        decide(&store, put(b"k", 2, b"w"), clock(T0)).await,
         Guarded::Applied { was_live: true }
     );
 }
