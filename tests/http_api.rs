@@ -1192,6 +1192,7 @@ async fn in_process_router(
             max_value_bytes: 1024,
             grace_micros: 3600 * SECOND,
             max_future_skew_micros: 60 * SECOND,
+            max_lifetime_micros: None,
         },
         metrics,
     );

@@ -18,7 +18,7 @@ use super::problem::{PROBLEM_JSON, Problem};
 use super::state::AppState;
 use crate::record::DEFAULT_CONTENT_TYPE;
 use crate::service::jsonl::Micros;
-use crate::service::{Entry, PutCondition, WriteOutcome};
+use crate::service::{Entry, WriteOptions, WriteOutcome};
 
 // Descriptions shared by several operations in the OpenAPI document.
 const KEY_PARAM: &str = "The key: one path segment, percent-decoded to bytes \
@@ -317,7 +317,7 @@ pub async fn put_key(
             content_type,
             timestamp,
             ttl,
-            PutCondition::Always,
+            WriteOptions::default(),
         )
         .await?;
     let mut response = match outcome {
@@ -328,7 +328,9 @@ pub async fn put_key(
             }
             r
         }
-        WriteOutcome::Replaced | WriteOutcome::Repeated => StatusCode::NO_CONTENT.into_response(),
+        WriteOutcome::Replaced | WriteOutcome::Repeated | WriteOutcome::Merged => {
+            StatusCode::NO_CONTENT.into_response()
+        }
     };
     stamp_headers(response.headers_mut(), timestamp);
     Ok(response)
@@ -435,7 +437,10 @@ pub async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let timestamp = write_timestamp(&headers)?;
-    state.service.delete(key, timestamp).await?;
+    state
+        .service
+        .delete(key, timestamp, WriteOptions::default())
+        .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     stamp_headers(response.headers_mut(), timestamp);
     Ok(response)
