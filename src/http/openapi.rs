@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use super::limits::{MAX_HEADER_BYTES, MAX_HEADERS};
 use super::problem::PROBLEM_JSON;
 use super::routes::Access;
-use super::{admin, health, keys, problem};
+use super::{admin, batch, health, keys, owners, problem};
 use crate::service::jsonl;
 
 /// Name of the bearer-token scheme in `components.securitySchemes`.
@@ -28,11 +28,15 @@ pub const BEARER: &str = "bearerAuth";
     modifiers(&FromRouteTable),
     paths(
         keys::put_key,
+        keys::patch_key,
         keys::get_key,
         keys::head_key,
         keys::delete_key,
         keys::touch_key,
         keys::list_keys,
+        batch::batch_get,
+        owners::list_sessions,
+        owners::revoke_sessions,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -45,6 +49,16 @@ pub const BEARER: &str = "bearerAuth";
         problem::Problem,
         keys::KeyPage,
         keys::Touched,
+        keys::PatchAnswer,
+        problem::RefusedField,
+        batch::BatchGet,
+        batch::BatchAnswer,
+        batch::BatchRecord,
+        batch::ValueEncoding,
+        owners::OwnerSessions,
+        owners::OwnedSession,
+        owners::RevokeAnswer,
+        owners::KeptSession,
         health::Health,
         jsonl::ExportLine,
         jsonl::ImportReport,
@@ -52,6 +66,7 @@ pub const BEARER: &str = "bearerAuth";
     )),
     tags(
         (name = "keys", description = "Timestamp-guarded session values"),
+        (name = "owners", description = "Every session of one user (X-Session-Owner), and logging them all out"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "admin", description = "Backup, export and import of the whole store; \
             no request timeout, bearer token required when one is configured"),
