@@ -74,6 +74,8 @@ pub const BEARER: &str = "bearerAuth";
         owners::KeptSession,
         health::Health,
         jsonl::ExportLine,
+        jsonl::ExportFields,
+        jsonl::ExportClock,
         jsonl::ImportReport,
         jsonl::LineError,
     )),
