@@ -294,6 +294,12 @@ pub struct WriteLimits {
     /// Refuse write timestamps further than this ahead of the server clock; 0 disables.
     #[arg(long, env = "TIDEMARK_MAX_FUTURE_SKEW", default_value = "60s", value_parser = parse_duration)]
     pub max_future_skew: Duration,
+
+    /// Absolute lifetime of every key from its creation (e.g. `12h`): no TTL or touch
+    /// moves its expiry past creation plus this. Off by default; `X-Max-Lifetime` on
+    /// the creating write can shorten it.
+    #[arg(long, env = "TIDEMARK_MAX_SESSION_LIFETIME", value_parser = parse_lifetime)]
+    pub max_session_lifetime: Option<Duration>,
 }
 
 impl WriteLimits {
@@ -304,8 +310,22 @@ impl WriteLimits {
             max_value_bytes: self.max_value_bytes,
             grace_micros: micros(self.tombstone_grace),
             max_future_skew_micros: micros(self.max_future_skew),
+            max_lifetime_micros: self.max_session_lifetime.map(micros),
         }
     }
+}
+
+/// A lifetime of at least one second and at most the longest TTL.
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = parse_duration(text)?;
+    let max = Duration::from_secs(crate::service::MAX_TTL_SECS);
+    if lifetime < Duration::from_secs(1) || lifetime > max {
+        return Err(format!(
+            "a session lifetime must be between 1s and {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(lifetime)
 }
 
 /// Largest `--max-value-bytes`: the write-ahead log frames lengths as `u32`, and a

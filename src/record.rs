@@ -1,5 +1,7 @@
 //! What the store keeps per key, independent of how it is encoded on disk.
 
+use std::collections::BTreeMap;
+
 /// Content type recorded for values written without one (e.g. over the Tyrant port).
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -7,9 +9,102 @@ pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// value or a tombstone left by a delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Client timestamp (microseconds since the Unix epoch) of the last applied write.
+    /// Client timestamp (microseconds since the Unix epoch) of the newest applied
+    /// write: of the last whole-value write, or of a newer field-level one
+    /// ([`Meta::fields`]).
     pub timestamp: u64,
     pub state: State,
+    /// What a session store keeps besides the value; empty for records written without
+    /// any of it (and always for tombstones).
+    pub meta: Meta,
+}
+
+/// A live record's session metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The session's owner (`X-Session-Owner`), indexed for "every session of one user".
+    pub owner: Option<String>,
+    /// Server time (µs) of the first write after the key was absent; `None` for
+    /// records written before tidemark kept it.
+    pub created_at: Option<u64>,
+    /// Server time (µs) past which no TTL or touch can move the expiry: creation plus
+    /// the absolute lifetime (`X-Max-Lifetime`, `--max-session-lifetime`).
+    pub lifetime_ends: Option<u64>,
+    /// Per-field timestamps of a JSON-object document, kept only while some field is
+    /// newer than the last whole-value write.
+    pub fields: Option<FieldClocks>,
+}
+
+/// The field-level clocks of a JSON-object document (see `crate::guard::document`).
+///
+/// Every top-level field has a timestamp: its entry in `clocks`, or else `base`. So a
+/// document written whole by one PUT needs no clocks at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldClocks {
+    /// Timestamp of the last whole-value write (PUT or DELETE); 0 when the document was
+    /// created by a PATCH onto a key that had nothing.
+    pub base: u64,
+    /// Whether that whole-value write was a DELETE (or there was none).
+    pub base_deleted: bool,
+    /// Fields written or removed after `base`, each with a timestamp newer than it.
+    pub clocks: BTreeMap<String, FieldClock>,
+}
+
+/// When one field was last written, and whether that write removed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldClock {
+    pub timestamp: u64,
+    pub removed: bool,
+}
+
+impl FieldClocks {
+    /// Bytes of [`FieldClocks::encode`] (big-endian):
+    /// `base u64 | base_deleted u8 | count u32 | (name_len u32 | name | ts u64 | removed u8)*`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.base.to_be_bytes());
+        out.push(u8::from(self.base_deleted));
+        out.extend_from_slice(&(self.clocks.len() as u32).to_be_bytes());
+        for (name, clock) in &self.clocks {
+            out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&clock.timestamp.to_be_bytes());
+            out.push(u8::from(clock.removed));
+        }
+    }
+
+    /// The inverse of [`FieldClocks::encode`]; `None` for anything it did not write.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let piece = bytes.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(piece)
+        };
+        let base = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let base_deleted = match take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut clocks = BTreeMap::new();
+        for _ in 0..count {
+            let len = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
+            let name = String::from_utf8(take(len)?.to_vec()).ok()?;
+            let timestamp = u64::from_be_bytes(take(8)?.try_into().ok()?);
+            let removed = match take(1)?[0] {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            clocks.insert(name, FieldClock { timestamp, removed });
+        }
+        (at == bytes.len()).then_some(Self {
+            base,
+            base_deleted,
+            clocks,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +136,7 @@ impl Record {
                 content_type,
                 expires_at,
             },
+            meta: Meta::default(),
         }
     }
 
@@ -48,6 +144,22 @@ impl Record {
         Self {
             timestamp,
             state: State::Tombstone { deleted_at },
+            meta: Meta::default(),
+        }
+    }
+
+    /// The strong validator of this record's value (`ETag`, `If-Match`): the newest
+    /// timestamp, which names one whole-value write, followed — for a document with
+    /// field clocks, whose content can change under the same newest timestamp — by a
+    /// CRC-32 of those clocks.
+    pub fn etag(&self) -> String {
+        match &self.meta.fields {
+            None => format!("\"{}\"", self.timestamp),
+            Some(fields) => {
+                let mut bytes = Vec::new();
+                fields.encode(&mut bytes);
+                format!("\"{}-{:08x}\"", self.timestamp, crc32fast::hash(&bytes))
+            }
         }
     }
 

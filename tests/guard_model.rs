@@ -15,7 +15,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tidemark::clock::ManualClock;
 use tidemark::metrics::Metrics;
-use tidemark::service::{Entry, Policy, PutCondition, Service, ServiceError, WriteOutcome};
+use tidemark::service::{Entry, Policy, Service, ServiceError, WriteOptions, WriteOutcome};
 use tidemark::store::{Counts, Durability, Purged};
 
 const T0: u64 = 1_767_225_600_000_000;
@@ -86,6 +86,8 @@ fn outcome(result: Result<WriteOutcome, ServiceError>) -> Result<Outcome, TestCa
         Ok(WriteOutcome::Created) => Ok(Outcome::Created),
         Ok(WriteOutcome::Replaced) => Ok(Outcome::Replaced),
         Ok(WriteOutcome::Repeated) => Ok(Outcome::Repeated),
+        // Whole values only here: nothing has field clocks to merge with.
+        Ok(WriteOutcome::Merged) => Err(TestCaseError::fail("a whole-value write merged")),
         Err(ServiceError::Stale { current }) => Ok(Outcome::Stale { current }),
         Err(ServiceError::Tie { current }) => Ok(Outcome::Tie { current }),
         Err(other) => Err(TestCaseError::fail(format!("unexpected error: {other}"))),
@@ -149,6 +151,9 @@ impl Model {
                 content_type: CONTENT_TYPES[content_type].to_string(),
                 timestamp: kept.timestamp,
                 expires_at,
+                etag: format!("\"{}\"", kept.timestamp),
+                owner: None,
+                lifetime_ends: None,
             }),
             _ => None,
         }
@@ -253,6 +258,7 @@ async fn open_service(dir: &std::path::Path, clock: ManualClock) -> Service {
             max_value_bytes: 64,
             grace_micros: GRACE,
             max_future_skew_micros: 0,
+            max_lifetime_micros: None,
         },
         metrics,
     )
@@ -284,7 +290,7 @@ async fn run(start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                             CONTENT_TYPES[content_type].to_string(),
                             timestamp,
                             ttl_secs,
-                            PutCondition::Always,
+                            WriteOptions::default(),
                         )
                         .await,
                 )?;
@@ -301,7 +307,11 @@ async fn run(start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(real, expected, "step {}: {:?}", step, op);
             }
             Op::Delete { key, timestamp } => {
-                let real = outcome(service.delete(KEYS[key].to_vec(), timestamp).await)?;
+                let real = outcome(
+                    service
+                        .delete(KEYS[key].to_vec(), timestamp, WriteOptions::default())
+                        .await,
+                )?;
                 let expected = model.write(key, timestamp, Kept::Deleted { at: model.now });
                 prop_assert_eq!(real, expected, "step {}: {:?}", step, op);
             }

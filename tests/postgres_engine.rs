@@ -32,11 +32,7 @@ fn put(key: &[u8], ts: u64, value: &[u8]) -> GuardedWrite {
 }
 
 fn write(key: &[u8], record: Record) -> GuardedWrite {
-    GuardedWrite {
-        key: key.to_vec(),
-        record,
-        if_absent: false,
-    }
+    GuardedWrite::whole(key.to_vec(), record)
 }
 
 fn delete(key: &[u8], ts: u64, now: u64) -> GuardedWrite {
@@ -342,7 +338,7 @@ async fn an_expired_record_guards_until_its_grace_has_passed() {
 async fn if_absent_refuses_a_live_value_before_the_timestamp_rule() {
     let (store, _db) = engine_or_skip!();
     let keep = |key: &[u8], ts, value: &[u8]| GuardedWrite {
-        if_absent: true,
+        condition: tidemark::guard::Condition::IfAbsent,
         ..put(key, ts, value)
     };
     assert_eq!(

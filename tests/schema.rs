@@ -15,7 +15,7 @@ use redb::{
 use tidemark::clock::ManualClock;
 use tidemark::metrics::Metrics;
 use tidemark::record::Record;
-use tidemark::service::{Entry, Policy, PutCondition, Service, ServiceError};
+use tidemark::service::{Entry, Policy, Service, ServiceError, WriteOptions};
 use tidemark::store::{
     Counts, DB_FILE_NAME, Durability, Purged, RedbStore, SCHEMA_VERSION, StoreError, StoreOptions,
 };
@@ -106,6 +106,7 @@ fn service(store: RedbStore, clock: &ManualClock) -> Service {
             max_value_bytes: 1 << 20,
             grace_micros: GRACE,
             max_future_skew_micros: 0,
+            max_lifetime_micros: None,
         },
         Arc::new(Metrics::new()),
     )
@@ -180,6 +181,9 @@ async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
             content_type: "application/json".into(),
             timestamp: T0 + 1,
             expires_at: Some(T0 + 3600 * SECOND),
+            etag: format!("\"{}\"", T0 + 1),
+            owner: None,
+            lifetime_ends: None,
         })
     );
     assert_eq!(
@@ -189,6 +193,9 @@ async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
             content_type: "application/octet-stream".into(),
             timestamp: T0 + 4,
             expires_at: None,
+            etag: format!("\"{}\"", T0 + 4),
+            owner: None,
+            lifetime_ends: None,
         })
     );
     for absent in [&b"session:gone"[..], b"session:expired"] {
@@ -225,7 +232,7 @@ async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
             "text/plain".into(),
             T0,
             None,
-            PutCondition::Always,
+            WriteOptions::default(),
         )
     };
     assert!(matches!(
@@ -459,7 +466,7 @@ async fn corrupt_record_fails_only_the_writes_to_its_own_key() {
                     "text/plain".into(),
                     READ_AT,
                     None,
-                    PutCondition::Always,
+                    WriteOptions::default(),
                 )
                 .await
         })

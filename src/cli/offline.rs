@@ -29,6 +29,7 @@ const READ_ONLY_POLICY: Policy = Policy {
     max_value_bytes: usize::MAX,
     grace_micros: 0,
     max_future_skew_micros: 0,
+    max_lifetime_micros: None,
 };
 
 /// Whether opening may create a new, empty database.

@@ -27,9 +27,25 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = crate::service::jsonl::optional_micros_schema)]
     pub current_timestamp: Option<u64>,
+    /// For a failed `If-Match`: the stored value's ETag (absent when there is no live
+    /// value); also sent as the `ETag` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_etag: Option<String>,
+    /// For a refused PATCH: every field it named, with the timestamp that refused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Vec<RefusedField>>,
     /// Seconds after which a retry may succeed, sent as `Retry-After`.
     #[serde(skip)]
     pub retry_after: Option<u64>,
+}
+
+/// A field a PATCH could not write: older than the stored field, or a tie with it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RefusedField {
+    pub field: String,
+    /// The field's stored timestamp.
+    #[schema(schema_with = crate::service::jsonl::micros_schema)]
+    pub current_timestamp: u64,
 }
 
 impl Problem {
@@ -40,6 +56,8 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             current_timestamp: None,
+            current_etag: None,
+            refused: None,
             retry_after: None,
         }
     }
@@ -78,6 +96,13 @@ impl IntoResponse for Problem {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(etag) = self
+            .current_etag
+            .as_deref()
+            .and_then(|e| HeaderValue::from_str(e).ok())
+        {
+            headers.insert(header::ETAG, etag);
         }
         if let Some(current) = self.current_timestamp {
             headers.insert(
@@ -184,8 +209,58 @@ impl From<ServiceError> for Problem {
                 Problem::bad_request("invalid-ttl", "Invalid X-TTL", detail)
             }
             ServiceError::NotFound => Problem::not_found(detail),
-            ServiceError::Exists => {
-                Problem::new(StatusCode::CONFLICT, "exists", "Key exists", detail)
+            ServiceError::Exists => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+                "If-None-Match: * and the key has a live value; nothing changed",
+            ),
+            ServiceError::PreconditionFailed { current_etag } => {
+                let mut p = Problem::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition-failed",
+                    "Precondition failed",
+                    format!(
+                        "{detail}; If-Match refused the write before the timestamp rule was asked, and nothing changed"
+                    ),
+                );
+                p.current_etag = current_etag;
+                p
+            }
+            ServiceError::PatchRefused(report) => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "stale-write",
+                    "Stale write",
+                    format!("{detail}; nothing changed"),
+                )
+                .with_current(report.timestamp);
+                p.refused = Some(
+                    report
+                        .refused
+                        .into_iter()
+                        .map(|(field, current_timestamp)| RefusedField {
+                            field,
+                            current_timestamp,
+                        })
+                        .collect(),
+                );
+                p
+            }
+            ServiceError::NotAnObject => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-an-object",
+                "Not a JSON object",
+                detail,
+            ),
+            ServiceError::EmptyPatch => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-an-object",
+                "Empty merge patch",
+                detail,
+            ),
+            ServiceError::OwnerTooLong { .. } => {
+                Problem::bad_request("invalid-owner", "Invalid X-Session-Owner", detail)
             }
             ServiceError::Store(StoreError::Unavailable(e)) => {
                 tracing::warn!(error = %e, "the database is unavailable");

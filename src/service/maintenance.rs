@@ -5,7 +5,7 @@
 use tokio::sync::mpsc;
 
 use super::{Service, ServiceError};
-use crate::guard;
+use crate::guard::{self, Change, Condition, SessionWrite};
 use crate::record::{Record, State};
 use crate::store::{Guarded, GuardedWrite, Purged, Snapshot};
 
@@ -74,8 +74,10 @@ impl Service {
                     outcomes.push(None);
                     writes.push(GuardedWrite {
                         key,
-                        record,
-                        if_absent: false,
+                        timestamp: record.timestamp,
+                        change: Change::Restore(record),
+                        condition: Condition::Always,
+                        session: SessionWrite::default(),
                     });
                 }
                 Err(refused) => outcomes.push(Some(Imported::Refused(refused))),
@@ -97,9 +99,15 @@ impl Service {
                     Some(Guarded::Corrupt) => Imported::Refused(ServiceError::Store(
                         crate::store::StoreError::engine("the stored record is corrupt"),
                     )),
-                    // Imports never ask for `if_absent`; a missing verdict is the
-                    // engine's bug, reported on the record rather than as a panic.
-                    Some(Guarded::Exists) | None => Imported::Refused(ServiceError::Store(
+                    // Imports ask for no precondition and patch nothing; anything else
+                    // (or a missing verdict) is the engine's bug, reported on the
+                    // record rather than as a panic.
+                    Some(other) => {
+                        Imported::Refused(ServiceError::Store(crate::store::StoreError::engine(
+                            format!("the store answered an import with {other:?}"),
+                        )))
+                    }
+                    None => Imported::Refused(ServiceError::Store(
                         crate::store::StoreError::engine("the store gave no verdict"),
                     )),
                 })

@@ -18,8 +18,12 @@ pub mod tyrant;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
+use serde_json::{Map, Value};
+
 use crate::clock::Clock;
-use crate::guard::{self, FutureTimestamp};
+use crate::guard::{
+    self, Change, Condition, FutureTimestamp, OwnerChange, PatchReport, SessionWrite,
+};
 use crate::metrics::Metrics;
 use crate::record::{Record, State};
 use crate::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Store, StoreError};
@@ -33,7 +37,12 @@ pub struct Policy {
     pub grace_micros: u64,
     /// Refuse timestamps this far ahead of the server clock (µs); 0 disables.
     pub max_future_skew_micros: u64,
+    /// Absolute lifetime of every key from its creation (µs), if any.
+    pub max_lifetime_micros: Option<u64>,
 }
+
+/// Longest `X-Session-Owner`.
+pub const MAX_OWNER_BYTES: usize = 256;
 
 /// Longest accepted TTL: ten years, so `now + ttl` cannot overflow anything.
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -43,8 +52,69 @@ pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 pub struct Entry {
     pub value: Vec<u8>,
     pub content_type: String,
+    /// The newest timestamp of anything in the value.
     pub timestamp: u64,
     pub expires_at: Option<u64>,
+    /// The strong validator (`ETag`).
+    pub etag: String,
+    pub owner: Option<String>,
+    /// The absolute lifetime's end, when the key has one.
+    pub lifetime_ends: Option<u64>,
+}
+
+/// What a write asks for besides the timestamp rule: a precondition, and the
+/// session's owner and absolute lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub condition: Condition,
+    pub owner: OwnerChange,
+    /// `X-Max-Lifetime` (seconds), for a write that creates the key.
+    pub max_lifetime_secs: Option<u64>,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            condition: Condition::Always,
+            owner: OwnerChange::Keep,
+            max_lifetime_secs: None,
+        }
+    }
+}
+
+impl WriteOptions {
+    /// Only when the key has no live value (Tyrant `putkeep`, `If-None-Match: *`).
+    pub fn if_absent() -> Self {
+        Self {
+            condition: Condition::IfAbsent,
+            ..Self::default()
+        }
+    }
+}
+
+/// One live session of an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSession {
+    pub key: Vec<u8>,
+    pub timestamp: u64,
+    pub expires_at: Option<u64>,
+    pub created_at: Option<u64>,
+}
+
+/// One page of an owner's sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerPage {
+    pub sessions: Vec<OwnedSession>,
+    /// Where the next page starts (exclusive), if there may be more.
+    pub next_after: Option<Vec<u8>>,
+}
+
+/// What revoking an owner's sessions did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revoked {
+    pub revoked: usize,
+    /// Sessions that stay: written after the revocation's timestamp, or `keep`.
+    pub kept: Vec<(Vec<u8>, u64)>,
 }
 
 /// What an accepted write did.
@@ -56,14 +126,9 @@ pub enum WriteOutcome {
     Replaced,
     /// The identical write was already stored at this timestamp; nothing changed.
     Repeated,
-}
-
-/// When a guarded put may apply besides the timestamp rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutCondition {
-    Always,
-    /// Only when the key has no live value (Tyrant `putkeep`).
-    IfAbsent,
+    /// Applied, but fields a newer PATCH wrote were kept: the stored document is the
+    /// write merged with them.
+    Merged,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +154,16 @@ pub enum ServiceError {
     NotFound,
     #[error("the key already has a live value")]
     Exists,
+    #[error("the precondition failed: the stored value's ETag is {}", .current_etag.as_deref().unwrap_or("absent (no live value)"))]
+    PreconditionFailed { current_etag: Option<String> },
+    #[error("every field of the patch was refused: the stored fields are newer, or tie")]
+    PatchRefused(PatchReport),
+    #[error("the stored value is not a JSON object, so it has no fields to patch")]
+    NotAnObject,
+    #[error("a merge patch must be a JSON object naming at least one field")]
+    EmptyPatch,
+    #[error("X-Session-Owner is {len} bytes; the limit is {MAX_OWNER_BYTES}")]
+    OwnerTooLong { len: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,6 +186,11 @@ pub struct Service {
 
 /// Records read per store call when a scan walks on until its caller has enough.
 const SCAN_PAGE: usize = 512;
+/// Index pages one owner listing reads at most (expired sessions not yet purged are
+/// read past); the client continues from `next_cursor`.
+const OWNER_PAGES_PER_REQUEST: usize = 8;
+/// Sessions revoked per batch.
+const REVOKE_PAGE: usize = 500;
 
 impl Service {
     pub fn new(
@@ -179,7 +259,9 @@ impl Service {
         Ok(record.and_then(|r| live_entry(r, now)))
     }
 
-    /// Guarded put: applies only when `timestamp` is newer than what guards the key.
+    /// Guarded put: applies only when `timestamp` is newer than what guards the key
+    /// (for a JSON-object document with newer fields, field by field: see
+    /// [`crate::guard::document`]), and only when `options.condition` holds.
     pub async fn put(
         &self,
         key: Vec<u8>,
@@ -187,33 +269,111 @@ impl Service {
         content_type: String,
         timestamp: u64,
         ttl_secs: Option<u64>,
-        condition: PutCondition,
+        options: WriteOptions,
     ) -> Result<WriteOutcome, ServiceError> {
         self.check_key(&key)?;
         self.check_value(value.len())?;
         let now = self.now();
         self.check_skew(timestamp, now)?;
         let expires_at = ttl_secs.map(|ttl| expiry(now, ttl)).transpose()?;
-        let write = GuardedWrite {
-            key,
-            record: Record::live(timestamp, value, content_type, expires_at),
-            if_absent: condition == PutCondition::IfAbsent,
+        let change = Change::Put {
+            value,
+            content_type,
+            expires_at,
         };
+        let write = self.write(key, timestamp, change, options)?;
         self.guarded(write, now).await
     }
 
     /// Guarded delete: leaves a tombstone carrying `timestamp`, even for a key that
-    /// never existed, so a late older write cannot create it.
-    pub async fn delete(&self, key: Vec<u8>, timestamp: u64) -> Result<WriteOutcome, ServiceError> {
+    /// never existed, so a late older write cannot create it. Fields a newer PATCH
+    /// wrote survive it, and the key stays readable with just those.
+    pub async fn delete(
+        &self,
+        key: Vec<u8>,
+        timestamp: u64,
+        options: WriteOptions,
+    ) -> Result<WriteOutcome, ServiceError> {
         self.check_key(&key)?;
         let now = self.now();
         self.check_skew(timestamp, now)?;
-        let write = GuardedWrite {
-            key,
-            record: Record::tombstone(timestamp, now),
-            if_absent: false,
-        };
+        let write = self.write(key, timestamp, Change::Delete, options)?;
         self.guarded(write, now).await
+    }
+
+    /// Field-level write to a JSON-object document: each member sets its field, `null`
+    /// removes it, each judged against that field's own timestamp.
+    pub async fn patch(
+        &self,
+        key: Vec<u8>,
+        members: Map<String, Value>,
+        timestamp: u64,
+        ttl_secs: Option<u64>,
+        options: WriteOptions,
+    ) -> Result<PatchReport, ServiceError> {
+        self.check_key(&key)?;
+        if members.is_empty() {
+            return Err(ServiceError::EmptyPatch);
+        }
+        let now = self.now();
+        self.check_skew(timestamp, now)?;
+        let expires_at = ttl_secs.map(|ttl| expiry(now, ttl)).transpose()?;
+        let max_bytes = self.policy.max_value_bytes;
+        let change = Change::Patch {
+            members,
+            expires_at,
+            max_bytes,
+        };
+        let write = self.write(key, timestamp, change, options)?;
+        let verdict = self
+            .store
+            .guarded_write(write, self.guard_clock(now))
+            .await?;
+        match verdict {
+            Guarded::Patched(report) => Ok(report),
+            Guarded::PatchRefused(report) => {
+                self.count("stale");
+                Err(ServiceError::PatchRefused(report))
+            }
+            Guarded::NotAnObject => Err(ServiceError::NotAnObject),
+            Guarded::TooLarge { len } => Err(ServiceError::ValueTooLarge {
+                len,
+                max: max_bytes,
+            }),
+            other => Self::outcome(other).map(|_| PatchReport::default()),
+        }
+    }
+
+    /// A guarded write of `change` with `options`' precondition and session metadata.
+    fn write(
+        &self,
+        key: Vec<u8>,
+        timestamp: u64,
+        change: Change,
+        options: WriteOptions,
+    ) -> Result<GuardedWrite, ServiceError> {
+        if let OwnerChange::Set(owner) = &options.owner
+            && owner.len() > MAX_OWNER_BYTES
+        {
+            return Err(ServiceError::OwnerTooLong { len: owner.len() });
+        }
+        let requested = options
+            .max_lifetime_secs
+            .map(|secs| secs.saturating_mul(1_000_000));
+        let lifetime_micros = match (requested, self.policy.max_lifetime_micros) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(GuardedWrite {
+            key,
+            timestamp,
+            change,
+            condition: options.condition,
+            session: SessionWrite {
+                owner: options.owner,
+                lifetime_micros,
+            },
+        })
     }
 
     /// One guarded write through the store, its verdict answered and counted.
@@ -233,9 +393,16 @@ impl Service {
             Guarded::Applied { was_live: true } => Ok(WriteOutcome::Replaced),
             Guarded::Applied { was_live: false } => Ok(WriteOutcome::Created),
             Guarded::Repeated => Ok(WriteOutcome::Repeated),
+            Guarded::Merged { .. } => Ok(WriteOutcome::Merged),
             Guarded::Stale { current } => Err(ServiceError::Stale { current }),
             Guarded::Tie { current } => Err(ServiceError::Tie { current }),
             Guarded::Exists => Err(ServiceError::Exists),
+            Guarded::PreconditionFailed { current_etag } => {
+                Err(ServiceError::PreconditionFailed { current_etag })
+            }
+            Guarded::Patched(_) | Guarded::PatchRefused(_) => Ok(WriteOutcome::Replaced),
+            Guarded::NotAnObject => Err(ServiceError::NotAnObject),
+            Guarded::TooLarge { len } => Err(ServiceError::ValueTooLarge { len, max: 0 }),
             // Single writes report a corrupt record as `StoreError::Corrupt`.
             Guarded::Corrupt => Err(ServiceError::Store(StoreError::engine(
                 "the stored record is corrupt",
@@ -262,9 +429,12 @@ impl Service {
                 let Some(mut record) = stored.filter(|r| r.is_live(now)) else {
                     return (None, Err(ServiceError::NotFound));
                 };
+                let cap = record.meta.lifetime_ends;
                 let State::Live { expires_at, .. } = &mut record.state else {
                     return (None, Err(ServiceError::NotFound));
                 };
+                // Never past the absolute lifetime's end.
+                let wanted = cap.map_or(wanted, |end| wanted.min(end));
                 match *expires_at {
                     Some(current) if current < wanted => {
                         *expires_at = Some(wanted);
@@ -351,6 +521,128 @@ impl Service {
             .collect())
     }
 
+    /// The live values of `keys`, in request order, from one consistent read.
+    pub async fn batch_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Entry>>, ServiceError> {
+        for key in &keys {
+            self.check_key(key)?;
+        }
+        let now = self.now();
+        let records = self.store.get_many(keys).await?;
+        Ok(records
+            .into_iter()
+            .map(|record| record.and_then(|r| live_entry(r, now)))
+            .collect())
+    }
+
+    /// One page of `owner`'s live sessions, in key order after `after`.
+    pub async fn owner_sessions(
+        &self,
+        owner: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<OwnerPage, ServiceError> {
+        self.check_owner(owner)?;
+        let now = self.now();
+        let mut sessions = Vec::new();
+        let mut after = after;
+        // Expired sessions keep their index rows until the sweeper purges them: read
+        // on past them, a bounded number of pages per request.
+        for _ in 0..OWNER_PAGES_PER_REQUEST {
+            let want = limit - sessions.len();
+            let page = self.store.owned(owner, after.clone(), want).await?;
+            let full = page.len() == want;
+            for (key, record) in page {
+                after = Some(key.clone());
+                if record.is_live(now) && record.meta.owner.as_deref() == Some(owner) {
+                    sessions.push(OwnedSession {
+                        key,
+                        timestamp: record.timestamp,
+                        expires_at: match record.state {
+                            State::Live { expires_at, .. } => expires_at,
+                            State::Tombstone { .. } => None,
+                        },
+                        created_at: record.meta.created_at,
+                    });
+                }
+            }
+            if !full {
+                return Ok(OwnerPage {
+                    sessions,
+                    next_after: None,
+                });
+            }
+            if sessions.len() == limit {
+                break;
+            }
+        }
+        Ok(OwnerPage {
+            sessions,
+            next_after: after,
+        })
+    }
+
+    /// Log `owner` out everywhere (but `keep`): a guarded delete at `timestamp` of each
+    /// of their live sessions. A session written after `timestamp` survives (whole, or
+    /// with the fields written after it) and is listed in [`Revoked::kept`].
+    pub async fn revoke_owner(
+        &self,
+        owner: &str,
+        timestamp: u64,
+        keep: Option<Vec<u8>>,
+    ) -> Result<Revoked, ServiceError> {
+        self.check_owner(owner)?;
+        let now = self.now();
+        self.check_skew(timestamp, now)?;
+        let mut revoked = Revoked::default();
+        let mut after = None;
+        loop {
+            let page = self.owner_sessions(owner, after, REVOKE_PAGE).await?;
+            let mut writes = Vec::new();
+            let mut listed = Vec::new();
+            for session in page.sessions {
+                if keep.as_deref() == Some(session.key.as_slice()) {
+                    revoked.kept.push((session.key, session.timestamp));
+                    continue;
+                }
+                writes.push(self.write(
+                    session.key.clone(),
+                    timestamp,
+                    Change::Delete,
+                    WriteOptions::default(),
+                )?);
+                listed.push(session);
+            }
+            let verdicts = self
+                .store
+                .guarded_batch(writes, self.guard_clock(now))
+                .await?;
+            for (session, verdict) in listed.into_iter().zip(verdicts) {
+                match verdict {
+                    // Fields written after the revocation keep the session alive.
+                    Guarded::Applied { .. } if session.timestamp > timestamp => {
+                        revoked.kept.push((session.key, session.timestamp));
+                    }
+                    Guarded::Applied { .. } => revoked.revoked += 1,
+                    Guarded::Stale { current } | Guarded::Tie { current } => {
+                        revoked.kept.push((session.key, current));
+                    }
+                    _ => revoked.kept.push((session.key, session.timestamp)),
+                }
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(revoked),
+            }
+        }
+    }
+
+    fn check_owner(&self, owner: &str) -> Result<(), ServiceError> {
+        if owner.len() > MAX_OWNER_BYTES {
+            return Err(ServiceError::OwnerTooLong { len: owner.len() });
+        }
+        Ok(())
+    }
+
     /// Record counts now.
     pub async fn counts(&self) -> Result<Counts, ServiceError> {
         Ok(self.store.counts(self.now()).await?)
@@ -389,11 +681,14 @@ impl Service {
     }
 
     fn count_refusal(&self, result: &Result<WriteOutcome, ServiceError>) {
-        let reason = match result {
-            Err(ServiceError::Stale { .. }) => "stale",
-            Err(ServiceError::Tie { .. }) => "tie",
-            _ => return,
-        };
+        match result {
+            Err(ServiceError::Stale { .. }) => self.count("stale"),
+            Err(ServiceError::Tie { .. }) => self.count("tie"),
+            _ => {}
+        }
+    }
+
+    fn count(&self, reason: &str) {
         self.metrics
             .guard_refusals
             .with_label_values(&[reason])
@@ -412,6 +707,7 @@ fn live_entry(record: Record, now: u64) -> Option<Entry> {
     if !record.is_live(now) {
         return None;
     }
+    let etag = record.etag();
     match record.state {
         State::Live {
             value,
@@ -422,6 +718,9 @@ fn live_entry(record: Record, now: u64) -> Option<Entry> {
             content_type,
             timestamp: record.timestamp,
             expires_at,
+            etag,
+            owner: record.meta.owner,
+            lifetime_ends: record.meta.lifetime_ends,
         }),
         State::Tombstone { .. } => None,
     }

@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 use crate::record::Record;
 
+pub use crate::guard::{GuardClock, Guarded, GuardedWrite};
+
 pub use self::postgres::{PgStore, PostgresOptions};
 pub use self::redb::{
     DB_FILE_NAME, Durability, RedbStore, SCHEMA_VERSION, StoreOptions, WAL_FILE_NAMES,
@@ -73,42 +75,6 @@ pub enum StoreError {
     InUse { path: PathBuf },
     #[error("the write batch failed: {0}")]
     BatchFailed(String),
-}
-
-/// One guarded write as the seam carries it: a put (a live record) or a delete (a
-/// tombstone), carrying the client's timestamp in `record.timestamp`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuardedWrite {
-    pub key: Vec<u8>,
-    pub record: Record,
-    /// Tyrant `putkeep`: refuse with [`Guarded::Exists`] when a live value is stored.
-    pub if_absent: bool,
-}
-
-/// Server time and grace period a guarded write is judged at (see [`crate::guard`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuardClock {
-    pub now: u64,
-    pub grace_micros: u64,
-}
-
-/// What a guarded write did: the verdict of [`crate::guard::decide`], as the engine
-/// applied it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guarded {
-    /// Written; `was_live` tells whether a live value was replaced.
-    Applied { was_live: bool },
-    /// The identical write was already stored at this timestamp; nothing changed.
-    Repeated,
-    /// Older than the stored timestamp; nothing changed.
-    Stale { current: u64 },
-    /// Same timestamp as the stored record, different content; nothing changed.
-    Tie { current: u64 },
-    /// `if_absent` and a live value is stored; nothing changed.
-    Exists,
-    /// The stored record cannot be decoded; nothing changed. Only in the answers of
-    /// [`Store::guarded_batch`]: a single write answers `StoreError::Corrupt` instead.
-    Corrupt,
 }
 
 /// A range of keys to read in key order: those after `start` that begin with `prefix`.
@@ -224,6 +190,20 @@ impl Store {
         match self {
             Store::Redb(e) => e.get_many(keys).await,
             Store::Postgres(e) => e.get_many(&keys).await,
+        }
+    }
+
+    /// Up to `limit` records indexed under `owner`, in key order after `after` (every
+    /// record whose owner is `owner`, tombstones never; expired ones until purged).
+    pub async fn owned(
+        &self,
+        owner: &str,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        match self {
+            Store::Redb(e) => e.owned(owner.to_string(), after, limit).await,
+            Store::Postgres(_) => Err(StoreError::Unsupported("the owner index")),
         }
     }
 

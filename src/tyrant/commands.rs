@@ -20,7 +20,7 @@ use std::ops::Bound;
 
 use crate::config::TyrantGuard;
 use crate::record::DEFAULT_CONTENT_TYPE;
-use crate::service::PutCondition;
+use crate::service::WriteOptions;
 use crate::service::tyrant::PutMode;
 
 use super::command::{Command, Masked, command_table};
@@ -270,12 +270,12 @@ impl Connection<'_> {
         out: &mut Vec<u8>,
     ) {
         let result = match name.as_slice() {
-            b"tsput" => self.guarded_put(key, value, PutCondition::Always).await,
+            b"tsput" => self.guarded_put(key, value, WriteOptions::default()).await,
             b"tsout" => match prefix_timestamp(&value, self.shared.settings.ts_digits) {
                 Some(timestamp) => self
                     .shared
                     .service
-                    .delete(key, timestamp)
+                    .delete(key, timestamp, WriteOptions::default())
                     .await
                     .map(|_| timestamp)
                     .map_err(|_| Refused::Service),
@@ -380,9 +380,9 @@ impl Connection<'_> {
                 .unwrap_or(false),
             TyrantGuard::Prefix => {
                 let condition = if mode == PutMode::Keep {
-                    PutCondition::IfAbsent
+                    WriteOptions::if_absent()
                 } else {
-                    PutCondition::Always
+                    WriteOptions::default()
                 };
                 self.guarded_put(key, value, condition).await.is_ok()
             }
@@ -394,7 +394,7 @@ impl Connection<'_> {
         &self,
         key: Vec<u8>,
         value: Vec<u8>,
-        condition: PutCondition,
+        condition: WriteOptions,
     ) -> Result<u64, Refused> {
         let Some(timestamp) = prefix_timestamp(&value, self.shared.settings.ts_digits) else {
             return Err(Refused::NoTimestamp);

@@ -1,92 +1,98 @@
-//! The guarded write as SQL: one upsert that applies when the rule says Apply, and a
-//! follow-up read that lets [`guard::decide`] classify a refusal.
+//! The guarded write on PostgreSQL: one upsert that applies a plain write when the
+//! rule says Apply, and otherwise the rule itself, run with the row locked.
 
 use deadpool_postgres::GenericClient;
 
 use super::error::from_driver;
-use super::sql::{self, DecodeError, Params, lapse_cutoff, to_sql};
-use crate::guard::{self, Intent, Verdict};
+use super::locked_update;
+use super::sql::{self, Params, lapse_cutoff, to_sql};
+use crate::guard::{self, Change, Condition, SessionWrite};
+use crate::record::Record;
 use crate::store::{GuardClock, Guarded, GuardedWrite, StoreError};
 
-/// Upsert / follow-up rounds before a guarded write gives up. A refused upsert is
-/// only retried when the follow-up read shows a row that would now let it apply
-/// (the refusing row was swept or replaced by an unguarded write in between), which
-/// needs another writer to change the key again each round.
-const MAX_GUARD_ROUNDS: usize = 16;
-/// One guarded write on `client` (a pooled connection, or a batch's transaction).
-///
-/// The upsert ([`sql::GUARDED_UPSERT`]) applies the write when the rule says Apply.
-/// When it refuses, a new statement reads the row that refused it and the verdict
-/// comes from [`guard::decide`] — so Stale / Tie / Repeat are classified by the rule
-/// itself, not re-implemented in SQL. If that row would now let the write apply (it
-/// was swept, or rewritten by an unguarded write, between the two statements), the
-/// upsert runs again.
-pub async fn guarded_on<C: GenericClient>(
+/// The guarded upsert ([`sql::GUARDED_UPSERT`]) on `client`, for the writes it can
+/// decide alone: a whole-value put or delete with no precondition and no session
+/// metadata to carry. `Some(Applied)` when it applied; `None` when it refused or the
+/// write is not one it decides — the caller then runs [`resolve_locked`], which
+/// classifies a refusal (stale, tie, repeat) with [`guard::resolve`] itself, so the
+/// verdicts are never re-implemented in SQL.
+pub async fn upsert_on<C: GenericClient>(
     client: &C,
     write: &GuardedWrite,
     clock: GuardClock,
-) -> Result<Guarded, StoreError> {
+) -> Result<Option<Guarded>, StoreError> {
+    let if_absent = match write.condition {
+        Condition::Always => false,
+        Condition::IfAbsent => true,
+        Condition::IfMatch(_) => return Ok(None),
+    };
+    if write.session != SessionWrite::default() {
+        return Ok(None);
+    }
+    let record = match &write.change {
+        Change::Put {
+            value,
+            content_type,
+            expires_at,
+        } => Record::live(
+            write.timestamp,
+            value.clone(),
+            content_type.clone(),
+            *expires_at,
+        ),
+        Change::Delete => Record::tombstone(write.timestamp, clock.now),
+        Change::Patch { .. } | Change::Restore(_) => return Ok(None),
+    };
     let upsert = client
         .prepare_cached(sql::GUARDED_UPSERT)
         .await
         .map_err(from_driver)?;
-    let p = Params::of(&write.record);
+    let p = Params::of(&record);
     let now = to_sql(clock.now);
     let cutoff = lapse_cutoff(clock.now, clock.grace_micros).map(to_sql);
-    let intent = Intent::of(&write.record);
-    for _ in 0..MAX_GUARD_ROUNDS {
-        let applied = client
-            .query_opt(
-                &upsert,
-                &[
-                    &write.key,
-                    &p.ts,
-                    &p.tombstone,
-                    &p.value,
-                    &p.content_type,
-                    &p.expires_at,
-                    &p.deleted_at,
-                    &now,
-                    &cutoff,
-                    &write.if_absent,
-                ],
-            )
-            .await
-            .map_err(from_driver)?;
-        if let Some(row) = applied {
+    let applied = client
+        .query_opt(
+            &upsert,
+            &[
+                &write.key,
+                &p.ts,
+                &p.tombstone,
+                &p.value,
+                &p.content_type,
+                &p.expires_at,
+                &p.deleted_at,
+                &now,
+                &cutoff,
+                &if_absent,
+            ],
+        )
+        .await
+        .map_err(from_driver)?;
+    match applied {
+        Some(row) => {
             let was_live: bool = row.try_get(0).map_err(from_driver)?;
-            return Ok(Guarded::Applied { was_live });
+            Ok(Some(Guarded::Applied { was_live }))
         }
-        let get = client.prepare_cached(sql::GET).await.map_err(from_driver)?;
-        let Some(row) = client
-            .query_opt(&get, &[&write.key])
-            .await
-            .map_err(from_driver)?
-        else {
-            continue; // swept since the upsert: the key is free now
-        };
-        let stored = match sql::decode(&row, 0) {
-            Ok(stored) => stored,
-            Err(DecodeError::Shape) => return Ok(Guarded::Corrupt),
-            Err(DecodeError::Column(e)) => return Err(from_driver(e)),
-        };
-        if write.if_absent && stored.is_live(clock.now) {
-            return Ok(Guarded::Exists);
-        }
-        match guard::decide(
-            Some(&stored),
-            write.record.timestamp,
-            intent,
-            clock.now,
-            clock.grace_micros,
-        ) {
-            Verdict::Apply => continue,
-            Verdict::Repeat => return Ok(Guarded::Repeated),
-            Verdict::Stale { current } => return Ok(Guarded::Stale { current }),
-            Verdict::Tie { current } => return Ok(Guarded::Tie { current }),
-        }
+        None => Ok(None),
     }
-    Err(StoreError::engine(
-        "guarded write: the key kept changing under it; gave up",
-    ))
+}
+
+/// One guarded write inside `txn`, with the key's row locked: [`guard::resolve`]
+/// decides and computes the record, as the embedded engine does under its lock.
+/// A stored row that cannot be decoded refuses this write only ([`Guarded::Corrupt`]).
+pub async fn resolve_locked<C: GenericClient + Sync>(
+    txn: &C,
+    write: &GuardedWrite,
+    clock: GuardClock,
+) -> Result<Guarded, StoreError> {
+    let result = locked_update(txn, &write.key, |stored| {
+        let resolved = guard::resolve(stored.as_ref(), write, clock);
+        (resolved.record, resolved.answer)
+    })
+    .await;
+    match result {
+        Ok((_, answer)) => Ok(answer),
+        Err(StoreError::Corrupt { .. }) => Ok(Guarded::Corrupt),
+        Err(e) => Err(e),
+    }
 }

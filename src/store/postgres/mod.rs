@@ -10,7 +10,7 @@
 //! * [`config`]: the URL, its TLS parameters and redacted printing.
 //! * [`tls`]: rustls client configurations per `sslmode`.
 //! * [`error`]: which driver errors mean "unavailable now".
-//! * [`guarded`]: the guarded write's upsert and its follow-up read.
+//! * [`guarded`]: the guarded write's upsert, and the rule run with the row locked.
 //! * [`range`]: key ranges (prefix, cursor) as bytea bounds.
 //! * [`probe`]: the background reachability check and the pool's gauges.
 //! * [`postgres_only`]: advisory locks and `pg_total_relation_size`.
@@ -48,7 +48,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::error::{deadline_passed, from_driver, from_pool, is_retryable_conflict};
-use self::guarded::guarded_on;
+use self::guarded::{resolve_locked, upsert_on};
 use self::postgres_only::{table_size, try_lock_sweep};
 use self::probe::probe_loop;
 use self::range::{prefix_successor, scan_lower_bound};
@@ -259,8 +259,19 @@ impl PgStore {
             attempt += 1;
             let result = self
                 .within("guarded_write", self.inner.op_timeout, async {
-                    let client = self.client().await?;
-                    guarded_on(&client, &write, clock).await
+                    let mut client = self.client().await?;
+                    if let Some(applied) = upsert_on(&client, &write, clock).await? {
+                        return Ok(applied);
+                    }
+                    let txn = client.transaction().await.map_err(from_driver)?;
+                    let answer = resolve_locked(&txn, &write, clock).await?;
+                    txn.commit().await.map_err(from_driver)?;
+                    match answer {
+                        Guarded::Corrupt => Err(StoreError::Corrupt {
+                            key: write.key.clone(),
+                        }),
+                        answer => Ok(answer),
+                    }
                 })
                 .await;
             match result {
@@ -299,7 +310,11 @@ impl PgStore {
                     let txn = client.transaction().await.map_err(from_driver)?;
                     let mut outcomes = Vec::with_capacity(writes.len());
                     for write in &writes {
-                        outcomes.push(guarded_on(&txn, write, clock).await?);
+                        let answer = match upsert_on(&txn, write, clock).await? {
+                            Some(applied) => applied,
+                            None => resolve_locked(&txn, write, clock).await?,
+                        };
+                        outcomes.push(answer);
                     }
                     txn.commit().await.map_err(from_driver)?;
                     Ok(outcomes)
@@ -335,75 +350,7 @@ impl PgStore {
             .within("update", self.inner.op_timeout, async {
                 let mut client = self.client().await?;
                 let txn = client.transaction().await.map_err(from_driver)?;
-                let select = txn
-                    .prepare_cached(sql::GET_FOR_UPDATE)
-                    .await
-                    .map_err(from_driver)?;
-                // Lock the key: its row with FOR UPDATE, or — when there is none — a
-                // placeholder row that only this transaction sees (a concurrent insert
-                // of the key waits for us on the primary key). `f` is FnOnce, so it
-                // runs only once the lock is held, whichever way it was taken.
-                let mut stored = None;
-                for _ in 0..MAX_LOCK_ROUNDS {
-                    if let Some(row) = txn.query_opt(&select, &[&key]).await.map_err(from_driver)? {
-                        stored = Some(Some(decode_or_corrupt(&row, 0, &key)?));
-                        break;
-                    }
-                    let placeholder = txn
-                        .prepare_cached(sql::PLACEHOLDER)
-                        .await
-                        .map_err(from_driver)?;
-                    if txn
-                        .query_opt(&placeholder, &[&key, &to_sql(0)])
-                        .await
-                        .map_err(from_driver)?
-                        .is_some()
-                    {
-                        stored = Some(None);
-                        break;
-                    }
-                    // Someone else inserted the key after our SELECT and has committed
-                    // (the insert waited for them): read their row, locked.
-                }
-                let Some(stored) = stored else {
-                    return Err(StoreError::engine(
-                        "update: could not lock the key (kept racing with inserts and deletes)",
-                    ));
-                };
-                let had_row = stored.is_some();
-                let (new, answer) = f(stored);
-                let wrote = new.is_some();
-                match new {
-                    Some(record) => {
-                        let overwrite = txn
-                            .prepare_cached(sql::OVERWRITE)
-                            .await
-                            .map_err(from_driver)?;
-                        let p = Params::of(&record);
-                        txn.execute(
-                            &overwrite,
-                            &[
-                                &key,
-                                &p.ts,
-                                &p.tombstone,
-                                &p.value,
-                                &p.content_type,
-                                &p.expires_at,
-                                &p.deleted_at,
-                            ],
-                        )
-                        .await
-                        .map_err(from_driver)?;
-                    }
-                    None if !had_row => {
-                        let delete = txn
-                            .prepare_cached(sql::DELETE_KEY)
-                            .await
-                            .map_err(from_driver)?;
-                        txn.execute(&delete, &[&key]).await.map_err(from_driver)?;
-                    }
-                    None => {}
-                }
+                let (wrote, answer) = locked_update(&txn, &key, f).await?;
                 txn.commit().await.map_err(from_driver)?;
                 Ok((wrote, answer))
             })
@@ -667,6 +614,89 @@ async fn prepare(pool: &Pool, location: &str) -> Result<(), StoreError> {
     let txn = client.transaction().await.map_err(from_driver)?;
     schema::migrate(&txn, location).await?;
     txn.commit().await.map_err(from_driver)
+}
+
+/// Read-modify-write of one key inside `txn`: lock its row with `FOR UPDATE` — or,
+/// when there is none, a placeholder row only `txn` sees (a concurrent insert of the
+/// key waits for it on the primary key) — then hand the stored record to `f`, which
+/// runs only once the lock is held, and store what it returns. Returns whether a
+/// record was written, and `f`'s answer.
+pub(super) async fn locked_update<C, T, F>(
+    txn: &C,
+    key: &[u8],
+    f: F,
+) -> Result<(bool, T), StoreError>
+where
+    C: GenericClient + Sync,
+    F: FnOnce(Option<Record>) -> (Option<Record>, T),
+{
+    let select = txn
+        .prepare_cached(sql::GET_FOR_UPDATE)
+        .await
+        .map_err(from_driver)?;
+    let mut stored = None;
+    for _ in 0..MAX_LOCK_ROUNDS {
+        if let Some(row) = txn.query_opt(&select, &[&key]).await.map_err(from_driver)? {
+            stored = Some(Some(decode_or_corrupt(&row, 0, key)?));
+            break;
+        }
+        let placeholder = txn
+            .prepare_cached(sql::PLACEHOLDER)
+            .await
+            .map_err(from_driver)?;
+        if txn
+            .query_opt(&placeholder, &[&key, &to_sql(0)])
+            .await
+            .map_err(from_driver)?
+            .is_some()
+        {
+            stored = Some(None);
+            break;
+        }
+        // Someone else inserted the key after our SELECT and has committed (the
+        // insert waited for them): read their row, locked.
+    }
+    let Some(stored) = stored else {
+        return Err(StoreError::engine(
+            "update: could not lock the key (kept racing with inserts and deletes)",
+        ));
+    };
+    let had_row = stored.is_some();
+    let (new, answer) = f(stored);
+    let wrote = new.is_some();
+    match new {
+        Some(record) => {
+            let overwrite = txn
+                .prepare_cached(sql::OVERWRITE)
+                .await
+                .map_err(from_driver)?;
+            let p = Params::of(&record);
+            txn.execute(
+                &overwrite,
+                &[
+                    &key,
+                    &p.ts,
+                    &p.tombstone,
+                    &p.value,
+                    &p.content_type,
+                    &p.expires_at,
+                    &p.deleted_at,
+                ],
+            )
+            .await
+            .map_err(from_driver)?;
+        }
+        None if !had_row => {
+            // Take the placeholder away again.
+            let delete = txn
+                .prepare_cached(sql::DELETE_KEY)
+                .await
+                .map_err(from_driver)?;
+            txn.execute(&delete, &[&key]).await.map_err(from_driver)?;
+        }
+        None => {}
+    }
+    Ok((wrote, answer))
 }
 
 fn decode_or_corrupt(row: &Row, first: usize, key: &[u8]) -> Result<Record, StoreError> {

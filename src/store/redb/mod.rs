@@ -29,7 +29,7 @@ use redb::{
 };
 
 use super::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, Snapshot, StoreError};
-use crate::guard::{self, Intent, Verdict};
+use crate::guard;
 use crate::metrics::Metrics;
 use crate::record::{Record, State};
 
@@ -39,6 +39,8 @@ const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const EXPIRIES: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("expiries");
 /// (deleted_at µs, key) for tombstones: the sweeper's other work list.
 const TOMBSTONES: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("tombstones");
+/// (owner, key) for live records with an owner: "every session of one user".
+const OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 /// Small named integers about the file itself.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -52,7 +54,7 @@ const FILE_ID_KEY: &str = "file_id";
 pub const WAL_FILE_NAMES: [&str; 2] = ["tidemark.wal", "tidemark.wal.1"];
 
 /// The on-disk layout this build reads and writes. See migrations/.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "tidemark.redb";
 
@@ -341,13 +343,54 @@ impl RedbStore {
 
     // ---- the seam's operations (see `crate::store::Store`) ----
 
-    /// The records stored for `keys`, in the same order, read off the async workers.
+    /// The records stored for `keys`, in the same order, as of one instant (no write
+    /// lands between two of them), read off the async workers.
     pub async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, StoreError> {
-        self.blocking(move |store| keys.iter().map(|key| store.get(key)).collect())
+        self.blocking(move |store| store.inner.core.get_many(&keys))
             .await
     }
 
-    /// One guarded write, decided by [`guard::decide`] under the write lock.
+    /// Up to `limit` records indexed under `owner`, in key order after `after`, from
+    /// one read transaction (logged changes are checkpointed first). The index follows
+    /// every write, so each record returned has this owner; callers still check
+    /// liveness (an expired record keeps its index row until it is purged).
+    pub async fn owned(
+        &self,
+        owner: String,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        self.blocking(move |store| {
+            let txn = store.begin_read()?;
+            let owners = txn.open_table(OWNERS)?;
+            let records = txn.open_table(RECORDS)?;
+            let from: (&str, &[u8]) = (owner.as_str(), after.as_deref().unwrap_or_default());
+            let mut found = Vec::new();
+            for entry in owners.range(from..)? {
+                if found.len() >= limit {
+                    break;
+                }
+                let (row, _) = entry?;
+                let (row_owner, key) = row.value();
+                if row_owner != owner {
+                    break;
+                }
+                if after.as_deref() == Some(key) {
+                    continue;
+                }
+                let Some(value) = records.get(key)? else {
+                    continue;
+                };
+                let record = codec::decode(value.value())
+                    .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })?;
+                found.push((key.to_vec(), record));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// One guarded write, decided by [`guard::resolve`] under the write lock.
     pub async fn guarded_write(
         &self,
         write: GuardedWrite,
@@ -520,7 +563,7 @@ impl RedbStore {
 }
 
 /// Apply one guarded write inside a write closure: the stored record (as this write
-/// sees it) against [`guard::decide`]. A corrupt stored record refuses this write
+/// sees it) against [`guard::resolve`]. A corrupt stored record refuses this write
 /// only, so one bad key cannot fail the other writes of a batch.
 fn apply_guarded(
     batch: &mut WriteBatch<'_>,
@@ -532,27 +575,11 @@ fn apply_guarded(
         Err(StoreError::Corrupt { .. }) => return Ok(Guarded::Corrupt),
         Err(engine) => return Err(engine),
     };
-    let was_live = stored.as_ref().is_some_and(|r| r.is_live(clock.now));
-    if write.if_absent && was_live {
-        return Ok(Guarded::Exists);
+    let resolved = guard::resolve(stored.as_ref(), write, clock);
+    if let Some(record) = &resolved.record {
+        batch.put(&write.key, record)?;
     }
-    let intent = Intent::of(&write.record);
-    let verdict = guard::decide(
-        stored.as_ref(),
-        write.record.timestamp,
-        intent,
-        clock.now,
-        clock.grace_micros,
-    );
-    Ok(match verdict {
-        Verdict::Apply => {
-            batch.put(&write.key, &write.record)?;
-            Guarded::Applied { was_live }
-        }
-        Verdict::Repeat => Guarded::Repeated,
-        Verdict::Stale { current } => Guarded::Stale { current },
-        Verdict::Tie { current } => Guarded::Tie { current },
-    })
+    Ok(resolved.answer)
 }
 
 /// Re-apply the logged batches that the file's last durable commit does not hold,
@@ -626,6 +653,11 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
         match found {
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(1) => {
+                upgrade_1_to_2(&txn)?;
+                meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+                tracing::info!(path = %path.display(), "upgraded the database file from schema version 1 to 2");
+            }
             Some(v) if v > SCHEMA_VERSION => {
                 return Err(StoreError::SchemaTooNew {
                     path: path.to_path_buf(),
@@ -633,8 +665,7 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Versions below 1 never existed; a future v2 adds its upgrade step from 1 here
-            // (see migrations/README.md).
+            // Versions below 1 never existed (see migrations/README.md).
             Some(v) => {
                 return Err(StoreError::UnknownSchema {
                     path: path.to_path_buf(),
@@ -664,10 +695,20 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         txn.open_table(RECORDS)?;
         txn.open_table(EXPIRIES)?;
         txn.open_table(TOMBSTONES)?;
+        txn.open_table(OWNERS)?;
         file_id
     };
     txn.commit()?;
     Ok(file_id)
+}
+
+/// Schema 1 → 2, inside the opening transaction (so a crash leaves the file at 1).
+/// Version 2 reads every version-1 record as it is (kind 01 and 02 did not change);
+/// what is new is the `owners` index, and no version-1 record has an owner, so the
+/// index starts empty. Nothing is rewritten.
+fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(OWNERS)?;
+    Ok(())
 }
 
 /// A random u64 from the standard library's randomly keyed hasher.
@@ -686,17 +727,26 @@ fn random_id() -> u64 {
 /// consistent with the records. Checkpoints, recovery and snapshots write through it.
 struct Tables<'txn> {
     records: Table<'txn, &'static [u8], &'static [u8]>,
+    index: Index<'txn>,
+    scratch: Vec<u8>,
+}
+
+/// The index tables derived from `records`, kept in step with it.
+struct Index<'txn> {
     expiries: Table<'txn, (u64, &'static [u8]), ()>,
     tombstones: Table<'txn, (u64, &'static [u8]), ()>,
-    scratch: Vec<u8>,
+    owners: Table<'txn, (&'static str, &'static [u8]), ()>,
 }
 
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
             records: txn.open_table(RECORDS)?,
-            expiries: txn.open_table(EXPIRIES)?,
-            tombstones: txn.open_table(TOMBSTONES)?,
+            index: Index {
+                expiries: txn.open_table(EXPIRIES)?,
+                tombstones: txn.open_table(TOMBSTONES)?,
+                owners: txn.open_table(OWNERS)?,
+            },
             scratch: Vec::new(),
         })
     }
@@ -709,9 +759,9 @@ impl<'txn> Tables<'txn> {
             .insert(key, self.scratch.as_slice())?
             .and_then(|old| codec::decode(old.value()));
         if let Some(old) = old {
-            unindex(&mut self.expiries, &mut self.tombstones, key, &old)?;
+            self.index.remove(key, &old)?;
         }
-        index(&mut self.expiries, &mut self.tombstones, key, record)
+        self.index.add(key, record)
     }
 
     /// Remove `key` entirely.
@@ -721,7 +771,7 @@ impl<'txn> Tables<'txn> {
             .remove(key)?
             .and_then(|old| codec::decode(old.value()));
         if let Some(old) = &old {
-            unindex(&mut self.expiries, &mut self.tombstones, key, old)?;
+            self.index.remove(key, old)?;
         }
         Ok(())
     }
@@ -729,8 +779,9 @@ impl<'txn> Tables<'txn> {
     /// Remove every record, tombstones included.
     fn clear(&mut self) -> Result<(), StoreError> {
         self.records.retain(|_, _| false)?;
-        self.expiries.retain(|_, _| false)?;
-        self.tombstones.retain(|_, _| false)?;
+        self.index.expiries.retain(|_, _| false)?;
+        self.index.tombstones.retain(|_, _| false)?;
+        self.index.owners.retain(|_, _| false)?;
         Ok(())
     }
 }
@@ -748,34 +799,32 @@ fn due(record: &Record) -> Option<Due> {
     }
 }
 
-/// Add `record`'s entry to the sweeper's work lists.
-fn index(
-    expiries: &mut Table<'_, (u64, &'static [u8]), ()>,
-    tombstones: &mut Table<'_, (u64, &'static [u8]), ()>,
-    key: &[u8],
-    record: &Record,
-) -> Result<(), StoreError> {
-    match due(record) {
-        Some(Due::Expiry(at)) => expiries.insert((at, key), ()).map(drop)?,
-        Some(Due::Tombstone(at)) => tombstones.insert((at, key), ()).map(drop)?,
-        None => {}
+impl Index<'_> {
+    /// Add `record`'s entries: the sweeper's work lists and the owner index.
+    fn add(&mut self, key: &[u8], record: &Record) -> Result<(), StoreError> {
+        match due(record) {
+            Some(Due::Expiry(at)) => self.expiries.insert((at, key), ()).map(drop)?,
+            Some(Due::Tombstone(at)) => self.tombstones.insert((at, key), ()).map(drop)?,
+            None => {}
+        }
+        if let Some(owner) = &record.meta.owner {
+            self.owners.insert((owner.as_str(), key), ())?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Remove `record`'s entry from the sweeper's work lists.
-fn unindex(
-    expiries: &mut Table<'_, (u64, &'static [u8]), ()>,
-    tombstones: &mut Table<'_, (u64, &'static [u8]), ()>,
-    key: &[u8],
-    record: &Record,
-) -> Result<(), StoreError> {
-    match due(record) {
-        Some(Due::Expiry(at)) => expiries.remove((at, key)).map(drop)?,
-        Some(Due::Tombstone(at)) => tombstones.remove((at, key)).map(drop)?,
-        None => {}
+    /// Remove `record`'s entries.
+    fn remove(&mut self, key: &[u8], record: &Record) -> Result<(), StoreError> {
+        match due(record) {
+            Some(Due::Expiry(at)) => self.expiries.remove((at, key)).map(drop)?,
+            Some(Due::Tombstone(at)) => self.tombstones.remove((at, key)).map(drop)?,
+            None => {}
+        }
+        if let Some(owner) = &record.meta.owner {
+            self.owners.remove((owner.as_str(), key))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

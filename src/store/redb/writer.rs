@@ -427,6 +427,24 @@ impl Core {
         snapshot.get(key)
     }
 
+    /// The records of `keys` as of one instant: every memtable lookup under one hold
+    /// of the lock, the rest from the redb snapshot that goes with those memtables.
+    pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StoreError> {
+        let (hits, snapshot) = {
+            let state = lock(&self.state);
+            let hits: Vec<Option<Option<Record>>> =
+                keys.iter().map(|key| state.in_memtables(key)).collect();
+            (hits, state.snapshot.clone())
+        };
+        hits.into_iter()
+            .zip(keys)
+            .map(|(hit, key)| match hit {
+                Some(found) => Ok(found),
+                None => snapshot.get(key),
+            })
+            .collect()
+    }
+
     /// Whether a record not yet checkpointed may have lapsed at or before `cutoff`.
     pub fn memtables_may_hold_due(&self, cutoff: u64) -> bool {
         let state = lock(&self.state);

@@ -11,6 +11,14 @@
 //! * A stored record stops guarding once it has been gone (deleted or expired) for
 //!   longer than the tombstone grace period; after that the key is treated as absent.
 
+pub mod document;
+mod write;
+
+pub use write::{
+    Change, Condition, EtagMatch, GuardClock, Guarded, GuardedWrite, OwnerChange, PatchReport,
+    Resolved, SessionWrite, cap, is_json, resolve, session_meta,
+};
+
 use crate::record::{Record, State};
 
 /// What a client asks to do to a key.
