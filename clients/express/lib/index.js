@@ -5,6 +5,7 @@ const { Store } = require('express-session');
 const { nextStamp, stampString, STAMP_SPACING } = require('./stamp');
 
 const DEFAULT_TTL = 86400;
+const MAX_TTL = 315360000; // the server's limit on X-TTL and X-Max-Lifetime: ten years
 const DEFAULT_TIMEOUT_MS = 10000;
 const DEFAULT_MAX_TRACKED = 10000;
 const LIST_PAGE = 1000;
@@ -120,21 +121,29 @@ class TidemarkStore extends Store {
   }
 
   /**
-   * Ends every session of `owner` (as recorded from ownerOf at login), except `keep`
-   * (a session ID, or an array of them) when given. Resolves `{ revoked, kept }`.
+   * Ends every session of `owner` (as recorded from ownerOf), except the session `keep`
+   * (a session ID, e.g. req.sessionID) when given. Resolves `{ revoked, kept }`: the number
+   * deleted, and the sessions left ({ key, sid, timestamp }: the kept one, and any written
+   * after the revocation's timestamp).
    */
   async revokeOwner(owner, { keep } = {}) {
     const id = normalizeOwner(owner);
     if (id === undefined) throw new TypeError('revokeOwner: an owner id is required');
-    const keeps = keep === undefined || keep === null ? [] : [].concat(keep);
-    const query = keeps.map((sid) => `keep=${encodeURIComponent(this._key(sid))}`).join('&');
-    const path = `/owners/${encodeURIComponent(id)}/sessions${query ? `?${query}` : ''}`;
+    if (keep !== undefined && keep !== null && typeof keep !== 'string') {
+      throw new TypeError('revokeOwner: keep must be one session ID (a string)');
+    }
+    const query = keep ? `?keep=${encodeURIComponent(this._key(keep))}` : '';
+    const path = `/owners/${encodeURIComponent(id)}/sessions${query}`;
     const r = await this._request('DELETE', path, {
       'x-write-timestamp': stampString(nextStamp()),
     });
     if (r.status !== 200) throw this._statusError('DELETE', path, r);
     const body = parseJson(r.text, 'DELETE', path);
-    const kept = Array.isArray(body.kept) ? body.kept : [];
+    const kept = (Array.isArray(body.kept) ? body.kept : []).map((k) => {
+      const key = safeDecode(String(k.key));
+      const sid = key.startsWith(this.prefix) ? key.slice(this.prefix.length) : undefined;
+      return { key, sid, timestamp: k.timestamp };
+    });
     return { revoked: body.revoked, kept };
   }
 
@@ -173,9 +182,12 @@ class TidemarkStore extends Store {
       'x-write-timestamp': stampString(this._stampFor(req, sid)),
       'x-ttl': String(this._ttlOf(session)),
     };
-    const sendOwner = owner !== undefined && owner !== (loaded && loaded.owner);
-    if (sendOwner) headers['x-session-owner'] = owner;
-    if (this.maxLifetime !== undefined) headers['x-max-lifetime'] = String(Math.ceil(this.maxLifetime));
+    // Login sets the owner; a session that no longer has one (ownerOf gives undefined where
+    // an owner was loaded) clears it with an empty header.
+    const loadedOwner = loaded ? loaded.owner : undefined;
+    const sendOwner = this.ownerOf !== undefined && owner !== loadedOwner;
+    if (sendOwner) headers['x-session-owner'] = owner === undefined ? '' : owner;
+    if (this.maxLifetime !== undefined) headers['x-max-lifetime'] = String(Math.min(MAX_TTL, Math.ceil(this.maxLifetime)));
 
     const r = await this._request('PATCH', path, headers, JSON.stringify(patch));
     if (r.status === 409) {
@@ -200,7 +212,7 @@ class TidemarkStore extends Store {
       if (value === null) fields.delete(name);
       else fields.set(name, JSON.stringify(value));
     }
-    this._remember(sid, req, { fields, owner: sendOwner ? owner : loaded && loaded.owner });
+    this._remember(sid, req, { fields, owner: sendOwner ? owner : loadedOwner });
   }
 
   async _destroy(sid) {
@@ -294,7 +306,7 @@ class TidemarkStore extends Store {
       const maxAge = session && session.cookie && session.cookie.maxAge;
       ttl = typeof maxAge === 'number' && Number.isFinite(maxAge) ? maxAge / 1000 : DEFAULT_TTL;
     }
-    return Math.max(1, Math.ceil(Number(ttl) || DEFAULT_TTL));
+    return Math.min(MAX_TTL, Math.max(1, Math.ceil(Number(ttl) || DEFAULT_TTL)));
   }
 
   _owner(session) {

@@ -76,6 +76,28 @@ async function startApp(store) {
     res.json({ ok: true });
   }));
 
+  // Changes a field, saves explicitly, changes it again: the automatic save writes it once more.
+  app.post('/change-twice', route(async (req, res) => {
+    req.session.step = 'first';
+    await new Promise((resolve, reject) => req.session.save((err) => (err ? reject(err) : resolve())));
+    req.session.step = 'second';
+    res.json({ ok: true });
+  }));
+
+  // Saves a change, then logs out, in one request.
+  app.post('/save-then-logout', route(async (req, res) => {
+    req.session.last = 'seen';
+    await new Promise((resolve, reject) => req.session.save((err) => (err ? reject(err) : resolve())));
+    await new Promise((resolve, reject) => req.session.destroy((err) => (err ? reject(err) : resolve())));
+    res.json({ ok: true });
+  }));
+
+  // The user leaves the session without destroying it: the session has no owner any more.
+  app.post('/forget-user', route(async (req, res) => {
+    delete req.session.userId;
+    res.json({ ok: true });
+  }));
+
   app.post('/logout', route(async (req, res) => {
     await new Promise((resolve, reject) => req.session.destroy((err) => (err ? reject(err) : resolve())));
     res.json({ ok: true });

@@ -72,3 +72,22 @@ test('a wrong token is a clear error', async () => {
   assert.equal(err.status, 401);
   assert.match(err.message, /answered 401/);
 });
+
+test('what the server records from a write: owner, expiry, lifetime cap, the request stamp', async () => {
+  const store = new TidemarkStore({ url: tidemark.url, token: TOKEN, prefix: 'hdr:', ttl: 120, maxLifetime: 600, ownerOf: (s) => s.userId });
+  const stamp = BigInt(Date.now()) * 1000n;
+  const sess = newSession(store, 'h1', { userId: 'frank' });
+  sess.req._tidemarkStamp = stamp;
+  await store.set('h1', sess);
+  const res = await fetch(`${tidemark.url}/keys/${encodeURIComponent('hdr:h1')}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^application\/json/);
+  assert.equal(res.headers.get('x-write-timestamp'), String(stamp));
+  assert.equal(res.headers.get('x-session-owner'), 'frank');
+  const now = BigInt(Date.now()) * 1000n;
+  const expires = BigInt(res.headers.get('x-expires-at'));
+  assert.ok(expires > now + 100n * 1000000n && expires <= now + 121n * 1000000n, `X-Expires-At ${expires} is about 120 s ahead`);
+  const ends = BigInt(res.headers.get('x-lifetime-ends-at'));
+  assert.ok(ends > now + 580n * 1000000n && ends <= now + 601n * 1000000n, `X-Lifetime-Ends-At ${ends} is about 600 s ahead`);
+  assert.deepEqual(await res.json(), JSON.parse(JSON.stringify(sess)));
+});

@@ -70,3 +70,27 @@ test('with TidemarkStore, the logout stands', async () => {
     await app.close();
   }
 });
+
+test('within one request, a later write of the same session comes after the earlier one', async () => {
+  const fetch = recordingFetch();
+  const store = new TidemarkStore({ url: tidemark.url, token: TOKEN, ownerOf: (s) => s.userId, fetch });
+  const app = await startApp(store);
+  try {
+    const client = new Client(app.url);
+    const sid = (await client.post('/login?user=hank')).body.sid;
+    assert.equal((await client.post('/change-twice')).status, 200);
+    assert.equal((await client.get('/whoami')).body.fields.step, 'second', 'the second save was not refused as a tie');
+
+    assert.equal((await client.post('/save-then-logout')).status, 200);
+    assert.equal((await client.get('/whoami')).body.userId, null, 'the destroy after the save took effect');
+    assert.equal(await store.get(sid), null);
+    const key = `/keys/${encodeURIComponent(`sess:${sid}`)}`;
+    assert.deepEqual(
+      fetch.log.filter((c) => c.path === key && c.method !== 'GET').map((c) => `${c.method} ${c.status}`),
+      ['PATCH 201', 'PATCH 200', 'PATCH 200', 'PATCH 200', 'DELETE 204'],
+    );
+    assert.deepEqual(app.errors, []);
+  } finally {
+    await app.close();
+  }
+});

@@ -29,7 +29,7 @@ async function ownerSessions(owner) {
     headers: { authorization: `Bearer ${TOKEN}` },
   });
   assert.equal(res.status, 200, `GET /owners/${owner}/sessions`);
-  return (await res.json()).sessions.map((s) => s.key).sort();
+  return (await res.json()).sessions.map((s) => decodeURIComponent(s.key)).sort();
 }
 
 async function loggedInAs(clients) {
@@ -48,7 +48,7 @@ test('log out everywhere else (keep the current session), then everywhere', asyn
   const res = await devices[0].post('/logout-everywhere?keep=1');
   assert.equal(res.status, 200);
   assert.equal(res.body.revoked, 2);
-  assert.deepEqual(res.body.kept.map((k) => k.key), [`sess:${sids[0]}`]);
+  assert.deepEqual(res.body.kept.map((k) => [k.key, k.sid]), [[`sess:${sids[0]}`, sids[0]]]);
   assert.deepEqual(await loggedInAs([...devices, other]), ['carol', null, null, 'dave'], 'only the current session survives; another user is untouched');
   for (const sid of sids.slice(1)) assert.equal(await store.get(sid), null);
 
@@ -74,5 +74,19 @@ test('a request that began before "log out everywhere" does not bring its sessio
   assert.equal((await slow).status, 200);
 
   assert.deepEqual(await loggedInAs([phone, laptop]), [null, null]);
+  assert.deepEqual(app.errors, []);
+});
+
+test('a session whose user left it (no owner any more) is not one of the user\'s sessions', async () => {
+  const a = new Client(app.url);
+  const b = new Client(app.url);
+  const sidA = (await a.post('/login?user=gina')).body.sid;
+  const sidB = (await b.post('/login?user=gina')).body.sid;
+  assert.deepEqual(await ownerSessions('gina'), [`sess:${sidA}`, `sess:${sidB}`].sort());
+  assert.equal((await b.post('/forget-user')).status, 200);
+  assert.deepEqual(await ownerSessions('gina'), [`sess:${sidA}`], 'the empty X-Session-Owner cleared the owner');
+  const revoke = await a.post('/logout-everywhere');
+  assert.equal(revoke.body.revoked, 1);
+  assert.equal((await b.get('/whoami')).body.sid, sidB, 'the anonymous session lives on');
   assert.deepEqual(app.errors, []);
 });

@@ -134,6 +134,22 @@ describe('diff of top-level fields', () => {
     assert.equal(fetch.calls.at(-1).headers['x-session-owner'], 'u2');
   });
 
+  test('a session that lost its owner clears it with an empty X-Session-Owner', async () => {
+    const { store, fetch, sess } = await loadedSession();
+    delete sess.userId;
+    await store.set('abc', sess);
+    const last = fetch.calls.at(-1);
+    assert.equal(last.headers['x-session-owner'], '');
+    assert.deepEqual(JSON.parse(last.body), { userId: null });
+  });
+
+  test('without ownerOf, no X-Session-Owner at all', async () => {
+    const { store, fetch, sess } = await loadedSession({ ownerOf: undefined });
+    sess.userId = 'u9';
+    await store.set('abc', sess);
+    assert.equal('x-session-owner' in fetch.calls.at(-1).headers, false);
+  });
+
   test('diffFields on its own', () => {
     const loaded = new Map([['a', '1'], ['b', '{"x":1}'], ['c', '"k"']]);
     assert.deepEqual(diffFields(loaded, { a: 1, b: { x: 2 }, d: true }), { b: { x: 2 }, d: true, c: null });
@@ -274,11 +290,11 @@ describe('listing, revoking', () => {
   });
 
   test('revokeOwner sends DELETE /owners/{owner}/sessions?keep= with a stamp of now', async () => {
-    const fetch = fakeFetch(() => ({ status: 200, body: { revoked: 2, kept: [{ key: 'sess:me', timestamp: 7 }] } }));
+    const fetch = fakeFetch(() => ({ status: 200, body: { revoked: 2, kept: [{ key: 'sess%3Ame', timestamp: 7 }] } }));
     const store = new TidemarkStore({ url: 'http://tidemark.test', fetch });
     const before = BigInt(Date.now()) * 1000n;
     const result = await store.revokeOwner('user/1', { keep: 'me' });
-    assert.deepEqual(result, { revoked: 2, kept: [{ key: 'sess:me', timestamp: 7 }] });
+    assert.deepEqual(result, { revoked: 2, kept: [{ key: 'sess:me', sid: 'me', timestamp: 7 }] });
     const [c] = fetch.calls;
     assert.equal(c.method, 'DELETE');
     assert.equal(c.path, '/owners/user%2F1/sessions');
@@ -287,6 +303,8 @@ describe('listing, revoking', () => {
     assert.ok(BigInt(c.headers['x-write-timestamp']) >= before);
     await store.revokeOwner('u2');
     assert.equal(fetch.calls[1].search, '');
+    await assert.rejects(store.revokeOwner('u3', { keep: ['a', 'b'] }), /one session ID/);
+    await assert.rejects(store.revokeOwner(undefined), /owner id is required/);
   });
 });
 
