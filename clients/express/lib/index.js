@@ -13,8 +13,6 @@ const MAX_LIST_PAGES = 100000;
 const PARALLEL = 8;
 const PROBLEM_PREFIX = 'urn:tidemark:problem:';
 
-// What was loaded, per request and session ID: { fields: Map(name -> JSON text), owner }.
-const LOADED = Symbol('tidemark.loaded');
 // The request's writes so far, per key, for stamps of repeated writes within one request.
 const WRITES = Symbol('tidemark.writes');
 
@@ -87,6 +85,9 @@ class TidemarkStore extends Store {
     this.fetch = fetchImpl;
     this.timeout = options.timeout === undefined ? DEFAULT_TIMEOUT_MS : options.timeout;
     this.maxTracked = options.maxTracked === undefined ? DEFAULT_MAX_TRACKED : options.maxTracked;
+    // What get() loaded, { fields: Map(name -> JSON text), owner }, per session ID: on the
+    // request that loaded it (request -> Map), else store-wide (bounded by maxTracked).
+    this._byRequest = new WeakMap();
     this._loaded = new Map();
   }
 
@@ -206,6 +207,7 @@ class TidemarkStore extends Store {
     } catch (_) {
       // An answer without a readable body: assume every field was applied.
     }
+    if (refused.length) this.emit('refused', { sid, fields: refused });
     const fields = new Map(loaded ? loaded.fields : []);
     for (const [name, value] of Object.entries(patch)) {
       if (refused.includes(name)) continue;
@@ -332,10 +334,10 @@ class TidemarkStore extends Store {
 
   _remember(sid, req, snapshot) {
     if (req && typeof req === 'object') {
-      let map = req[LOADED];
+      let map = this._byRequest.get(req);
       if (!map) {
         map = new Map();
-        Object.defineProperty(req, LOADED, { value: map });
+        this._byRequest.set(req, map);
       }
       map.set(sid, snapshot);
       this._loaded.delete(sid);
@@ -349,13 +351,13 @@ class TidemarkStore extends Store {
   }
 
   _recall(sid, req) {
-    const map = req && req[LOADED];
+    const map = req && this._byRequest.get(req);
     if (map && map.has(sid)) return map.get(sid);
     return this._loaded.get(sid);
   }
 
   _forget(sid, req) {
-    const map = req && req[LOADED];
+    const map = req && this._byRequest.get(req);
     if (map) map.delete(sid);
     this._loaded.delete(sid);
   }

@@ -176,6 +176,21 @@ describe('answers', () => {
     assert.deepEqual(refused, { sid: 'abc', fields: ['theme'] });
   });
 
+  test('set: 200 with some fields refused emits them; the applied ones are not sent again', async () => {
+    const { store, fetch, sess } = await loadedSession({}, {
+      patch: { status: 200, body: { applied: ['lang'], unchanged: [], refused: [{ field: 'theme', current_timestamp: 9 }], timestamp: 9 } },
+    });
+    const events = [];
+    store.on('refused', (e) => events.push(e));
+    sess.theme = 'light';
+    sess.lang = 'it';
+    await store.set('abc', sess);
+    assert.deepEqual(events, [{ sid: 'abc', fields: ['theme'] }]);
+    sess.cart = [];
+    await store.set('abc', sess);
+    assert.deepEqual(JSON.parse(fetch.calls.at(-1).body), { theme: 'light', cart: [] });
+  });
+
   test('503 database-unavailable is a callback error with a clear message', async () => {
     const fetch = fakeFetch(() => ({
       status: 503,
