@@ -289,19 +289,17 @@ pub fn resolve(stored: Option<&Record>, write: &GuardedWrite, clock: GuardClock)
         }
         Change::Delete => match live.and_then(Document::tracked) {
             Some(doc) if write.timestamp <= doc.newest() => match doc.delete(write.timestamp) {
+                // Nothing newer than the delete: a plain delete.
+                document::Outcome::Merged(doc) if doc.is_empty() => Resolved {
+                    answer: Guarded::Applied { was_live },
+                    record: Some(Record::tombstone(write.timestamp, now)),
+                },
                 document::Outcome::Merged(doc) => {
-                    let record = if doc.is_empty() {
-                        Record::tombstone(write.timestamp, now)
-                    } else {
-                        let expires_at = live.and_then(expiry_of);
-                        doc.into_record(
-                            expires_at,
-                            live.map(|r| r.meta.clone()).unwrap_or_default(),
-                        )
-                    };
+                    let expires_at = live.and_then(expiry_of);
+                    let meta = live.map(|r| r.meta.clone()).unwrap_or_default();
                     Resolved {
                         answer: Guarded::Merged { was_live },
-                        record: Some(record),
+                        record: Some(doc.into_record(expires_at, meta)),
                     }
                 }
                 document::Outcome::Repeat => Resolved::refuse(Guarded::Repeated),
@@ -366,7 +364,6 @@ fn patch(
         None => Document::empty(stored.map_or(0, |r| r.timestamp)),
     };
     let (doc, mut report) = doc.patch(write.timestamp, members);
-    report.created = live.is_none();
     if report.applied.is_empty() {
         report.timestamp = live.map_or(0, |r| r.timestamp);
         report.etag = live.map(Record::etag);
@@ -387,6 +384,7 @@ fn patch(
     {
         return Resolved::refuse(Guarded::TooLarge { len: value.len() });
     }
+    report.created = live.is_none();
     report.timestamp = record.timestamp;
     report.etag = Some(record.etag());
     Resolved {

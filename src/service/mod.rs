@@ -618,11 +618,9 @@ impl Service {
                 .await?;
             for (session, verdict) in listed.into_iter().zip(verdicts) {
                 match verdict {
-                    // Fields written after the revocation keep the session alive.
-                    Guarded::Applied { .. } if session.timestamp > timestamp => {
-                        revoked.kept.push((session.key, session.timestamp));
-                    }
                     Guarded::Applied { .. } => revoked.revoked += 1,
+                    // Fields written after the revocation keep the session alive
+                    // (`Merged`, and every other answer: it is still there).
                     Guarded::Stale { current } | Guarded::Tie { current } => {
                         revoked.kept.push((session.key, current));
                     }
