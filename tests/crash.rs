@@ -7,9 +7,15 @@
 //! random moment after the first acknowledgement, restarts it on the same directory and
 //! reads every acknowledged key back. `scripts/crash-test.sh` runs the same proof with
 //! more trials against a release build.
+//!
+//! Most writes also name one of a few session owners (`X-Session-Owner`), so the same
+//! proof covers the `owners` index, which the write-ahead-log replay rebuilds: after the
+//! restart, each owner's `GET /owners/{owner}/sessions` lists every acknowledged key of
+//! that owner, and no key that was written for another owner or for none.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
 use std::ffi::OsStr;
 use std::hash::{BuildHasher, Hasher};
@@ -23,6 +29,10 @@ use common::process::{Process, now_micros};
 
 const TRIALS: usize = 3;
 const WRITERS: usize = 8;
+/// Session owners the writes are spread over (one write in four has none).
+const OWNERS: [&str; 3] = ["owner-a", "owner-b", "owner-c"];
+/// Page size of the owner listings read after the restart (small, so they page).
+const OWNER_PAGE: usize = 100;
 
 /// The binary on a fresh or reopened data directory.
 fn start_server(data_dir: &Path) -> Process {
@@ -43,13 +53,28 @@ struct Write {
     key: String,
     timestamp: u64,
     value: String,
+    /// The `X-Session-Owner` it was sent with, if any.
+    owner: Option<&'static str>,
+}
+
+/// Which owner, if any, write `n` of writer `w` names: each writer cycles through all
+/// of them, so every owner gets keys from every writer.
+fn owner_of(w: usize, n: usize) -> Option<&'static str> {
+    match n % 4 {
+        0 => None,
+        k => Some(OWNERS[(w + k) % OWNERS.len()]),
+    }
 }
 
 /// One writer: distinct keys on one keep-alive connection until the first failure.
+/// Every write is listed in `sent` before it goes out, and in `acked` once answered.
+#[allow(clippy::too_many_arguments)]
 async fn writer(
     client: reqwest::Client,
     server: SocketAddr,
+    w: usize,
     prefix: String,
+    sent: Arc<Mutex<Vec<Write>>>,
     acked: Arc<Mutex<Vec<Write>>>,
     first_ack: Arc<tokio::sync::Notify>,
     stop: Arc<AtomicBool>,
@@ -63,14 +88,17 @@ async fn writer(
             value: format!("{key}:{:016x}", random_below(u64::MAX)),
             timestamp: now_micros(),
             key,
+            owner: owner_of(w, n),
         };
-        let sent = client
+        sent.lock().expect("sent list").push(write.clone());
+        let mut request = client
             .put(format!("http://{server}/keys/{}", write.key))
             .header("x-write-timestamp", write.timestamp)
-            .header("content-type", "text/plain")
-            .body(write.value.clone())
-            .send()
-            .await;
+            .header("content-type", "text/plain");
+        if let Some(owner) = write.owner {
+            request = request.header("x-session-owner", owner);
+        }
+        let sent = request.body(write.value.clone()).send().await;
         let Ok(response) = sent else { return };
         let status = response.status();
         // The acknowledgement is the whole response, not just its status line.
@@ -93,11 +121,15 @@ async fn read_back(client: &reqwest::Client, server: &Process, writes: &[Write])
             .await
             .expect("the restarted server answers");
         let status = response.status();
-        let stamp = response
-            .headers()
-            .get("x-write-timestamp")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let stamp = header("x-write-timestamp");
+        let owner = header("x-session-owner");
         let body = response.text().await.expect("a readable body");
         if status != 200 {
             problems.push(format!("{}: acknowledged but answered {status}", write.key));
@@ -105,6 +137,105 @@ async fn read_back(client: &reqwest::Client, server: &Process, writes: &[Write])
             problems.push(format!(
                 "{}: came back as {body:?} at {stamp:?}, not {:?} at {}",
                 write.key, write.value, write.timestamp
+            ));
+        } else if owner.as_deref() != write.owner {
+            problems.push(format!(
+                "{}: came back owned by {owner:?}, not {:?}",
+                write.key, write.owner
+            ));
+        }
+    }
+    problems
+}
+
+/// Every key `GET /owners/{owner}/sessions` lists, following `next_cursor` for at most
+/// `max_pages` pages.
+async fn owner_listing(
+    client: &reqwest::Client,
+    server: &Process,
+    owner: &str,
+    max_pages: usize,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..max_pages {
+        let mut request = client
+            .get(server.url(&format!("/owners/{owner}/sessions")))
+            .query(&[("limit", OWNER_PAGE.to_string())]);
+        if let Some(cursor) = &cursor {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let response = request.send().await.expect("the restarted server answers");
+        let status = response.status();
+        let body = response.bytes().await.expect("a readable body");
+        assert_eq!(
+            status,
+            200,
+            "listing {owner}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let page: serde_json::Value = serde_json::from_slice(&body).expect("a JSON page");
+        let sessions = page["sessions"].as_array().expect("a sessions array");
+        assert!(sessions.len() <= OWNER_PAGE, "{owner}: an overlong page");
+        for session in sessions {
+            keys.push(session["key"].as_str().expect("a key").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return keys,
+        }
+    }
+    panic!("{owner}: the listing did not end within {max_pages} pages");
+}
+
+/// Checks each owner's listing against the writes: every acknowledged key of the owner
+/// is listed, and every listed key was sent for that owner — either acknowledged, or the
+/// one write its writer had in flight when the server died (so at most one per writer).
+async fn check_owner_index(
+    client: &reqwest::Client,
+    server: &Process,
+    sent: &[Write],
+    acked: &[Write],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for owner in OWNERS {
+        let keys_of = |writes: &[Write]| -> BTreeSet<String> {
+            writes
+                .iter()
+                .filter(|w| w.owner == Some(owner))
+                .map(|w| w.key.clone())
+                .collect()
+        };
+        let (sent_keys, acked_keys) = (keys_of(sent), keys_of(acked));
+        let max_pages = sent_keys.len() / OWNER_PAGE + 2;
+        let listed = owner_listing(client, server, owner, max_pages).await;
+        let listed_set: BTreeSet<String> = listed.iter().cloned().collect();
+        if listed_set.len() != listed.len() {
+            problems.push(format!("{owner}: a key was listed twice"));
+        }
+        if listed.windows(2).any(|pair| pair[0] >= pair[1]) {
+            problems.push(format!("{owner}: the listing is not in key order"));
+        }
+        for missing in acked_keys.difference(&listed_set).take(10) {
+            problems.push(format!(
+                "{owner}: {missing} acknowledged for this owner but not listed"
+            ));
+        }
+        for stray in listed_set.difference(&sent_keys).take(10) {
+            let other = sent.iter().find(|w| &w.key == stray).map(|w| w.owner);
+            problems.push(format!(
+                "{owner}: {stray} listed, but it was written {}",
+                match other {
+                    Some(Some(other)) => format!("for {other}"),
+                    Some(None) => "without an owner".to_string(),
+                    None => "by no one".to_string(),
+                }
+            ));
+        }
+        let unacked = listed_set.difference(&acked_keys).count();
+        if unacked > WRITERS {
+            problems.push(format!(
+                "{owner}: {unacked} listed keys were never acknowledged; at most {WRITERS} writes were in flight"
             ));
         }
     }
@@ -119,9 +250,11 @@ async fn acknowledged_writes_survive_sigkill() {
         .build()
         .expect("HTTP client");
     let mut total_acked = 0;
+    let mut total_owned = 0;
     for trial in 0..TRIALS {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = start_server(dir.path());
+        let sent = Arc::new(Mutex::new(Vec::new()));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let first_ack = Arc::new(tokio::sync::Notify::new());
         let stop = Arc::new(AtomicBool::new(false));
@@ -130,7 +263,9 @@ async fn acknowledged_writes_survive_sigkill() {
                 tokio::spawn(writer(
                     client.clone(),
                     server.http,
+                    w,
                     format!("t{trial}-w{w}"),
+                    sent.clone(),
                     acked.clone(),
                     first_ack.clone(),
                     stop.clone(),
@@ -151,8 +286,10 @@ async fn acknowledged_writes_survive_sigkill() {
         }
 
         let writes = acked.lock().expect("ack list").clone();
+        let sent = sent.lock().expect("sent list").clone();
         let restarted = start_server(dir.path());
-        let problems = read_back(&client, &restarted, &writes).await;
+        let mut problems = read_back(&client, &restarted, &writes).await;
+        problems.extend(check_owner_index(&client, &restarted, &sent, &writes).await);
         assert!(
             problems.is_empty(),
             "trial {trial}: {} of {} acknowledged writes did not survive SIGKILL after {delay:?}:\n{}\n\nlog after restart:\n{}",
@@ -167,12 +304,15 @@ async fn acknowledged_writes_survive_sigkill() {
             restarted.log(),
         );
         eprintln!(
-            "trial {trial}: SIGKILL {delay:?} after the first acknowledgement; {} acknowledged writes all read back",
-            writes.len()
+            "trial {trial}: SIGKILL {delay:?} after the first acknowledgement; {} acknowledged writes all read back, {} of them listed under their owners",
+            writes.len(),
+            writes.iter().filter(|w| w.owner.is_some()).count()
         );
         total_acked += writes.len();
+        total_owned += writes.iter().filter(|w| w.owner.is_some()).count();
     }
     assert!(total_acked > 0);
+    assert!(total_owned > 0, "no acknowledged write named an owner");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the crash test must stay under 30 s; it took {:?}",

@@ -1,40 +1,53 @@
-//! The on-disk schema: a golden v1 file (tests/data/v1/tidemark.redb, written by
-//! tidemark at schema v1) must keep opening and reading back exactly, it must match the
-//! layout documented in migrations/v1.md, and files from a newer (or no) schema version
-//! must be refused with a clear error instead of being misread.
+//! The on-disk schema. Two golden files, each written by tidemark at its schema version
+//! and never regenerated, hold the code to the documents in migrations/:
 //!
-//! Tables are reached here with redb directly, through the layout migrations/v1.md
-//! documents — never through store internals.
+//! * tests/data/v1/tidemark.redb (migrations/v1.md) is the upgrade path: this build
+//!   opens it, upgrades it in place to version 2 inside the opening transaction, and
+//!   reads every record back exactly; a failed open leaves it at version 1.
+//! * tests/data/v2/tidemark.redb (migrations/v2.md) is the current layout: every
+//!   record (metadata included) reads back exactly, its bytes and its `owners` index
+//!   are as documented.
+//!
+//! Files from a newer (or no) schema version must be refused with a clear error instead
+//! of being misread. Tables are reached here with redb directly, through the layout the
+//! documents describe — never through store internals.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    Database, Key, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, Value,
 };
+use serde_json::{Map, json};
 use tidemark::clock::ManualClock;
+use tidemark::guard::OwnerChange;
 use tidemark::metrics::Metrics;
-use tidemark::record::Record;
-use tidemark::service::{Entry, Policy, Service, ServiceError, WriteOptions};
+use tidemark::record::{FieldClock, FieldClocks, Meta, Record};
+use tidemark::service::{
+    Entry, OwnedSession, OwnerPage, Policy, Service, ServiceError, WriteOptions,
+};
 use tidemark::store::{
     Counts, DB_FILE_NAME, Durability, Purged, RedbStore, SCHEMA_VERSION, StoreError, StoreOptions,
 };
 
-// The v1 layout, as documented in migrations/v1.md.
+// The layout, as documented in migrations/v1.md and migrations/v2.md (v2 adds `owners`).
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const EXPIRIES: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("expiries");
 const TOMBSTONES: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("tombstones");
+const OWNERS: TableDefinition<(&str, &[u8]), ()> = TableDefinition::new("owners");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const T0: u64 = 1_767_225_600_000_000;
 const SECOND: u64 = 1_000_000;
 const GRACE: u64 = 3600 * SECOND;
-/// Server time at which the golden file is read: after "session:expired" expired.
+/// Server time at which the golden files are read: after "session:expired" expired.
 const READ_AT: u64 = T0 + 30 * SECOND;
 const BINARY_KEY: &[u8] = &[0x00, 0xff, 0x80, b'k'];
 
-/// Every record in the golden file, exactly as it was written.
-fn golden_records() -> Vec<(&'static [u8], Record)> {
+/// Every record in the golden v1 file, exactly as it was written.
+fn golden_v1_records() -> Vec<(&'static [u8], Record)> {
     vec![
         (
             b"session:plain",
@@ -75,14 +88,149 @@ fn golden_records() -> Vec<(&'static [u8], Record)> {
     ]
 }
 
-fn golden_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1/tidemark.redb")
+/// `record` with `meta`.
+fn with_meta(mut record: Record, meta: Meta) -> Record {
+    record.meta = meta;
+    record
 }
 
-/// A private copy of the golden file, so no test can modify the original.
-fn golden_copy() -> tempfile::TempDir {
+fn clocks(base: u64, base_deleted: bool, fields: &[(&str, u64, bool)]) -> FieldClocks {
+    FieldClocks {
+        base,
+        base_deleted,
+        clocks: fields
+            .iter()
+            .map(|&(name, timestamp, removed)| {
+                (name.to_string(), FieldClock { timestamp, removed })
+            })
+            .collect(),
+    }
+}
+
+/// Every record in the golden v2 file, exactly as it was written (migrations/v2.md,
+/// "Golden file").
+fn golden_v2_records() -> Vec<(&'static [u8], Record)> {
+    vec![
+        (
+            b"session:plain",
+            Record::live(
+                T0,
+                b"hello".to_vec(),
+                "application/octet-stream".into(),
+                None,
+            ),
+        ),
+        (
+            b"session:alice-1",
+            with_meta(
+                Record::live(
+                    T0 + 1,
+                    b"{\"user\":42}".to_vec(),
+                    "application/json".into(),
+                    Some(T0 + 3601 * SECOND),
+                ),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(T0 + SECOND),
+                    lifetime_ends: Some(T0 + SECOND + 86_400 * SECOND),
+                    fields: None,
+                },
+            ),
+        ),
+        (
+            b"doc:prefs",
+            with_meta(
+                Record::live(
+                    T0 + 3,
+                    b"{\"theme\":\"light\",\"user\":42}".to_vec(),
+                    "application/json".into(),
+                    None,
+                ),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(T0 + 2 * SECOND),
+                    lifetime_ends: None,
+                    fields: Some(clocks(
+                        T0 + 2,
+                        false,
+                        &[("cart", T0 + 3, true), ("theme", T0 + 3, false)],
+                    )),
+                },
+            ),
+        ),
+        (b"session:gone", Record::tombstone(T0 + 5, T0 + 10 * SECOND)),
+        (
+            BINARY_KEY,
+            with_meta(
+                Record::live(
+                    T0 + 6,
+                    vec![0, 1, 2, 255],
+                    "application/octet-stream".into(),
+                    None,
+                ),
+                Meta {
+                    owner: Some("bob".into()),
+                    created_at: Some(T0 + 5 * SECOND),
+                    ..Meta::default()
+                },
+            ),
+        ),
+        (
+            b"session:expired",
+            with_meta(
+                Record::live(
+                    T0 + 7,
+                    b"old".to_vec(),
+                    "text/plain".into(),
+                    Some(T0 + 20 * SECOND),
+                ),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(T0 + 6 * SECOND),
+                    ..Meta::default()
+                },
+            ),
+        ),
+        (
+            b"doc:new",
+            with_meta(
+                Record::live(
+                    T0 + 8,
+                    b"{\"step\":1}".to_vec(),
+                    "application/json".into(),
+                    None,
+                ),
+                Meta {
+                    created_at: Some(T0 + 7 * SECOND),
+                    fields: Some(clocks(0, true, &[("step", T0 + 8, false)])),
+                    ..Meta::default()
+                },
+            ),
+        ),
+    ]
+}
+
+/// The `owners` rows of the golden v2 file, in table order.
+fn golden_v2_owner_rows() -> Vec<(String, Vec<u8>)> {
+    [
+        ("alice", &b"doc:prefs"[..]),
+        ("alice", b"session:alice-1"),
+        ("alice", b"session:expired"),
+        ("bob", BINARY_KEY),
+    ]
+    .into_iter()
+    .map(|(owner, key)| (owner.to_string(), key.to_vec()))
+    .collect()
+}
+
+fn golden_path(version: u64) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/v{version}/tidemark.redb"))
+}
+
+/// A private copy of a golden file, so no test can modify the original.
+fn golden_copy(version: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(golden_path(), dir.path().join(DB_FILE_NAME)).expect("copy golden file");
+    std::fs::copy(golden_path(version), dir.path().join(DB_FILE_NAME)).expect("copy golden file");
     dir
 }
 
@@ -132,8 +280,10 @@ fn craft_file(dir: &Path, version: Option<u64>, records: &[(&[u8], &[u8])]) -> P
     path
 }
 
+/// What redb, opening the file read-only (so without changing a byte of it), finds in
+/// `meta.schema_version`.
 fn stored_version(path: &Path) -> Option<u64> {
-    let db = Database::open(path).expect("open redb file");
+    let db = ReadOnlyDatabase::open(path).expect("open redb file read-only");
     let txn = db.begin_read().expect("read txn");
     let meta = match txn.open_table(META) {
         Ok(meta) => meta,
@@ -143,18 +293,36 @@ fn stored_version(path: &Path) -> Option<u64> {
     meta.get("schema_version").expect("read").map(|v| v.value())
 }
 
-#[tokio::test]
-async fn golden_v1_file_reads_back_every_record_exactly() {
-    let dir = golden_copy();
-    let store = open_store(dir.path()).expect("golden v1 file opens");
-    for (key, expected) in golden_records() {
-        assert_eq!(
-            store.get(key).expect("read"),
-            Some(expected),
-            "key {:?}",
-            String::from_utf8_lossy(key)
-        );
-    }
+/// The names of the file's tables, sorted, read without changing the file.
+fn table_names(path: &Path) -> Vec<String> {
+    let db = ReadOnlyDatabase::open(path).expect("open redb file read-only");
+    let txn = db.begin_read().expect("read txn");
+    let mut tables: Vec<String> = txn
+        .list_tables()
+        .expect("list tables")
+        .map(|t| t.name().to_string())
+        .collect();
+    tables.sort();
+    tables
+}
+
+/// Every row of `records`, raw, read without changing the file.
+fn raw_records(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let db = ReadOnlyDatabase::open(path).expect("open redb file read-only");
+    let txn = db.begin_read().expect("read txn");
+    txn.open_table(RECORDS)
+        .expect("records: &[u8] -> &[u8]")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, value) = row.expect("row");
+            (key.value().to_vec(), value.value().to_vec())
+        })
+        .collect()
+}
+
+/// Every key the store holds, in key order.
+fn scanned_keys(store: &RedbStore) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
     store
         .scan(std::ops::Bound::Unbounded, |key, _| {
@@ -162,15 +330,176 @@ async fn golden_v1_file_reads_back_every_record_exactly() {
             std::ops::ControlFlow::Continue(())
         })
         .expect("scan");
-    let mut expected: Vec<Vec<u8>> = golden_records().iter().map(|(k, _)| k.to_vec()).collect();
+    keys
+}
+
+/// Reads `records` back through the store: each exactly, and no key more.
+fn assert_reads_back_exactly(store: &RedbStore, records: &[(&'static [u8], Record)]) {
+    for (key, expected) in records {
+        assert_eq!(
+            store.get(key).expect("read").as_ref(),
+            Some(expected),
+            "key {:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    let mut expected: Vec<Vec<u8>> = records.iter().map(|(k, _)| k.to_vec()).collect();
     expected.sort();
-    assert_eq!(keys, expected, "no record more, none less");
+    assert_eq!(scanned_keys(store), expected, "no record more, none less");
+}
+
+// ---- schema v1: the upgrade path ----
+
+#[tokio::test]
+async fn golden_v1_file_is_upgraded_in_place_to_v2_and_reads_back_every_record_exactly() {
+    let dir = golden_copy(1);
+    let path = dir.path().join(DB_FILE_NAME);
+    assert_eq!(
+        stored_version(&path),
+        Some(1),
+        "the copy starts at version 1"
+    );
+    let raw_before = raw_records(&path);
+
+    let store = open_store(dir.path()).expect("golden v1 file opens");
+    assert_reads_back_exactly(&store, &golden_v1_records());
+    store.close().await.expect("close");
+    drop(store);
+
+    // Committed to the file: redb itself, read-only, sees version 2 and the new table.
+    assert_eq!(stored_version(&path), Some(2));
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "owners", "records", "tombstones"]
+    );
+    let db = ReadOnlyDatabase::open(&path).expect("open read-only");
+    let txn = db.begin_read().expect("read txn");
+    assert_eq!(
+        txn.open_table(OWNERS)
+            .expect("owners: (&str, &[u8]) -> ()")
+            .len()
+            .expect("len"),
+        0,
+        "no v1 record has an owner, so the index starts empty"
+    );
+    drop(txn);
+    drop(db);
+    // Nothing was rewritten: every v1 record is a valid v2 record, byte for byte.
+    assert_eq!(raw_records(&path), raw_before);
+
+    // And it opens again as an ordinary v2 file.
+    let store = open_store(dir.path()).expect("the upgraded file opens again");
+    assert_reads_back_exactly(&store, &golden_v1_records());
     store.close().await.expect("close");
 }
 
 #[tokio::test]
+async fn v1_file_whose_open_fails_after_the_upgrade_step_stays_exactly_at_version_1() {
+    // Make the opening transaction fail after `upgrade_1_to_2` and the new stamp: the
+    // v1 file's `tombstones` table is replaced by one of another type, which the open
+    // trips over when it makes sure every table exists. Since the upgrade runs inside
+    // that same transaction, none of it may reach the file.
+    let dir = golden_copy(1);
+    let path = dir.path().join(DB_FILE_NAME);
+    {
+        let db = Database::open(&path).expect("open redb file");
+        let txn = db.begin_write().expect("write txn");
+        assert!(txn.delete_table(TOMBSTONES).expect("delete tombstones"));
+        txn.open_table(TableDefinition::<&str, u64>::new("tombstones"))
+            .expect("a mistyped tombstones table")
+            .insert("x", 1)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let raw_before = raw_records(&path);
+
+    let error = open_store(dir.path()).expect_err("the mistyped table fails the open");
+    assert!(matches!(error, StoreError::Engine(_)), "{error:?}");
+    assert!(error.to_string().contains("tombstones"), "{error}");
+
+    assert_eq!(stored_version(&path), Some(1), "the stamp was rolled back");
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "records", "tombstones"],
+        "the owners table was rolled back with it"
+    );
+    assert_eq!(raw_records(&path), raw_before, "records untouched");
+}
+
+#[test]
+fn v1_file_stamped_with_a_newer_version_is_refused_and_not_upgraded() {
+    let dir = golden_copy(1);
+    let path = dir.path().join(DB_FILE_NAME);
+    {
+        let db = Database::open(&path).expect("open redb file");
+        let txn = db.begin_write().expect("write txn");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("schema_version", 99)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let error = open_store(dir.path()).expect_err("a v99 file must not open");
+    assert!(
+        matches!(
+            error,
+            StoreError::SchemaTooNew {
+                found: 99,
+                supported: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(stored_version(&path), Some(99), "refusing must not restamp");
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "records", "tombstones"],
+        "refusing must not create the owners table"
+    );
+}
+
+#[tokio::test]
+async fn upgraded_v1_file_indexes_owners_written_after_the_upgrade() {
+    let dir = golden_copy(1);
+    let clock = ManualClock::new(READ_AT);
+    let service = service(open_store(dir.path()).expect("opens"), &clock);
+    let owned = WriteOptions {
+        owner: OwnerChange::Set("carol".into()),
+        ..WriteOptions::default()
+    };
+    // A v1 record taken over by a newer write with an owner, and a new key.
+    for key in [&b"session:plain"[..], b"session:new"] {
+        service
+            .put(
+                key.to_vec(),
+                b"v".to_vec(),
+                "text/plain".into(),
+                T0 + 100,
+                None,
+                owned.clone(),
+            )
+            .await
+            .expect("put");
+    }
+    let page = service
+        .owner_sessions("carol", None, 10)
+        .await
+        .expect("owner sessions");
+    let keys: Vec<Vec<u8>> = page.sessions.iter().map(|s| s.key.clone()).collect();
+    assert_eq!(
+        keys,
+        vec![b"session:new".to_vec(), b"session:plain".to_vec()]
+    );
+    // The v1 record kept its creation time unknown; the new key got one.
+    let created: Vec<Option<u64>> = page.sessions.iter().map(|s| s.created_at).collect();
+    assert_eq!(created, vec![Some(READ_AT), None]);
+    service.close().await.expect("close");
+}
+
+#[tokio::test]
 async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
-    let dir = golden_copy();
+    let dir = golden_copy(1);
     let clock = ManualClock::new(READ_AT);
     let service = service(open_store(dir.path()).expect("opens"), &clock);
 
@@ -265,18 +594,16 @@ async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
 }
 
 #[test]
-fn golden_v1_file_matches_the_documented_layout() {
-    let dir = golden_copy();
-    let db = Database::open(dir.path().join(DB_FILE_NAME)).expect("golden file opens with redb");
+fn golden_v1_file_matches_the_v1_layout_before_any_upgrade() {
+    let dir = golden_copy(1);
+    let db =
+        ReadOnlyDatabase::open(dir.path().join(DB_FILE_NAME)).expect("golden file opens with redb");
     let txn = db.begin_read().expect("read txn");
 
-    let mut tables: Vec<String> = txn
-        .list_tables()
-        .expect("list tables")
-        .map(|t| t.name().to_string())
-        .collect();
-    tables.sort();
-    assert_eq!(tables, ["expiries", "meta", "records", "tombstones"]);
+    assert_eq!(
+        table_names(&dir.path().join(DB_FILE_NAME)),
+        ["expiries", "meta", "records", "tombstones"]
+    );
 
     let meta = txn.open_table(META).expect("meta: &str -> u64");
     assert_eq!(
@@ -351,6 +678,395 @@ fn golden_v1_file_matches_the_documented_layout() {
     );
 }
 
+// ---- schema v2: the current layout ----
+
+#[tokio::test]
+async fn golden_v2_file_reads_back_every_record_exactly_with_its_metadata() {
+    let dir = golden_copy(2);
+    let path = dir.path().join(DB_FILE_NAME);
+    let raw_before = raw_records(&path);
+    let store = open_store(dir.path()).expect("golden v2 file opens");
+    assert_reads_back_exactly(&store, &golden_v2_records());
+    store.close().await.expect("close");
+    drop(store);
+    assert_eq!(stored_version(&path), Some(2), "opening keeps the version");
+    assert_eq!(raw_records(&path), raw_before, "opening rewrites no record");
+}
+
+/// A kind-03 record laid out as migrations/v2.md says, built here byte by byte
+/// (independently of the store's codec).
+fn kind_03(record: &Record) -> Vec<u8> {
+    let tidemark::record::State::Live {
+        value,
+        content_type,
+        expires_at,
+    } = &record.state
+    else {
+        panic!("kind 03 is a live record");
+    };
+    let meta = &record.meta;
+    let mut out = vec![0x03];
+    out.extend_from_slice(&record.timestamp.to_be_bytes());
+    out.extend_from_slice(&expires_at.unwrap_or(0).to_be_bytes());
+    let flags = u8::from(meta.created_at.is_some())
+        | u8::from(meta.lifetime_ends.is_some()) << 1
+        | u8::from(meta.owner.is_some()) << 2
+        | u8::from(meta.fields.is_some()) << 3;
+    out.push(flags);
+    if let Some(at) = meta.created_at {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
+    if let Some(at) = meta.lifetime_ends {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
+    if let Some(owner) = &meta.owner {
+        out.extend_from_slice(&(owner.len() as u16).to_be_bytes());
+        out.extend_from_slice(owner.as_bytes());
+    }
+    if let Some(fields) = &meta.fields {
+        let mut clocks = fields.base.to_be_bytes().to_vec();
+        clocks.push(u8::from(fields.base_deleted));
+        clocks.extend_from_slice(&(fields.clocks.len() as u32).to_be_bytes());
+        for (name, clock) in &fields.clocks {
+            clocks.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            clocks.extend_from_slice(name.as_bytes());
+            clocks.extend_from_slice(&clock.timestamp.to_be_bytes());
+            clocks.push(u8::from(clock.removed));
+        }
+        out.extend_from_slice(&(clocks.len() as u32).to_be_bytes());
+        out.extend_from_slice(&clocks);
+    }
+    out.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .filter(|piece| *piece != "|")
+        .map(|byte| u8::from_str_radix(byte, 16).expect("hex byte"))
+        .collect()
+}
+
+#[test]
+fn golden_v2_file_matches_the_documented_layout() {
+    let dir = golden_copy(2);
+    let path = dir.path().join(DB_FILE_NAME);
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "owners", "records", "tombstones"]
+    );
+    let db = ReadOnlyDatabase::open(&path).expect("golden file opens with redb");
+    let txn = db.begin_read().expect("read txn");
+
+    let meta: BTreeMap<String, u64> = txn
+        .open_table(META)
+        .expect("meta: &str -> u64")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, value) = row.expect("row");
+            (key.value().to_string(), value.value())
+        })
+        .collect();
+    assert_eq!(
+        meta.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["applied_lsn", "file_id", "schema_version"]
+    );
+    assert_eq!(meta["schema_version"], 2);
+    assert_eq!(
+        meta["applied_lsn"], 9,
+        "nine logged writes went into the file"
+    );
+
+    let raw = raw_records(&path);
+    let golden = golden_v2_records();
+    assert_eq!(raw.len(), golden.len());
+    for (key, record) in &golden {
+        let bytes = &raw[*key];
+        let expected = match (&record.state, record.meta == Meta::default()) {
+            (tidemark::record::State::Tombstone { deleted_at }, _) => {
+                let mut out = vec![0x02];
+                out.extend_from_slice(&record.timestamp.to_be_bytes());
+                out.extend_from_slice(&deleted_at.to_be_bytes());
+                out
+            }
+            (tidemark::record::State::Live { .. }, false) => kind_03(record),
+            (
+                tidemark::record::State::Live {
+                    value,
+                    content_type,
+                    expires_at,
+                },
+                true,
+            ) => {
+                let mut out = vec![0x01];
+                out.extend_from_slice(&record.timestamp.to_be_bytes());
+                out.extend_from_slice(&expires_at.unwrap_or(0).to_be_bytes());
+                out.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
+                out.extend_from_slice(content_type.as_bytes());
+                out.extend_from_slice(value);
+                out
+            }
+        };
+        assert_eq!(bytes, &expected, "key {:?}", String::from_utf8_lossy(key));
+    }
+    // The worked examples in migrations/v2.md, byte for byte.
+    assert_eq!(
+        raw[&b"session:plain"[..]],
+        hex(
+            "01 | 00 06 47 48 46 20 40 00 | 00 00 00 00 00 00 00 00 | 00 18 | \
+             61 70 70 6c 69 63 61 74 69 6f 6e 2f 6f 63 74 65 74 2d 73 74 72 65 61 6d | \
+             68 65 6c 6c 6f"
+        )
+    );
+    assert_eq!(
+        raw[&b"session:expired"[..]],
+        hex(
+            "03 | 00 06 47 48 46 20 40 07 | 00 06 47 48 47 51 6d 00 | 05 | \
+             00 06 47 48 46 7b cd 80 | 00 05 61 6c 69 63 65 | \
+             00 0a 74 65 78 74 2f 70 6c 61 69 6e | 6f 6c 64"
+        )
+    );
+    assert_eq!(
+        raw[&b"doc:new"[..]],
+        hex(
+            "03 | 00 06 47 48 46 20 40 08 | 00 00 00 00 00 00 00 00 | 09 | \
+             00 06 47 48 46 8b 0f c0 | 00 00 00 1e | \
+             00 00 00 00 00 00 00 00 | 01 | 00 00 00 01 | \
+             00 00 00 04 73 74 65 70 | 00 06 47 48 46 20 40 08 | 00 | \
+             00 10 61 70 70 6c 69 63 61 74 69 6f 6e 2f 6a 73 6f 6e | \
+             7b 22 73 74 65 70 22 3a 31 7d"
+        )
+    );
+
+    let owners: Vec<(String, Vec<u8>)> = txn
+        .open_table(OWNERS)
+        .expect("owners: (&str, &[u8]) -> ()")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, _unit) = row.expect("row");
+            let (owner, key) = key.value();
+            (owner.to_string(), key.to_vec())
+        })
+        .collect();
+    assert_eq!(owners, golden_v2_owner_rows());
+    // The invariant: exactly one row per live record with an owner, naming that owner.
+    let from_records: Vec<(String, Vec<u8>)> = {
+        let mut rows: Vec<_> = golden
+            .iter()
+            .filter_map(|(key, record)| Some((record.meta.owner.clone()?, key.to_vec())))
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(owners, from_records);
+
+    let index = |table: TableDefinition<(u64, &'static [u8]), ()>| -> Vec<(u64, Vec<u8>)> {
+        txn.open_table(table)
+            .expect("index: (u64, &[u8]) -> ()")
+            .iter()
+            .expect("iterate")
+            .map(|row| {
+                let (key, _unit) = row.expect("row");
+                let (at, key) = key.value();
+                (at, key.to_vec())
+            })
+            .collect()
+    };
+    assert_eq!(
+        index(EXPIRIES),
+        vec![
+            (T0 + 20 * SECOND, b"session:expired".to_vec()),
+            (T0 + 3601 * SECOND, b"session:alice-1".to_vec()),
+        ]
+    );
+    assert_eq!(
+        index(TOMBSTONES),
+        vec![(T0 + 10 * SECOND, b"session:gone".to_vec())]
+    );
+}
+
+#[test]
+fn redb_encodes_an_owners_row_key_as_documented() {
+    type OwnerKey = (&'static str, &'static [u8]);
+    // A first element shorter than 254 bytes: one length byte, the owner, then the key
+    // with no length (the last element runs to the end).
+    let short = <OwnerKey as Value>::as_bytes(&("alice", b"doc:prefs"));
+    assert_eq!(short, hex("05 61 6c 69 63 65 64 6f 63 3a 70 72 65 66 73"));
+    let binary = <OwnerKey as Value>::as_bytes(&("bob", BINARY_KEY));
+    assert_eq!(binary, hex("03 62 6f 62 00 ff 80 6b"));
+    assert_eq!(
+        <OwnerKey as Value>::from_bytes(&binary),
+        ("bob", BINARY_KEY)
+    );
+    // 254 bytes and longer: 0xfe and the length as u16 little-endian.
+    let long = "o".repeat(256);
+    let encoded = <(&str, &[u8]) as Value>::as_bytes(&(long.as_str(), &b"k"[..]));
+    assert_eq!(&encoded[..3], &[0xfe, 0x00, 0x01]);
+    assert_eq!(&encoded[3..259], long.as_bytes());
+    assert_eq!(&encoded[259..], b"k");
+    assert_eq!(encoded.len(), 3 + 256 + 1);
+    let edge = "o".repeat(253);
+    let encoded = <(&str, &[u8]) as Value>::as_bytes(&(edge.as_str(), &b"k"[..]));
+    assert_eq!(encoded[0], 253, "253 still fits in the one length byte");
+    // Ordered by owner first (bytewise), then key: an owner's rows are contiguous even
+    // when one owner's name is a prefix of another's.
+    let order = |a: OwnerKey, b: OwnerKey| {
+        <OwnerKey as Key>::compare(
+            &<OwnerKey as Value>::as_bytes(&a),
+            &<OwnerKey as Value>::as_bytes(&b),
+        )
+    };
+    assert!(order(("al", b"zzz"), ("alice", b"a")).is_lt());
+    assert!(order(("alice", b"a"), ("alice", b"b")).is_lt());
+    assert!(order(("alice", b"\xff"), ("bob", b"\x00")).is_lt());
+}
+
+#[tokio::test]
+async fn golden_v2_file_serves_owners_fields_and_sweeps_as_written() {
+    let dir = golden_copy(2);
+    let clock = ManualClock::new(READ_AT);
+    let service = service(open_store(dir.path()).expect("opens"), &clock);
+
+    // Expired sessions are left out of the listing; their rows stay until purged.
+    let alice = OwnerPage {
+        sessions: vec![
+            OwnedSession {
+                key: b"doc:prefs".to_vec(),
+                timestamp: T0 + 3,
+                expires_at: None,
+                created_at: Some(T0 + 2 * SECOND),
+            },
+            OwnedSession {
+                key: b"session:alice-1".to_vec(),
+                timestamp: T0 + 1,
+                expires_at: Some(T0 + 3601 * SECOND),
+                created_at: Some(T0 + SECOND),
+            },
+        ],
+        next_after: None,
+    };
+    assert_eq!(
+        service
+            .owner_sessions("alice", None, 10)
+            .await
+            .expect("list"),
+        alice
+    );
+    let bob = service.owner_sessions("bob", None, 10).await.expect("list");
+    let bob_keys: Vec<&[u8]> = bob.sessions.iter().map(|s| s.key.as_slice()).collect();
+    assert_eq!(
+        bob_keys,
+        [BINARY_KEY],
+        "bob's deleted session is not listed"
+    );
+    for nobody in ["al", "alice2", "carol"] {
+        assert!(
+            service
+                .owner_sessions(nobody, None, 10)
+                .await
+                .expect("list")
+                .sessions
+                .is_empty(),
+            "{nobody}"
+        );
+    }
+
+    assert_eq!(
+        service.get(b"session:alice-1".to_vec()).await.expect("get"),
+        Some(Entry {
+            value: b"{\"user\":42}".to_vec(),
+            content_type: "application/json".into(),
+            timestamp: T0 + 1,
+            expires_at: Some(T0 + 3601 * SECOND),
+            etag: format!("\"{}\"", T0 + 1),
+            owner: Some("alice".into()),
+            lifetime_ends: Some(T0 + 86_401 * SECOND),
+        })
+    );
+    // The field clocks still guard: "cart" was removed at T0+3, so an older PATCH
+    // cannot bring it back; "user" dates from the base, T0+2, and a newer one applies.
+    let patch = |members: serde_json::Value, timestamp| {
+        let Ok(members) = serde_json::from_value::<Map<String, serde_json::Value>>(members) else {
+            panic!("a JSON object");
+        };
+        service.patch(
+            b"doc:prefs".to_vec(),
+            members,
+            timestamp,
+            None,
+            WriteOptions::default(),
+        )
+    };
+    assert!(matches!(
+        patch(json!({"cart": [9]}), T0 + 2).await,
+        Err(ServiceError::PatchRefused(report)) if report.refused == [("cart".to_string(), T0 + 3)]
+    ));
+    let report = patch(json!({"user": 43}), T0 + 3).await.expect("patch");
+    assert_eq!(report.applied, ["user"]);
+    let doc = service
+        .get(b"doc:prefs".to_vec())
+        .await
+        .expect("get")
+        .expect("live");
+    assert_eq!(doc.value, b"{\"theme\":\"light\",\"user\":43}");
+    assert_eq!(doc.owner.as_deref(), Some("alice"), "the owner sticks");
+
+    assert_eq!(
+        service.counts().await.expect("counts"),
+        Counts {
+            records: 7,
+            tombstones: 1,
+            expired: 1
+        }
+    );
+    clock.set(T0 + 20 * SECOND + GRACE);
+    assert_eq!(
+        service.sweep(100).await.expect("sweep"),
+        Purged {
+            expired: 1,
+            tombstones: 1
+        }
+    );
+    // "session:alice-1" has expired by now too (and still guards for the grace); the
+    // listing leaves it out, and nothing else of alice's is left but the document.
+    let keys: Vec<Vec<u8>> = service
+        .owner_sessions("alice", None, 10)
+        .await
+        .expect("list")
+        .sessions
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, vec![b"doc:prefs".to_vec()]);
+    service.close().await.expect("close");
+    drop(service);
+    let db = ReadOnlyDatabase::open(dir.path().join(DB_FILE_NAME)).expect("open read-only");
+    let txn = db.begin_read().expect("read txn");
+    let rows: Vec<(String, Vec<u8>)> = txn
+        .open_table(OWNERS)
+        .expect("owners")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, _) = row.expect("row");
+            let (owner, key) = key.value();
+            (owner.to_string(), key.to_vec())
+        })
+        .collect();
+    let mut expected = golden_v2_owner_rows();
+    expected.retain(|(_, key)| key != b"session:expired");
+    assert_eq!(
+        rows, expected,
+        "the purge took the expired session's row with it"
+    );
+}
+
+// ---- refusals and new files ----
+
 #[test]
 fn file_with_a_newer_schema_version_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -362,7 +1078,7 @@ fn file_with_a_newer_schema_version_is_refused_naming_both_versions() {
             error,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -370,7 +1086,7 @@ fn file_with_a_newer_schema_version_is_refused_naming_both_versions() {
     );
     let message = error.to_string();
     assert!(message.contains("schema version 99"), "{message}");
-    assert!(message.contains("version 1"), "{message}");
+    assert!(message.contains("version 2"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert_eq!(stored_version(&path), Some(99), "refusing must not restamp");
 }
@@ -397,7 +1113,7 @@ fn file_with_schema_version_zero_is_refused_naming_both_versions() {
             error,
             StoreError::UnknownSchema {
                 found: 0,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -405,15 +1121,15 @@ fn file_with_schema_version_zero_is_refused_naming_both_versions() {
     );
     let message = error.to_string();
     assert!(message.contains("schema version 0"), "{message}");
-    assert!(message.contains("version 1"), "{message}");
+    assert!(message.contains("version 2"), "{message}");
     assert_eq!(stored_version(&path), Some(0), "refusing must not restamp");
 }
 
 #[tokio::test]
 async fn new_file_is_stamped_with_the_current_schema_version() {
     assert_eq!(
-        SCHEMA_VERSION, 1,
-        "a new version needs migrations/v2.md and a golden v1 upgrade test"
+        SCHEMA_VERSION, 2,
+        "a new version needs migrations/v3.md, a golden v2 upgrade test and a golden v3 file"
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(dir.path()).expect("opens");
@@ -421,11 +1137,16 @@ async fn new_file_is_stamped_with_the_current_schema_version() {
     let path = store.path().to_path_buf();
     drop(store);
     assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "owners", "records", "tombstones"],
+        "every table of the current version exists from the start"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_record_fails_only_the_writes_to_its_own_key() {
-    let dir = golden_copy();
+    let dir = golden_copy(1);
     {
         let db = Database::open(dir.path().join(DB_FILE_NAME)).expect("open redb file");
         let txn = db.begin_write().expect("write txn");
