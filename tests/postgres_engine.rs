@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::postgres::{self as pg, TestDatabase};
 use tidemark::metrics::Metrics;
-use tidemark::record::Record;
+use tidemark::record::{Record, State};
 use tidemark::store::postgres::{PgStore, PostgresOptions};
 use tidemark::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
 
@@ -27,6 +27,20 @@ fn live(ts: u64, value: &[u8]) -> Record {
     Record::live(ts, value.to_vec(), "text/plain".into(), None)
 }
 
+/// `record` as the write that created its key at server time `at` leaves it: a live
+/// value records its creation time.
+fn created(mut record: Record, at: u64) -> Record {
+    if let State::Live { .. } = record.state {
+        record.meta.created_at = Some(at);
+    }
+    record
+}
+
+/// A plain text value at `ts`, created by a write at server time `at`.
+fn made(ts: u64, value: &[u8], at: u64) -> Record {
+    created(live(ts, value), at)
+}
+
 fn put(key: &[u8], ts: u64, value: &[u8]) -> GuardedWrite {
     write(key, live(ts, value))
 }
@@ -37,6 +51,15 @@ fn write(key: &[u8], record: Record) -> GuardedWrite {
 
 fn delete(key: &[u8], ts: u64, now: u64) -> GuardedWrite {
     write(key, Record::tombstone(ts, now))
+}
+
+/// The server time at which a delete leaves exactly `record` (a delete's tombstone
+/// records when it was applied); `otherwise` for a live record.
+fn now_of(record: &Record, otherwise: u64) -> u64 {
+    match record.state {
+        State::Tombstone { deleted_at } => deleted_at,
+        State::Live { .. } => otherwise,
+    }
 }
 
 /// One guarded write on `store` at `now`, answered by the engine.
@@ -132,9 +155,19 @@ async fn every_record_shape_round_trips() {
         (b"", live(7, b"empty key")),
     ];
     for (key, record) in &shapes {
-        let outcome = decide(&store, write(key, record.clone()), clock(T0)).await;
+        let outcome = decide(
+            &store,
+            write(key, record.clone()),
+            clock(now_of(record, T0)),
+        )
+        .await;
         assert_eq!(outcome, Guarded::Applied { was_live: false }, "{key:?}");
     }
+    // Each live value was created by the write at T0.
+    let shapes: Vec<(&[u8], Record)> = shapes
+        .into_iter()
+        .map(|(key, record)| (key, created(record, T0)))
+        .collect();
     for (key, record) in &shapes {
         assert_eq!(
             store.get(key).await.unwrap().as_ref(),
@@ -186,7 +219,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
         assert_eq!(outcome, expected, "ts {ts}");
         assert_eq!(
             store.get(b"k").await.unwrap(),
-            Some(live(ts, &ts.to_be_bytes()))
+            Some(made(ts, &ts.to_be_bytes(), T0))
         );
         // Every earlier point is now stale against it.
         for older in points.iter().copied().filter(|p| *p < ts) {
@@ -202,7 +235,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
     // Expiry and deletion times at the extremes compare correctly too.
     let forever = Record::live(1, b"v".to_vec(), "t".into(), Some(u64::MAX));
     decide(&store, write(b"e", forever.clone()), clock(T0)).await;
-    assert_eq!(store.get(b"e").await.unwrap(), Some(forever));
+    assert_eq!(store.get(b"e").await.unwrap(), Some(created(forever, T0)));
     assert_eq!(
         store.counts(u64::MAX - 1).await.unwrap().expired,
         0,
@@ -231,7 +264,7 @@ async fn newer_applies_and_older_is_stale() {
         store.guarded_write(delete(b"k", 99, T0), c).await.unwrap(),
         Guarded::Stale { current: 101 }
     );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(101, b"b")));
+    assert_eq!(store.get(b"k").await.unwrap(), Some(made(101, b"b", T0)));
     assert_eq!(
         store.guarded_write(delete(b"k", 102, T0), c).await.unwrap(),
         Guarded::Applied { was_live: true }
@@ -285,7 +318,7 @@ async fn equal_timestamp_is_a_repeat_only_for_the_identical_write() {
         store.guarded_write(put(b"t", 100, b"a"), c).await.unwrap(),
         Guarded::Tie { current: 100 }
     );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(100, b"a")));
+    assert_eq!(store.get(b"k").await.unwrap(), Some(made(100, b"a", T0)));
     assert_eq!(
         store.get(b"t").await.unwrap(),
         Some(Record::tombstone(100, T0))
@@ -304,7 +337,10 @@ async fn a_tombstone_guards_until_its_grace_has_passed() {
         decide(&store, put(b"k", 50, b"a"), clock(1_000 + GRACE)).await,
         Guarded::Applied { was_live: false }
     );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(50, b"a")));
+    assert_eq!(
+        store.get(b"k").await.unwrap(),
+        Some(made(50, b"a", 1_000 + GRACE))
+    );
 }
 
 #[tokio::test]
@@ -353,7 +389,7 @@ async fn if_absent_refuses_a_live_value_before_the_timestamp_rule() {
             "ts {ts}"
         );
     }
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(10, b"a")));
+    assert_eq!(store.get(b"k").await.unwrap(), Some(made(10, b"a", T0)));
     // A tombstone is not live: the timestamp rule decides.
     decide(&store, delete(b"k", 20, T0), clock(T0)).await;
     assert_eq!(
@@ -448,7 +484,10 @@ async fn concurrent_writers_of_one_key_end_on_the_newest_write() {
     assert!(applied >= 1);
     let stored = replicas[0].get(b"hot").await.unwrap().unwrap();
     assert_eq!(stored.timestamp, newest);
-    let wanted = [live(newest, &newest.to_be_bytes()), live(newest, b"other")];
+    let wanted = [
+        made(newest, &newest.to_be_bytes(), T0),
+        made(newest, b"other", T0),
+    ];
     assert!(wanted.contains(&stored), "{stored:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
@@ -488,7 +527,7 @@ async fn a_batch_judges_later_writes_against_earlier_ones() {
         store.get(b"a").await.unwrap(),
         Some(Record::tombstone(7, T0))
     );
-    assert_eq!(store.get(b"b").await.unwrap(), Some(live(10, b"new")));
+    assert_eq!(store.get(b"b").await.unwrap(), Some(made(10, b"new", T0)));
     assert_eq!(
         store.guarded_batch(vec![], clock(T0)).await.unwrap(),
         vec![]
@@ -514,7 +553,7 @@ async fn a_batch_that_fails_part_way_changes_nothing() {
         .await;
     assert!(matches!(result, Err(StoreError::Engine(_))), "{result:?}");
     assert_eq!(store.get(b"a").await.unwrap(), None);
-    assert_eq!(store.get(b"b").await.unwrap(), Some(live(1, b"before")));
+    assert_eq!(store.get(b"b").await.unwrap(), Some(made(1, b"before", T0)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -564,7 +603,7 @@ async fn update_leaves_the_key_alone_when_told_to() {
         .update(b"k".to_vec(), |stored| (None, stored))
         .await
         .unwrap();
-    assert_eq!(seen, Some(live(5, b"v")));
+    assert_eq!(seen, Some(made(5, b"v", T0)));
     let replaced = store
         .update(b"k".to_vec(), |_| (Some(Record::tombstone(1, T0)), "done"))
         .await
@@ -700,7 +739,7 @@ async fn export_is_one_snapshot_while_writes_go_on() {
     assert_eq!(seen.len() as u64, N);
     for (i, (key, record)) in seen.iter().enumerate() {
         assert_eq!(key, format!("k{i:05}").as_bytes());
-        assert_eq!(record, &live(10, &(i as u64).to_be_bytes()));
+        assert_eq!(record, &made(10, &(i as u64).to_be_bytes(), T0));
     }
 }
 
@@ -724,7 +763,7 @@ async fn an_abandoned_export_gives_its_connection_back() {
         .await
         .expect("the export task kept its connection")
         .unwrap();
-    assert_eq!(got, Some(live(1, b"v")));
+    assert_eq!(got, Some(made(1, b"v", T0)));
 }
 
 #[tokio::test]
@@ -743,7 +782,7 @@ async fn purge_removes_only_lapsed_records_in_batches() {
         (b"forever", live(1, b"v")),
     ];
     for (key, record) in &records {
-        decide(&store, write(key, record.clone()), clock(0)).await;
+        decide(&store, write(key, record.clone()), clock(now_of(record, 0))).await;
     }
     assert_eq!(
         store.counts(20).await.unwrap(),
@@ -793,7 +832,7 @@ async fn purge_removes_only_lapsed_records_in_batches() {
             tombstones: 1
         }
     );
-    assert_eq!(store.get(b"forever").await.unwrap(), Some(live(1, b"v")));
+    assert_eq!(store.get(b"forever").await.unwrap(), Some(made(1, b"v", 0)));
 }
 
 #[tokio::test]
@@ -841,7 +880,7 @@ async fn migrations_are_idempotent_and_concurrent_connects_are_safe() {
         .await
         .unwrap();
     let third = connect(&options).await.unwrap();
-    assert_eq!(third.get(b"k").await.unwrap(), Some(live(1, b"v")));
+    assert_eq!(third.get(b"k").await.unwrap(), Some(made(1, b"v", T0)));
     let versions: Vec<i64> = admin(&db.url)
         .await
         .query("SELECT version FROM tidemark_schema ORDER BY version", &[])
@@ -850,7 +889,7 @@ async fn migrations_are_idempotent_and_concurrent_connects_are_safe() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
 }
 
 #[tokio::test]
@@ -869,7 +908,7 @@ async fn a_database_with_a_newer_schema_is_refused() {
             supported,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*supported, 1);
+            assert_eq!(*supported, 2);
             assert_eq!(path.to_string_lossy(), store.location());
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
@@ -1002,7 +1041,7 @@ async fn a_database_restart_is_unavailable_then_recovers() {
     loop {
         match store.get(b"k").await {
             Ok(found) => {
-                assert_eq!(found, Some(live(1, b"v")));
+                assert_eq!(found, Some(made(1, b"v", T0)));
                 break;
             }
             Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
