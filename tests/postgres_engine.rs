@@ -3,13 +3,15 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::postgres::{self as pg, TestDatabase};
+use tidemark::guard::{self, Change, Condition, OwnerChange, SessionWrite};
 use tidemark::metrics::Metrics;
-use tidemark::record::{Record, State};
+use tidemark::record::{FieldClock, FieldClocks, Meta, Record, State};
 use tidemark::store::postgres::{PgStore, PostgresOptions};
 use tidemark::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
 
@@ -1232,4 +1234,785 @@ async fn an_export_cut_off_by_an_outage_ends_with_the_error() {
     // The first page was already read; the second could not be.
     assert_eq!(ok, 1_000);
     assert!(matches!(last, Some(StoreError::Unavailable(_))), "{last:?}");
+}
+
+// ---------------------------------------------------------------------------------
+// Session metadata (schema version 2): owner, creation, lifetime, field clocks.
+
+/// A restore of `record` as exported: stored exactly as it is (on an absent key).
+fn restore(key: &[u8], record: Record) -> GuardedWrite {
+    GuardedWrite {
+        key: key.to_vec(),
+        timestamp: record.timestamp,
+        change: Change::Restore(record),
+        condition: Condition::Always,
+        session: SessionWrite::default(),
+    }
+}
+
+fn with_meta(mut record: Record, meta: Meta) -> Record {
+    record.meta = meta;
+    record
+}
+
+fn owner(name: &str) -> SessionWrite {
+    SessionWrite {
+        owner: OwnerChange::Set(name.to_string()),
+        lifetime_micros: None,
+    }
+}
+
+fn json(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(members) => members,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn patch(key: &[u8], ts: u64, members: serde_json::Value) -> GuardedWrite {
+    GuardedWrite {
+        key: key.to_vec(),
+        timestamp: ts,
+        change: Change::Patch {
+            members: json(members),
+            expires_at: None,
+            max_bytes: 1 << 20,
+        },
+        condition: Condition::Always,
+        session: SessionWrite::default(),
+    }
+}
+
+/// Run `write` on `store` and check that the engine answers and stores exactly what
+/// `guard::resolve` computes from the record stored before it.
+async fn check_against_rule(
+    store: &PgStore,
+    write: &GuardedWrite,
+    clock: GuardClock,
+    what: &str,
+) -> Guarded {
+    let before = store.get(&write.key).await.unwrap();
+    let expected = guard::resolve(before.as_ref(), write, clock);
+    let answer = store.guarded_write(write.clone(), clock).await.unwrap();
+    assert_eq!(answer, expected.answer, "{what}: answer");
+    let after = store.get(&write.key).await.unwrap();
+    assert_eq!(after, expected.record.or(before), "{what}: stored record");
+    answer
+}
+
+/// The row's `was_live` bookkeeping column: only the guarded upsert sets it (to
+/// whether it replaced a live value); the locked path writes false.
+async fn was_live_column(admin: &tokio_postgres::Client, key: &[u8]) -> bool {
+    admin
+        .query_one(
+            "SELECT was_live FROM tidemark_records WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A JSON document whose field `b` was written by a PATCH after the whole value.
+fn document_with_clocks(now: u64) -> Record {
+    let mut clocks = BTreeMap::new();
+    clocks.insert(
+        "b".to_string(),
+        FieldClock {
+            timestamp: 100,
+            removed: false,
+        },
+    );
+    with_meta(
+        Record::live(
+            100,
+            br#"{"a":1,"b":2}"#.to_vec(),
+            "application/json".into(),
+            None,
+        ),
+        Meta {
+            owner: None,
+            created_at: Some(now - 10),
+            lifetime_ends: None,
+            fields: Some(FieldClocks {
+                base: 90,
+                base_deleted: false,
+                clocks,
+            }),
+        },
+    )
+}
+
+/// Whatever the stored record and the session metadata a put or delete asks for, the
+/// engine — by its upsert or by the rule run with the row locked — answers and
+/// stores exactly what `guard::resolve` computes; and it takes the upsert exactly
+/// when the stored row is a live value without owner, lifetime or field clocks.
+#[tokio::test]
+async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
+    let (store, db) = engine_or_skip!();
+    let admin = admin(&db.url).await;
+    let now = T0;
+    let c = clock(now);
+    let plain = || Record::live(100, b"a".to_vec(), "text/plain".into(), Some(now + 9_000));
+    let stored: Vec<(&str, Option<Record>)> = vec![
+        ("none", None),
+        (
+            "live-plain",
+            Some(with_meta(
+                plain(),
+                Meta {
+                    created_at: Some(now - 1_000),
+                    ..Meta::default()
+                },
+            )),
+        ),
+        ("live-v1", Some(plain())),
+        (
+            "live-owner",
+            Some(with_meta(
+                plain(),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(now - 1_000),
+                    ..Meta::default()
+                },
+            )),
+        ),
+        (
+            "live-lifetime",
+            Some(with_meta(
+                plain(),
+                Meta {
+                    created_at: Some(now - 1_000),
+                    lifetime_ends: Some(now + 5_000),
+                    ..Meta::default()
+                },
+            )),
+        ),
+        ("live-fields", Some(document_with_clocks(now))),
+        ("tombstone", Some(Record::tombstone(100, now - 1_000))),
+        (
+            "tombstone-lapsed",
+            Some(Record::tombstone(100, now - GRACE - 1)),
+        ),
+        (
+            "expired",
+            Some(with_meta(
+                Record::live(100, b"a".to_vec(), "text/plain".into(), Some(now - 1_000)),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(now - 2_000),
+                    lifetime_ends: Some(now - 1_000),
+                    fields: None,
+                },
+            )),
+        ),
+        (
+            "expired-lapsed",
+            Some(Record::live(
+                100,
+                b"a".to_vec(),
+                "text/plain".into(),
+                Some(now - GRACE - 1),
+            )),
+        ),
+    ];
+    let sessions: Vec<(&str, SessionWrite)> = vec![
+        ("keep", SessionWrite::default()),
+        ("set", owner("bob")),
+        (
+            "clear",
+            SessionWrite {
+                owner: OwnerChange::Clear,
+                lifetime_micros: None,
+            },
+        ),
+        (
+            "lifetime",
+            SessionWrite {
+                owner: OwnerChange::Keep,
+                lifetime_micros: Some(3_000),
+            },
+        ),
+        (
+            "set+lifetime",
+            SessionWrite {
+                owner: OwnerChange::Set("bob".into()),
+                lifetime_micros: Some(20_000),
+            },
+        ),
+    ];
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "put-expiring",
+            Change::Put {
+                value: b"b".to_vec(),
+                content_type: "text/plain".into(),
+                expires_at: Some(now + 10_000),
+            },
+        ),
+        (
+            "put-forever",
+            Change::Put {
+                value: b"a".to_vec(),
+                content_type: "text/plain".into(),
+                expires_at: None,
+            },
+        ),
+        ("delete", Change::Delete),
+    ];
+    let mut cases = 0;
+    let mut fast = 0;
+    for (state, record) in &stored {
+        for ts in [200, 100, 50] {
+            for (change_name, change) in &changes {
+                for (session_name, session) in &sessions {
+                    for condition in [Condition::Always, Condition::IfAbsent] {
+                        let key =
+                            format!("{state}/{ts}/{change_name}/{session_name}/{condition:?}");
+                        if let Some(record) = record {
+                            decide(&store, restore(key.as_bytes(), record.clone()), c).await;
+                            assert_eq!(
+                                store.get(key.as_bytes()).await.unwrap().as_ref(),
+                                Some(record),
+                                "{key}: restored"
+                            );
+                        }
+                        let write = GuardedWrite {
+                            key: key.clone().into_bytes(),
+                            timestamp: ts,
+                            change: change.clone(),
+                            condition: condition.clone(),
+                            session: session.clone(),
+                        };
+                        let answer = check_against_rule(&store, &write, c, &key).await;
+                        cases += 1;
+                        // A live value without owner, lifetime or clocks is replaced by
+                        // the upsert (which sets was_live); every other live value
+                        // through the locked path (which does not).
+                        if answer == (Guarded::Applied { was_live: true }) {
+                            let by_upsert = matches!(*state, "live-plain" | "live-v1");
+                            assert_eq!(
+                                was_live_column(&admin, key.as_bytes()).await,
+                                by_upsert,
+                                "{key}: which path"
+                            );
+                            fast += usize::from(by_upsert);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, stored.len() * 3 * changes.len() * sessions.len() * 2);
+    assert!(fast > 0);
+}
+
+/// Metadata survives every write path and comes back from every read path.
+#[tokio::test]
+async fn session_metadata_round_trips_through_every_write_and_read_path() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    let mut clocks = BTreeMap::new();
+    clocks.insert(
+        "ž".to_string(),
+        FieldClock {
+            timestamp: u64::MAX,
+            removed: true,
+        },
+    );
+    clocks.insert(
+        String::new(),
+        FieldClock {
+            timestamp: 1,
+            removed: false,
+        },
+    );
+    let full = |name: &str| Meta {
+        owner: Some(name.to_string()),
+        created_at: Some(0),
+        lifetime_ends: Some(u64::MAX),
+        fields: Some(FieldClocks {
+            base: 0,
+            base_deleted: true,
+            clocks: clocks.clone(),
+        }),
+    };
+    let doc = |ts| Record::live(ts, b"{}".to_vec(), "application/json".into(), Some(T0 + 1));
+
+    // The upsert: a put with an owner and a lifetime onto an absent key.
+    let by_upsert = GuardedWrite {
+        key: b"a-upsert".to_vec(),
+        timestamp: 5,
+        change: Change::Put {
+            value: b"v".to_vec(),
+            content_type: "text/plain".into(),
+            expires_at: Some(T0 + 60_000_000),
+        },
+        condition: Condition::Always,
+        session: SessionWrite {
+            owner: OwnerChange::Set("alice".into()),
+            lifetime_micros: Some(1_000_000),
+        },
+    };
+    check_against_rule(&store, &by_upsert, c, "upsert").await;
+    let upserted = with_meta(
+        Record::live(5, b"v".to_vec(), "text/plain".into(), Some(T0 + 1_000_000)),
+        Meta {
+            owner: Some("alice".into()),
+            created_at: Some(T0),
+            lifetime_ends: Some(T0 + 1_000_000),
+            fields: None,
+        },
+    );
+    // The rule run with the row locked: a restore, and a write onto a session.
+    let restored = with_meta(doc(6), full("alice"));
+    decide(&store, restore(b"b-locked", restored.clone()), c).await;
+    let onto_session = GuardedWrite {
+        key: b"a-upsert".to_vec(),
+        timestamp: 7,
+        ..by_upsert.clone()
+    };
+    check_against_rule(&store, &onto_session, c, "onto a session").await;
+    let upserted = Record {
+        timestamp: 7,
+        ..upserted
+    };
+    // A batch: a restore and a put with an owner.
+    let batched = with_meta(doc(8), full("bob"));
+    let batch_put = GuardedWrite {
+        session: owner("bob"),
+        ..put(b"d-batch-put", 9, b"w")
+    };
+    let outcomes = store
+        .guarded_batch(
+            vec![restore(b"c-batch", batched.clone()), batch_put.clone()],
+            c,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            Guarded::Applied { was_live: false },
+            Guarded::Applied { was_live: false }
+        ]
+    );
+    let batch_put_record = guard::resolve(None, &batch_put, c).record.unwrap();
+    assert_eq!(batch_put_record.meta.owner.as_deref(), Some("bob"));
+    // A read-modify-write.
+    let updated = with_meta(doc(10), full("alice"));
+    let written = updated.clone();
+    store
+        .update(b"e-update".to_vec(), move |_| (Some(written), ()))
+        .await
+        .unwrap();
+
+    let expected: Vec<(Vec<u8>, Record)> = vec![
+        (b"a-upsert".to_vec(), upserted),
+        (b"b-locked".to_vec(), restored),
+        (b"c-batch".to_vec(), batched),
+        (b"d-batch-put".to_vec(), batch_put_record),
+        (b"e-update".to_vec(), updated),
+    ];
+    for (key, record) in &expected {
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            Some(record),
+            "{key:?}"
+        );
+    }
+    let keys: Vec<Vec<u8>> = expected.iter().rev().map(|(k, _)| k.clone()).collect();
+    let many: Vec<Option<Record>> = store.get_many(&keys).await.unwrap();
+    let wanted: Vec<Option<Record>> = expected
+        .iter()
+        .rev()
+        .map(|(_, r)| Some(r.clone()))
+        .collect();
+    assert_eq!(many, wanted);
+    let everything = KeyRange {
+        start: Bound::Unbounded,
+        prefix: vec![],
+    };
+    assert_eq!(store.scan(everything, 100).await.unwrap(), expected);
+    let mut export = store.export(2);
+    let mut exported = Vec::new();
+    while let Some(item) = export.recv().await {
+        exported.push(item.unwrap());
+    }
+    assert_eq!(exported, expected);
+    let alice: Vec<(Vec<u8>, Record)> = expected
+        .iter()
+        .filter(|(_, r)| r.meta.owner.as_deref() == Some("alice"))
+        .cloned()
+        .collect();
+    assert_eq!(alice.len(), 3);
+    assert_eq!(store.owned("alice", None, 10).await.unwrap(), alice);
+    let generic = tidemark::store::Store::from(store.clone());
+    assert_eq!(generic.owned("alice", None, 10).await.unwrap(), alice);
+}
+
+/// The owner index follows owner changes, deletes, expiry and purges.
+#[tokio::test]
+async fn the_owner_index_follows_owner_changes_deletes_and_expiry() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    let keys_of = |found: Vec<(Vec<u8>, Record)>| -> Vec<Vec<u8>> {
+        found.into_iter().map(|(k, _)| k).collect()
+    };
+    let owned = |who: &'static str, after: Option<&'static [u8]>, limit| {
+        let store = store.clone();
+        async move {
+            keys_of(
+                tidemark::store::Store::from(store)
+                    .owned(who, after.map(<[u8]>::to_vec), limit)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    for (key, who) in [
+        (&b""[..], "alice"),
+        (b"k1", "alice"),
+        (b"k2", "alice"),
+        (b"k3", "alice"),
+        (b"k4", "bob"),
+    ] {
+        let write = GuardedWrite {
+            session: owner(who),
+            ..put(key, 10, b"v")
+        };
+        assert_eq!(
+            decide(&store, write, c).await,
+            Guarded::Applied { was_live: false }
+        );
+    }
+    decide(&store, put(b"k5", 10, b"no owner"), c).await;
+    let alice = |keys: &[&[u8]]| keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        owned("alice", None, 10).await,
+        alice(&[b"", b"k1", b"k2", b"k3"])
+    );
+    assert_eq!(owned("alice", None, 2).await, alice(&[b"", b"k1"]));
+    assert_eq!(owned("alice", Some(b""), 2).await, alice(&[b"k1", b"k2"]));
+    assert_eq!(owned("alice", Some(b"k2"), 10).await, alice(&[b"k3"]));
+    assert_eq!(owned("alice", Some(b"k3"), 10).await, alice(&[]));
+    assert_eq!(owned("alice", None, 0).await, alice(&[]));
+    assert_eq!(owned("bob", None, 10).await, alice(&[b"k4"]));
+    assert_eq!(owned("nobody", None, 10).await, alice(&[]));
+
+    // A new owner moves the key; keeping the owner keeps it; clearing drops it.
+    let moved = GuardedWrite {
+        session: owner("bob"),
+        ..put(b"k2", 11, b"v")
+    };
+    check_against_rule(&store, &moved, c, "new owner").await;
+    check_against_rule(&store, &put(b"k2", 12, b"kept"), c, "owner kept").await;
+    let cleared = GuardedWrite {
+        session: SessionWrite {
+            owner: OwnerChange::Clear,
+            lifetime_micros: None,
+        },
+        ..put(b"k3", 11, b"v")
+    };
+    check_against_rule(&store, &cleared, c, "owner cleared").await;
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k1"]));
+    assert_eq!(owned("bob", None, 10).await, alice(&[b"k2", b"k4"]));
+    // A value without an owner gains one.
+    let claimed = GuardedWrite {
+        session: owner("alice"),
+        ..put(b"k5", 11, b"v")
+    };
+    check_against_rule(&store, &claimed, c, "owner set on a plain value").await;
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k1", b"k5"]));
+
+    // A delete leaves a tombstone, which has no owner.
+    check_against_rule(&store, &delete(b"k1", 20, T0), c, "delete").await;
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k5"]));
+
+    // An expired session stays listed until it is purged.
+    let short = GuardedWrite {
+        timestamp: 30,
+        change: Change::Put {
+            value: b"v".to_vec(),
+            content_type: "text/plain".into(),
+            expires_at: Some(T0 + 100),
+        },
+        ..GuardedWrite {
+            session: owner("carol"),
+            ..put(b"k6", 30, b"v")
+        }
+    };
+    check_against_rule(&store, &short, c, "expiring").await;
+    let found = store.owned("carol", None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].1.is_live(T0 + 100), "expired, still listed");
+    assert_eq!(store.purge(T0 + 100, 100).await.unwrap().expired, 1);
+    assert_eq!(owned("carol", None, 10).await, alice(&[]));
+    // And purging the tombstone leaves the others alone.
+    store.purge(u64::MAX - 1, 100).await.unwrap();
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k5"]));
+    assert_eq!(owned("bob", None, 10).await, alice(&[b"k2", b"k4"]));
+}
+
+/// PATCH runs the rule with the row locked and stores what it computes: documents
+/// created by a patch, field clocks, whole-value writes merged with newer fields,
+/// deletes that keep newer fields, refusals.
+#[tokio::test]
+async fn patches_store_what_the_rule_computes() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    let steps: Vec<(&str, GuardedWrite)> = vec![
+        (
+            "patch creates",
+            GuardedWrite {
+                session: SessionWrite {
+                    owner: OwnerChange::Set("alice".into()),
+                    lifetime_micros: Some(50_000_000),
+                },
+                ..patch(b"doc", 10, serde_json::json!({"a": 1, "b": 2}))
+            },
+        ),
+        (
+            "patch one field",
+            patch(b"doc", 20, serde_json::json!({"b": 3})),
+        ),
+        (
+            "older whole put merges",
+            GuardedWrite {
+                change: Change::Put {
+                    value: br#"{"a":5,"b":6,"c":7}"#.to_vec(),
+                    content_type: "application/json".into(),
+                    expires_at: Some(T0 + 100_000_000),
+                },
+                ..put(b"doc", 15, b"")
+            },
+        ),
+        (
+            "patch removes",
+            patch(b"doc", 30, serde_json::json!({"a": null})),
+        ),
+        ("stale patch", patch(b"doc", 5, serde_json::json!({"b": 0}))),
+        (
+            "repeated patch",
+            patch(b"doc", 30, serde_json::json!({"a": null})),
+        ),
+        ("older delete keeps newer fields", delete(b"doc", 25, T0)),
+        ("newer put", put(b"doc", 40, b"not json")),
+        (
+            "patch onto a non-object",
+            patch(b"doc", 50, serde_json::json!({"x": 1})),
+        ),
+        ("delete", delete(b"doc", 60, T0)),
+        (
+            "patch onto a tombstone",
+            patch(b"doc", 70, serde_json::json!({"y": 1})),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, write) in &steps {
+        answers.push(check_against_rule(&store, write, c, what).await);
+    }
+    // The steps reach every branch they are named for.
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|answer| match answer {
+            Guarded::Patched(report) if report.created => "created",
+            Guarded::Patched(report) if report.applied.is_empty() => "repeat",
+            Guarded::Patched(_) => "patched",
+            Guarded::PatchRefused(_) => "refused",
+            Guarded::Merged { .. } => "merged",
+            Guarded::Applied { .. } => "applied",
+            Guarded::NotAnObject => "not an object",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "patched",
+            "merged",
+            "patched",
+            "refused",
+            "repeat",
+            "merged",
+            "applied",
+            "not an object",
+            "applied",
+            "created"
+        ]
+    );
+    let stored = store.get(b"doc").await.unwrap().unwrap();
+    assert_eq!(stored.timestamp, 70);
+    assert!(stored.meta.fields.is_some(), "{stored:?}");
+    // The field clocks a patch left make the document's ETag; a whole put onto it
+    // without newer timestamps is merged, not applied.
+    let merged = check_against_rule(
+        &store,
+        &GuardedWrite {
+            change: Change::Put {
+                value: br#"{"z":1}"#.to_vec(),
+                content_type: "application/json".into(),
+                expires_at: None,
+            },
+            ..put(b"doc", 65, b"")
+        },
+        c,
+        "put older than a field",
+    )
+    .await;
+    assert!(matches!(merged, Guarded::Merged { .. }), "{merged:?}");
+}
+
+/// Rows whose field clocks do not decode are corrupt, not misread.
+#[tokio::test]
+async fn undecodable_field_clocks_are_corrupt() {
+    let (store, db) = engine_or_skip!();
+    let c = clock(T0);
+    decide(&store, restore(b"doc", document_with_clocks(T0)), c).await;
+    assert!(
+        store
+            .get(b"doc")
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .fields
+            .is_some()
+    );
+    admin(&db.url)
+        .await
+        .execute(
+            "UPDATE tidemark_records SET fields = '\\x01' WHERE key = 'doc'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let read = store.get(b"doc").await;
+    assert!(
+        matches!(&read, Err(StoreError::Corrupt { key }) if key == b"doc"),
+        "{read:?}"
+    );
+    let written = store.guarded_write(put(b"doc", 200, b"v"), c).await;
+    assert!(
+        matches!(written, Err(StoreError::Corrupt { .. })),
+        "{written:?}"
+    );
+    let batch = store
+        .guarded_batch(vec![put(b"doc", 200, b"v"), put(b"other", 1, b"v")], c)
+        .await
+        .unwrap();
+    assert_eq!(
+        batch,
+        vec![Guarded::Corrupt, Guarded::Applied { was_live: false }]
+    );
+}
+
+/// A database at schema version 1 with rows written the version-1 way upgrades to
+/// version 2 when tidemark connects, and reads its rows back exactly.
+#[tokio::test]
+async fn a_version_1_database_upgrades_and_keeps_its_rows() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let admin = admin(&db.url).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE tidemark_schema (
+                 version    bigint      NOT NULL PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO tidemark_schema (version) VALUES (1);",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(include_str!("../migrations/postgres/0001_init.sql"))
+        .await
+        .unwrap();
+    fn mapped(u: u64) -> i64 {
+        (u ^ (1 << 63)) as i64
+    }
+    let rows: Vec<(&[u8], Record)> = vec![
+        (b"forever", live(1, b"v")),
+        (
+            b"expiring",
+            Record::live(u64::MAX, vec![0, 0xFF], "application/json".into(), Some(T0)),
+        ),
+        (b"gone", Record::tombstone(3, T0 - 1)),
+    ];
+    for (key, record) in &rows {
+        let (tombstone, value, content_type, expires_at, deleted_at) = match &record.state {
+            State::Live {
+                value,
+                content_type,
+                expires_at,
+            } => (
+                false,
+                Some(value.clone()),
+                Some(content_type.clone()),
+                expires_at.map(mapped),
+                None,
+            ),
+            State::Tombstone { deleted_at } => (true, None, None, None, Some(mapped(*deleted_at))),
+        };
+        admin
+            .execute(
+                "INSERT INTO tidemark_records
+                     (key, ts, tombstone, value, content_type, expires_at, deleted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    key,
+                    &mapped(record.timestamp),
+                    &tombstone,
+                    &value,
+                    &content_type,
+                    &expires_at,
+                    &deleted_at,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let store = connect(&pg::options(&db.url)).await.expect("upgrade");
+    let versions: Vec<i64> = admin
+        .query("SELECT version FROM tidemark_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    for (key, record) in &rows {
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            Some(record),
+            "{key:?}"
+        );
+    }
+    let mut expected: Vec<(Vec<u8>, Record)> =
+        rows.iter().map(|(k, r)| (k.to_vec(), r.clone())).collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let everything = KeyRange {
+        start: Bound::Unbounded,
+        prefix: vec![],
+    };
+    assert_eq!(store.scan(everything, 10).await.unwrap(), expected);
+    // Connecting again applies nothing more.
+    drop(connect(&pg::options(&db.url)).await.unwrap());
+    let count: i64 = admin
+        .query_one("SELECT count(*) FROM tidemark_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    // Version-1 rows take session writes like any other.
+    let claimed = GuardedWrite {
+        session: owner("alice"),
+        ..put(b"forever", 2, b"w")
+    };
+    check_against_rule(&store, &claimed, clock(T0), "owner onto a v1 row").await;
+    let found = store.owned("alice", None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1.meta.created_at, None, "created before version 2");
 }
