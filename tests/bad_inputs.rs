@@ -83,7 +83,7 @@ fn cases() -> Vec<Case> {
         case("list with `limit=5000`", get("/keys?limit=5000", ""), 400),
         case("list with a malformed cursor `%zz`", get("/keys?cursor=%25zz", ""), 400),
         case("unknown route", get("/nope", ""), 404),
-        case("wrong method (PATCH)", b"PATCH /keys/k HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(), 405),
+        case("wrong method (POST)", b"POST /keys/k HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(), 405),
     ]
 }
 

@@ -982,8 +982,8 @@ async fn unknown_route_is_404_problem() {
 async fn wrong_method_is_405_problem_with_allow() {
     let api = Api::start().await;
     for (method, path) in [
-        (Method::PATCH, "/keys/k"),
         (Method::POST, "/keys/k"),
+        (Method::PATCH, "/keys"),
         (Method::GET, "/keys/k/touch"),
         (Method::DELETE, "/keys"),
         (Method::POST, "/healthz"),

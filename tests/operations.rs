@@ -58,8 +58,8 @@ async fn unmatched_paths_below_token_routes_ask_for_the_token_before_their_404()
         assert_eq!(status(&allowed, Method::GET, path).await, 404, "{path}");
     }
     // A wrong method on a token route is refused for the token first.
-    assert_eq!(status(&anonymous, Method::PATCH, "/keys/k").await, 401);
-    assert_eq!(status(&allowed, Method::PATCH, "/keys/k").await, 405);
+    assert_eq!(status(&anonymous, Method::POST, "/keys/k").await, 401);
+    assert_eq!(status(&allowed, Method::POST, "/keys/k").await, 405);
     // Below a single open or token route, and beside the areas, nothing asks for it.
     for path in [
         "/metrics/x",

@@ -10,6 +10,12 @@ pub const X_WRITE_TIMESTAMP: &str = "x-write-timestamp";
 pub const X_TTL: &str = "x-ttl";
 /// Header carrying a value's expiry: microseconds since the Unix epoch.
 pub const X_EXPIRES_AT: &str = "x-expires-at";
+/// Header naming a session's owner (opaque, visible ASCII, up to 256 bytes).
+pub const X_SESSION_OWNER: &str = "x-session-owner";
+/// Header asking for an absolute lifetime (whole seconds) on the write that creates a key.
+pub const X_MAX_LIFETIME: &str = "x-max-lifetime";
+/// Header carrying the end of a key's absolute lifetime: µs since the Unix epoch.
+pub const X_LIFETIME_ENDS_AT: &str = "x-lifetime-ends-at";
 /// Header of a backup response: how many records the snapshot holds.
 pub const X_RECORD_COUNT: &str = "x-record-count";
 

@@ -13,12 +13,16 @@ use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{KnownFormat, SchemaFormat};
 use utoipa::{IntoParams, ToSchema};
 
-use super::headers::{X_EXPIRES_AT, X_TTL, X_WRITE_TIMESTAMP, no_store};
-use super::problem::{PROBLEM_JSON, Problem};
+use super::headers::{
+    X_EXPIRES_AT, X_LIFETIME_ENDS_AT, X_MAX_LIFETIME, X_SESSION_OWNER, X_TTL, X_WRITE_TIMESTAMP,
+    no_store,
+};
+use super::problem::{PROBLEM_JSON, Problem, RefusedField};
 use super::state::AppState;
+use crate::guard::{Condition, EtagMatch, OwnerChange, PatchReport};
 use crate::record::DEFAULT_CONTENT_TYPE;
 use crate::service::jsonl::Micros;
-use crate::service::{Entry, WriteOptions, WriteOutcome};
+use crate::service::{Entry, MAX_OWNER_BYTES, MAX_TTL_SECS, WriteOptions, WriteOutcome};
 
 // Descriptions shared by several operations in the OpenAPI document.
 const KEY_PARAM: &str = "The key: one path segment, percent-decoded to bytes \
@@ -117,7 +121,7 @@ pub fn encode_segment(key: &[u8]) -> String {
     }
 }
 
-fn write_timestamp(headers: &HeaderMap) -> Result<u64, Problem> {
+pub fn write_timestamp(headers: &HeaderMap) -> Result<u64, Problem> {
     let Some(raw) = headers.get(X_WRITE_TIMESTAMP) else {
         return Err(Problem::new(
             StatusCode::PRECONDITION_REQUIRED,
@@ -153,6 +157,126 @@ fn ttl(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
                 ),
             )
         })
+}
+
+/// Entity tags of an `If-Match` / `If-None-Match` header: `*`, or a comma-separated
+/// list of `"…"` / `W/"…"` tags (RFC 9110 §13.1).
+fn entity_tags(name: &str, raw: &HeaderValue) -> Result<EtagMatch, Problem> {
+    let invalid = || {
+        Problem::bad_request(
+            "invalid-precondition",
+            "Invalid precondition",
+            format!(
+                "{name} must be * or a comma-separated list of entity tags such as \"1767225600000000\""
+            ),
+        )
+    };
+    let text = raw.to_str().map_err(|_| invalid())?.trim();
+    if text == "*" {
+        return Ok(EtagMatch::Any);
+    }
+    let tags: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    let well_formed = |t: &String| {
+        let opaque = t.strip_prefix("W/").unwrap_or(t);
+        opaque.len() >= 2 && opaque.starts_with('"') && opaque.ends_with('"')
+    };
+    if tags.is_empty() || !tags.iter().all(well_formed) {
+        return Err(invalid());
+    }
+    Ok(EtagMatch::Tags(tags))
+}
+
+/// Whether an `If-None-Match` list names `etag` (weak comparison, RFC 9110 §13.1.2).
+fn none_match_hits(tags: &EtagMatch, etag: &str) -> bool {
+    match tags {
+        EtagMatch::Any => true,
+        EtagMatch::Tags(tags) => tags
+            .iter()
+            .any(|t| t.strip_prefix("W/").unwrap_or(t) == etag),
+    }
+}
+
+/// The precondition and session headers of a write. `If-None-Match` is taken only on
+/// PUT, and only as `*` (create only).
+fn write_options(headers: &HeaderMap, creates: bool) -> Result<WriteOptions, Problem> {
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .map(|raw| entity_tags("If-Match", raw))
+        .transpose()?;
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .map(|raw| entity_tags("If-None-Match", raw))
+        .transpose()?;
+    let condition = match (if_match, if_none_match) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid-precondition",
+                "Invalid precondition",
+                "send If-Match or If-None-Match, not both",
+            ));
+        }
+        (Some(tags), None) => Condition::IfMatch(tags),
+        (None, Some(EtagMatch::Any)) if creates => Condition::IfAbsent,
+        (None, Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid-precondition",
+                "Invalid precondition",
+                "on a write, If-None-Match is taken only as * on PUT (create only); use If-Match for compare-and-set",
+            ));
+        }
+        (None, None) => Condition::Always,
+    };
+    let owner = match headers.get(X_SESSION_OWNER) {
+        None => OwnerChange::Keep,
+        Some(raw) => {
+            let text = raw.to_str().map_err(|_| {
+                Problem::bad_request(
+                    "invalid-owner",
+                    "Invalid X-Session-Owner",
+                    "X-Session-Owner must be visible ASCII",
+                )
+            })?;
+            if text.len() > MAX_OWNER_BYTES {
+                return Err(Problem::bad_request(
+                    "invalid-owner",
+                    "Invalid X-Session-Owner",
+                    format!(
+                        "X-Session-Owner is {} bytes; the limit is {MAX_OWNER_BYTES}",
+                        text.len()
+                    ),
+                ));
+            }
+            if text.is_empty() {
+                OwnerChange::Clear
+            } else {
+                OwnerChange::Set(text.to_string())
+            }
+        }
+    };
+    let max_lifetime_secs = headers
+        .get(X_MAX_LIFETIME)
+        .map(|raw| {
+            parse_decimal(raw.as_bytes())
+                .filter(|n| (1..=MAX_TTL_SECS).contains(n))
+                .ok_or_else(|| {
+                    Problem::bad_request(
+                        "invalid-lifetime",
+                        "Invalid X-Max-Lifetime",
+                        format!("X-Max-Lifetime must be whole seconds in decimal digits, from 1 to {MAX_TTL_SECS}"),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok(WriteOptions {
+        condition,
+        owner,
+        max_lifetime_secs,
+    })
 }
 
 /// Strict unsigned decimal: digits only, no sign, no spaces, no fraction, fits in u64.
@@ -306,19 +430,13 @@ pub async fn put_key(
 ) -> Result<Response, Problem> {
     let timestamp = write_timestamp(&headers)?;
     let ttl = ttl(&headers)?;
+    let options = write_options(&headers, true)?;
     let value = body(value, state.service.policy().max_value_bytes)?;
     let content_type = value_content_type(&headers)?;
     let location = format!("/keys/{}", encode_segment(&key));
     let outcome = state
         .service
-        .put(
-            key,
-            value.to_vec(),
-            content_type,
-            timestamp,
-            ttl,
-            WriteOptions::default(),
-        )
+        .put(key, value.to_vec(), content_type, timestamp, ttl, options)
         .await?;
     let mut response = match outcome {
         WriteOutcome::Created => {
@@ -333,6 +451,11 @@ pub async fn put_key(
         }
     };
     stamp_headers(response.headers_mut(), timestamp);
+    if outcome == WriteOutcome::Merged {
+        // The stored document is this value merged with newer fields: its ETag is not
+        // the write's (GET tells it).
+        response.headers_mut().remove(header::ETAG);
+    }
     Ok(response)
 }
 
@@ -357,10 +480,25 @@ pub async fn put_key(
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn get_key(State(state): State<AppState>, Key(key): Key) -> Result<Response, Problem> {
+pub async fn get_key(
+    State(state): State<AppState>,
+    Key(key): Key,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .map(|raw| entity_tags("If-None-Match", raw))
+        .transpose()?;
     let Some(entry) = state.service.get(key).await? else {
         return Err(Problem::not_found("no live value for this key"));
     };
+    if let Some(tags) = if_none_match
+        && none_match_hits(&tags, &entry.etag)
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        entry_headers(response.headers_mut(), &entry);
+        return Ok(response);
+    }
     Ok(entry_response(entry))
 }
 
@@ -385,9 +523,13 @@ pub async fn get_key(State(state): State<AppState>, Key(key): Key) -> Result<Res
         (status = 503, description = "The store could not answer (no body); see GET.", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn head_key(state: State<AppState>, key: Key) -> Result<Response, Problem> {
+pub async fn head_key(
+    state: State<AppState>,
+    key: Key,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     // axum drops the body of every HEAD response and keeps its Content-Length.
-    get_key(state, key).await
+    get_key(state, key, headers).await
 }
 
 /// `/keys/` and `/keys//touch`: the path names the empty key, which HTTP cannot store.
@@ -398,10 +540,20 @@ pub async fn empty_key() -> Problem {
 fn entry_response(entry: Entry) -> Response {
     let content_type = HeaderValue::from_str(&entry.content_type)
         .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    let mut response = (StatusCode::OK, entry.value).into_response();
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, content_type);
+    entry_headers(&mut headers, &entry);
+    let mut response = (StatusCode::OK, entry.value).into_response();
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// The headers describing a live value (GET, HEAD and 304 answers).
+fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
     stamp_headers(headers, entry.timestamp);
+    if let Ok(etag) = HeaderValue::from_str(&entry.etag) {
+        headers.insert(header::ETAG, etag);
+    }
     if let Some(at) = entry.expires_at {
         headers.insert(X_EXPIRES_AT, HeaderValue::from(at));
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_micros(at);
@@ -409,7 +561,16 @@ fn entry_response(entry: Entry) -> Response {
             headers.insert(header::EXPIRES, v);
         }
     }
-    response
+    if let Some(owner) = entry
+        .owner
+        .as_deref()
+        .and_then(|o| HeaderValue::from_str(o).ok())
+    {
+        headers.insert(X_SESSION_OWNER, owner);
+    }
+    if let Some(at) = entry.lifetime_ends {
+        headers.insert(X_LIFETIME_ENDS_AT, HeaderValue::from(at));
+    }
 }
 
 /// Delete a key by leaving a tombstone with the delete's timestamp.
@@ -437,12 +598,154 @@ pub async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let timestamp = write_timestamp(&headers)?;
-    state
-        .service
-        .delete(key, timestamp, WriteOptions::default())
-        .await?;
+    let options = write_options(&headers, false)?;
+    state.service.delete(key, timestamp, options).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     stamp_headers(response.headers_mut(), timestamp);
+    response.headers_mut().remove(header::ETAG);
+    Ok(response)
+}
+
+/// The media type of a PATCH body (RFC 7396).
+pub const MERGE_PATCH_JSON: &str = "application/merge-patch+json";
+
+/// What a PATCH did, field by field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PatchAnswer {
+    /// Fields written (or, for `null` members, removed) by this patch.
+    pub applied: Vec<String>,
+    /// Fields already holding exactly this at the same timestamp (a repeat).
+    pub unchanged: Vec<String>,
+    /// Fields a newer write (or a tie) kept from changing.
+    pub refused: Vec<RefusedField>,
+    /// The document's newest timestamp afterwards.
+    #[schema(schema_with = crate::service::jsonl::micros_schema)]
+    pub timestamp: u64,
+}
+
+impl From<PatchReport> for PatchAnswer {
+    fn from(report: PatchReport) -> Self {
+        Self {
+            applied: report.applied,
+            unchanged: report.unchanged,
+            refused: report
+                .refused
+                .into_iter()
+                .map(|(field, current_timestamp)| RefusedField {
+                    field,
+                    current_timestamp,
+                })
+                .collect(),
+            timestamp: report.timestamp,
+        }
+    }
+}
+
+value_schema!(
+    MergePatch,
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .min_properties(Some(1))
+        .build()
+);
+
+/// Field-level write: each top-level member sets its field, `null` removes it.
+#[utoipa::path(
+    patch,
+    path = "/keys/{key}",
+    tag = "keys",
+    params(
+        ("key" = String, Path, min_length = 1, description = KEY_PARAM),
+        ("X-Write-Timestamp" = inline(Micros), Header, description = "The patch's timestamp: microseconds since the Unix epoch, decimal digits only. Each field is judged against its own timestamp."),
+        ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Set the expiry to this many whole seconds from now (never past the absolute lifetime). Without it the expiry stays as it was (a created document never expires)."),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the stored document's ETag is one of these (or `*`: any live value); otherwise 412."),
+        ("X-Session-Owner" = Option<String>, Header, max_length = 256, description = "Record the session's owner (visible ASCII); empty clears it; absent keeps it."),
+        ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "On the write that creates the key: no TTL or touch moves its expiry past creation plus this many seconds (at most --max-session-lifetime)."),
+    ),
+    request_body(
+        description = "A JSON object (RFC 7396 merge patch, top level only): each member sets that field of the stored JSON-object document, `null` removes it. Nested objects are stored whole as the field's value.",
+        content((inline(MergePatch) = "application/merge-patch+json", example = json!({"cart": [1, 2, 3], "flash": null}))),
+    ),
+    responses(
+        (status = 200, description = "At least one field applied or was an identical repeat; the others are listed as refused.", body = PatchAnswer, headers(("X-Write-Timestamp" = inline(Micros), description = "The document's newest timestamp."), ("ETag" = String, description = "The document's ETag afterwards."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 201, description = "The document was created (the key had no live value).", body = PatchAnswer, headers(("X-Write-Timestamp" = inline(Micros), description = "The document's newest timestamp."), ("ETag" = String, description = "The document's ETag."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed X-Write-Timestamp, X-TTL, X-Max-Lifetime, X-Session-Owner or If-Match; a body that is not JSON; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "Every field was refused (`stale-write`): `refused` lists each with the timestamp that refused it. Nothing changed.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 412, description = "If-Match did not match (`precondition-failed`, with the current ETag); nothing changed.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body, or the merged document, is over --max-value-bytes.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 415, description = "Content-Type is not application/merge-patch+json.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "The stored value is not a JSON object, the body is not a JSON object or names no field (`not-an-object`), or the timestamp is too far ahead (`future-timestamp`).", body = Problem, content_type = PROBLEM_JSON),
+        (status = 428, description = TIMESTAMP_MISSING_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
+    )
+)]
+pub async fn patch_key(
+    State(state): State<AppState>,
+    Key(key): Key,
+    headers: HeaderMap,
+    body_bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let timestamp = write_timestamp(&headers)?;
+    let ttl = ttl(&headers)?;
+    let options = write_options(&headers, false)?;
+    let is_merge_patch = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .and_then(|ct| ct.parse::<mime::Mime>().ok())
+        .is_some_and(|m| m.essence_str().eq_ignore_ascii_case(MERGE_PATCH_JSON));
+    if !is_merge_patch {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("a PATCH body must be sent as Content-Type: {MERGE_PATCH_JSON}"),
+        ));
+    }
+    let bytes = body(body_bytes, state.service.policy().max_value_bytes)?;
+    let members = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(members)) => members,
+        Ok(_) => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-an-object",
+                "Not a JSON object",
+                "a merge patch must be a JSON object whose members name top-level fields",
+            ));
+        }
+        Err(e) => {
+            return Err(Problem::bad_request(
+                "invalid-json",
+                "Invalid JSON",
+                format!("the body is not JSON: {e}"),
+            ));
+        }
+    };
+    let location = format!("/keys/{}", encode_segment(&key));
+    let report = state
+        .service
+        .patch(key, members, timestamp, ttl, options)
+        .await?;
+    let created = report.created;
+    let etag = report.etag.clone();
+    let newest = report.timestamp;
+    let mut response = Json(PatchAnswer::from(report)).into_response();
+    if created {
+        *response.status_mut() = StatusCode::CREATED;
+        if let Ok(loc) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, loc);
+        }
+    }
+    let headers = response.headers_mut();
+    stamp_headers(headers, newest);
+    match etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+        Some(etag) => {
+            headers.insert(header::ETAG, etag);
+        }
+        None => {
+            headers.remove(header::ETAG);
+        }
+    }
     Ok(response)
 }
 
@@ -562,6 +865,11 @@ pub async fn list_keys(
         keys: page.keys.iter().map(|k| encode_segment(k)).collect(),
         next_cursor: page.next_after.map(|k| encode_segment(&k)),
     })))
+}
+
+/// A cursor or key in a query, percent-encoded as in list answers.
+pub fn decode_cursor(text: &str) -> Result<Vec<u8>, Problem> {
+    decode_query_bytes("cursor", text)
 }
 
 fn decode_query_bytes(name: &str, text: &str) -> Result<Vec<u8>, Problem> {

@@ -2,11 +2,13 @@
 //! it on a bound listener until a shutdown future resolves.
 
 pub mod admin;
+pub mod batch;
 pub mod headers;
 pub mod health;
 pub mod keys;
 pub mod limits;
 pub mod openapi;
+pub mod owners;
 pub mod problem;
 pub mod routes;
 pub mod server;
@@ -155,8 +157,15 @@ fn main_routes(metrics: MethodRouter<AppState>, openapi: MethodRouter<AppState>)
             get(keys::get_key)
                 .head(keys::head_key)
                 .put(keys::put_key)
+                .patch(keys::patch_key)
                 .delete(keys::delete_key),
         )
+        .route(
+            "/owners/{owner}/sessions",
+            Access::Token,
+            get(owners::list_sessions).delete(owners::revoke_sessions),
+        )
+        .route("/batch/get", Access::Token, post(batch::batch_get))
         .route("/keys/{key}/touch", Access::Token, post(keys::touch_key))
         // `{key}` never matches an empty segment; answer those as the bad key they are
         // rather than as an unknown route.

@@ -10,8 +10,21 @@ use utoipa::{Modify, OpenApi};
 use super::limits::{MAX_HEADER_BYTES, MAX_HEADERS};
 use super::problem::PROBLEM_JSON;
 use super::routes::Access;
-use super::{admin, health, keys, problem};
+use super::{admin, batch, health, keys, owners, problem};
 use crate::service::jsonl;
+
+/// Every method's operation of a path, each with whether it is HEAD: the one list
+/// both the route-table modifier and the token-less document walk.
+fn operations(item: &mut utoipa::openapi::PathItem) -> [(&mut Option<Operation>, bool); 6] {
+    [
+        (&mut item.get, false),
+        (&mut item.put, false),
+        (&mut item.patch, false),
+        (&mut item.post, false),
+        (&mut item.delete, false),
+        (&mut item.head, true),
+    ]
+}
 
 /// Name of the bearer-token scheme in `components.securitySchemes`.
 pub const BEARER: &str = "bearerAuth";
@@ -28,11 +41,15 @@ pub const BEARER: &str = "bearerAuth";
     modifiers(&FromRouteTable),
     paths(
         keys::put_key,
+        keys::patch_key,
         keys::get_key,
         keys::head_key,
         keys::delete_key,
         keys::touch_key,
         keys::list_keys,
+        batch::batch_get,
+        owners::list_sessions,
+        owners::revoke_sessions,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -45,13 +62,26 @@ pub const BEARER: &str = "bearerAuth";
         problem::Problem,
         keys::KeyPage,
         keys::Touched,
+        keys::PatchAnswer,
+        problem::RefusedField,
+        batch::BatchGet,
+        batch::BatchAnswer,
+        batch::BatchRecord,
+        batch::ValueEncoding,
+        owners::OwnerSessions,
+        owners::OwnedSession,
+        owners::RevokeAnswer,
+        owners::KeptSession,
         health::Health,
         jsonl::ExportLine,
+        jsonl::ExportFields,
+        jsonl::ExportClock,
         jsonl::ImportReport,
         jsonl::LineError,
     )),
     tags(
         (name = "keys", description = "Timestamp-guarded session values"),
+        (name = "owners", description = "Every session of one user (X-Session-Owner), and logging them all out"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "admin", description = "Backup, export and import of the whole store; \
             no request timeout, bearer token required when one is configured"),
@@ -75,14 +105,7 @@ impl Modify for FromRouteTable {
         for (path, item) in doc.paths.paths.iter_mut() {
             // A documented path the router does not declare fails closed, as the router does.
             let access = rules.declared(path).unwrap_or(Access::Token);
-            let operations = [
-                (&mut item.get, false),
-                (&mut item.put, false),
-                (&mut item.post, false),
-                (&mut item.delete, false),
-                (&mut item.head, true),
-            ];
-            for (operation, is_head) in operations {
+            for (operation, is_head) in operations(item) {
                 if let Some(operation) = operation.as_mut() {
                     complete(operation, access, is_head);
                 }
@@ -184,14 +207,7 @@ pub fn document_for(token_configured: bool) -> String {
         components.security_schemes.remove(BEARER);
     }
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.head,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations(item).into_iter().filter_map(|(o, _)| o.as_mut()) {
             operation.security = None;
             operation.responses.responses.remove("401");
         }

@@ -29,7 +29,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
 
-use crate::record::{DEFAULT_CONTENT_TYPE, Record, State};
+use crate::record::{DEFAULT_CONTENT_TYPE, FieldClock, FieldClocks, Meta, Record, State};
 use crate::service::maintenance::Imported;
 use crate::service::{Policy, Service, ServiceError};
 
@@ -73,6 +73,43 @@ pub struct ExportLine {
     /// means the time of the import.
     #[schema(schema_with = optional_micros_schema)]
     pub deleted_at: Option<u64>,
+    /// The session's owner (X-Session-Owner); absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Server time (µs) the key was created; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = micros_schema)]
+    pub created_at: Option<u64>,
+    /// Server time (µs) of the absolute lifetime's end; absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = micros_schema)]
+    pub lifetime_ends: Option<u64>,
+    /// Per-field timestamps of a JSON-object document with fields newer than its last
+    /// whole-value write; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<ExportFields>,
+}
+
+/// A document's field clocks in the export format (see `FieldClocks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportFields {
+    /// Timestamp of the last whole-value write (0: none).
+    #[schema(schema_with = micros_schema)]
+    pub base: u64,
+    /// Whether that write was a delete.
+    pub base_deleted: bool,
+    /// Each field newer than `base`: its timestamp, and whether that write removed it.
+    pub clocks: std::collections::BTreeMap<String, ExportClock>,
+}
+
+/// One field's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportClock {
+    #[schema(schema_with = micros_schema)]
+    pub timestamp: u64,
+    pub removed: bool,
 }
 
 /// The OpenAPI schema of a time in µs since the Unix epoch: every u64, in decimal.
@@ -121,6 +158,7 @@ impl ExportLine {
             ),
             State::Tombstone { deleted_at } => (None, None, None, Some(*deleted_at)),
         };
+        let meta = &record.meta;
         Self {
             key: BASE64.encode(key),
             timestamp: record.timestamp,
@@ -129,6 +167,26 @@ impl ExportLine {
             content_type,
             expires_at,
             deleted_at,
+            owner: meta.owner.clone(),
+            created_at: meta.created_at,
+            lifetime_ends: meta.lifetime_ends,
+            fields: meta.fields.as_ref().map(|f| ExportFields {
+                base: f.base,
+                base_deleted: f.base_deleted,
+                clocks: f
+                    .clocks
+                    .iter()
+                    .map(|(name, c)| {
+                        (
+                            name.clone(),
+                            ExportClock {
+                                timestamp: c.timestamp,
+                                removed: c.removed,
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
         }
     }
 
@@ -145,6 +203,9 @@ impl ExportLine {
             if self.expires_at.is_some() {
                 return Err("a tombstone has no `expires_at` (expected null)".into());
             }
+            if self.owner.is_some() || self.lifetime_ends.is_some() || self.fields.is_some() {
+                return Err("a tombstone has no `owner`, `lifetime_ends` or `fields`".into());
+            }
             Record::tombstone(self.timestamp, self.deleted_at.unwrap_or(now))
         } else {
             let Some(value) = self.value else {
@@ -159,7 +220,30 @@ impl ExportLine {
             let content_type = self
                 .content_type
                 .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
-            Record::live(self.timestamp, value, content_type, self.expires_at)
+            let mut record = Record::live(self.timestamp, value, content_type, self.expires_at);
+            record.meta = Meta {
+                owner: self.owner,
+                created_at: self.created_at,
+                lifetime_ends: self.lifetime_ends,
+                fields: self.fields.map(|f| FieldClocks {
+                    base: f.base,
+                    base_deleted: f.base_deleted,
+                    clocks: f
+                        .clocks
+                        .into_iter()
+                        .map(|(name, c)| {
+                            (
+                                name,
+                                FieldClock {
+                                    timestamp: c.timestamp,
+                                    removed: c.removed,
+                                },
+                            )
+                        })
+                        .collect(),
+                }),
+            };
+            record
         };
         Ok((key, record))
     }

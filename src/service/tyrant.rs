@@ -9,7 +9,8 @@
 use std::ops::{Bound, ControlFlow};
 
 use super::{Service, ServiceError, live_entry};
-use crate::record::{DEFAULT_CONTENT_TYPE, Record};
+use crate::guard::{self, OwnerChange, SessionWrite};
+use crate::record::{DEFAULT_CONTENT_TYPE, Meta, Record};
 use crate::store::KeyRange;
 
 /// How an unguarded (Tyrant-semantics) put combines with the stored value.
@@ -31,6 +32,26 @@ pub fn server_stamp(stored: Option<&Record>, now: u64) -> u64 {
     stored.map_or(now, |r| now.max(r.timestamp.saturating_add(1)))
 }
 
+/// The session metadata an unguarded write leaves: the owner, creation time and
+/// absolute lifetime of a live value carry over (a Tyrant client sends none); a write
+/// that creates the key starts them, with `--max-session-lifetime` if set.
+fn carried_meta(stored: Option<&Record>, now: u64, lifetime: Option<u64>) -> Meta {
+    let live = stored.filter(|r| r.is_live(now));
+    let session = SessionWrite {
+        owner: OwnerChange::Keep,
+        lifetime_micros: lifetime,
+    };
+    guard::session_meta(live, &session, now)
+}
+
+/// A whole value with `meta`; it never expires, except at the lifetime's end.
+fn with_meta(timestamp: u64, value: Vec<u8>, content_type: String, meta: Meta) -> Record {
+    let expires_at = guard::cap(None, meta.lifetime_ends);
+    let mut record = Record::live(timestamp, value, content_type, expires_at);
+    record.meta = meta;
+    record
+}
+
 impl Service {
     /// An unguarded put with Tokyo Tyrant semantics. Returns false when `Keep` finds a
     /// live value, or when a `Concat`/`ShiftLeft` result would exceed the value limit.
@@ -45,10 +66,12 @@ impl Service {
         self.check_value(value.len())?;
         let now = self.now();
         let max_value = self.policy.max_value_bytes;
+        let lifetime = self.policy.max_lifetime_micros;
         let stored = self
             .store
             .update(key, move |stored| {
                 let timestamp = server_stamp(stored.as_ref(), now);
+                let meta = carried_meta(stored.as_ref(), now, lifetime);
                 let live = stored.and_then(|r| live_entry(r, now));
                 let (value, content_type) = match (mode, live) {
                     (PutMode::Keep, Some(_)) => return (None, false),
@@ -71,10 +94,7 @@ impl Service {
                 if value.len() > max_value {
                     return (None, false);
                 }
-                (
-                    Some(Record::live(timestamp, value, content_type, None)),
-                    true,
-                )
+                (Some(with_meta(timestamp, value, content_type, meta)), true)
             })
             .await?;
         Ok(stored)
@@ -112,10 +132,12 @@ impl Service {
     {
         self.check_key(&key)?;
         let now = self.now();
+        let lifetime = self.policy.max_lifetime_micros;
         let answer = self
             .store
             .update(key, move |stored| {
                 let timestamp = server_stamp(stored.as_ref(), now);
+                let meta = carried_meta(stored.as_ref(), now, lifetime);
                 let live = stored.and_then(|r| live_entry(r, now));
                 let Some((value, answer)) = update(live.as_ref().map(|e| e.value.as_slice()))
                 else {
@@ -125,7 +147,7 @@ impl Service {
                     .map(|e| e.content_type)
                     .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
                 (
-                    Some(Record::live(timestamp, value, content_type, None)),
+                    Some(with_meta(timestamp, value, content_type, meta)),
                     Some(answer),
                 )
             })
