@@ -3,13 +3,15 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::postgres::{self as pg, TestDatabase};
+use tidemark::guard::{self, Change, Condition, OwnerChange, SessionWrite};
 use tidemark::metrics::Metrics;
-use tidemark::record::Record;
+use tidemark::record::{FieldClock, FieldClocks, Meta, Record, State};
 use tidemark::store::postgres::{PgStore, PostgresOptions};
 use tidemark::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, StoreError};
 
@@ -27,6 +29,20 @@ fn live(ts: u64, value: &[u8]) -> Record {
     Record::live(ts, value.to_vec(), "text/plain".into(), None)
 }
 
+/// `record` as the write that created its key at server time `at` leaves it: a live
+/// value records its creation time.
+fn created(mut record: Record, at: u64) -> Record {
+    if let State::Live { .. } = record.state {
+        record.meta.created_at = Some(at);
+    }
+    record
+}
+
+/// A plain text value at `ts`, created by a write at server time `at`.
+fn made(ts: u64, value: &[u8], at: u64) -> Record {
+    created(live(ts, value), at)
+}
+
 fn put(key: &[u8], ts: u64, value: &[u8]) -> GuardedWrite {
     write(key, live(ts, value))
 }
@@ -37,6 +53,15 @@ fn write(key: &[u8], record: Record) -> GuardedWrite {
 
 fn delete(key: &[u8], ts: u64, now: u64) -> GuardedWrite {
     write(key, Record::tombstone(ts, now))
+}
+
+/// The server time at which a delete leaves exactly `record` (a delete's tombstone
+/// records when it was applied); `otherwise` for a live record.
+fn now_of(record: &Record, otherwise: u64) -> u64 {
+    match record.state {
+        State::Tombstone { deleted_at } => deleted_at,
+        State::Live { .. } => otherwise,
+    }
 }
 
 /// One guarded write on `store` at `now`, answered by the engine.
@@ -132,9 +157,19 @@ async fn every_record_shape_round_trips() {
         (b"", live(7, b"empty key")),
     ];
     for (key, record) in &shapes {
-        let outcome = decide(&store, write(key, record.clone()), clock(T0)).await;
+        let outcome = decide(
+            &store,
+            write(key, record.clone()),
+            clock(now_of(record, T0)),
+        )
+        .await;
         assert_eq!(outcome, Guarded::Applied { was_live: false }, "{key:?}");
     }
+    // Each live value was created by the write at T0.
+    let shapes: Vec<(&[u8], Record)> = shapes
+        .into_iter()
+        .map(|(key, record)| (key, created(record, T0)))
+        .collect();
     for (key, record) in &shapes {
         assert_eq!(
             store.get(key).await.unwrap().as_ref(),
@@ -186,7 +221,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
         assert_eq!(outcome, expected, "ts {ts}");
         assert_eq!(
             store.get(b"k").await.unwrap(),
-            Some(live(ts, &ts.to_be_bytes()))
+            Some(made(ts, &ts.to_be_bytes(), T0))
         );
         // Every earlier point is now stale against it.
         for older in points.iter().copied().filter(|p| *p < ts) {
@@ -202,7 +237,7 @@ async fn extreme_u64_timestamps_keep_their_order_and_outcome() {
     // Expiry and deletion times at the extremes compare correctly too.
     let forever = Record::live(1, b"v".to_vec(), "t".into(), Some(u64::MAX));
     decide(&store, write(b"e", forever.clone()), clock(T0)).await;
-    assert_eq!(store.get(b"e").await.unwrap(), Some(forever));
+    assert_eq!(store.get(b"e").await.unwrap(), Some(created(forever, T0)));
     assert_eq!(
         store.counts(u64::MAX - 1).await.unwrap().expired,
         0,
@@ -231,7 +266,7 @@ async fn newer_applies_and_older_is_stale() {
         store.guarded_write(delete(b"k", 99, T0), c).await.unwrap(),
         Guarded::Stale { current: 101 }
     );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(101, b"b")));
+    assert_eq!(store.get(b"k").await.unwrap(), Some(made(101, b"b", T0)));
     assert_eq!(
         store.guarded_write(delete(b"k", 102, T0), c).await.unwrap(),
         Guarded::Applied { was_live: true }
@@ -285,7 +320,7 @@ async fn equal_timestamp_is_a_repeat_only_for_the_identical_write() {
         store.guarded_write(put(b"t", 100, b"a"), c).await.unwrap(),
         Guarded::Tie { current: 100 }
     );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(100, b"a")));
+    assert_eq!(store.get(b"k").await.unwrap(), Some(made(100, b"a", T0)));
     assert_eq!(
         store.get(b"t").await.unwrap(),
         Some(Record::tombstone(100, T0))
@@ -304,7 +339,10 @@ async fn a_tombstone_guards_until_its_grace_has_passed() {
         decide(&store, put(b"k", 50, b"a"), clock(1_000 + GRACE)).await,
         Guarded::Applied { was_live: false }
     );
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(50, b"a")));
+    assert_eq!(
+        store.get(b"k").await.unwrap(),
+        Some(made(50, b"a", 1_000 + GRACE))
+    );
 }
 
 #[tokio::test]
@@ -353,7 +391,7 @@ async fn if_absent_refuses_a_live_value_before_the_timestamp_rule() {
             "ts {ts}"
         );
     }
-    assert_eq!(store.get(b"k").await.unwrap(), Some(live(10, b"a")));
+    assert_eq!(store.get(b"k").await.unwrap(), Some(made(10, b"a", T0)));
     // A tombstone is not live: the timestamp rule decides.
     decide(&store, delete(b"k", 20, T0), clock(T0)).await;
     assert_eq!(
@@ -448,7 +486,10 @@ async fn concurrent_writers_of_one_key_end_on_the_newest_write() {
     assert!(applied >= 1);
     let stored = replicas[0].get(b"hot").await.unwrap().unwrap();
     assert_eq!(stored.timestamp, newest);
-    let wanted = [live(newest, &newest.to_be_bytes()), live(newest, b"other")];
+    let wanted = [
+        made(newest, &newest.to_be_bytes(), T0),
+        made(newest, b"other", T0),
+    ];
     assert!(wanted.contains(&stored), "{stored:?}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
@@ -488,7 +529,7 @@ async fn a_batch_judges_later_writes_against_earlier_ones() {
         store.get(b"a").await.unwrap(),
         Some(Record::tombstone(7, T0))
     );
-    assert_eq!(store.get(b"b").await.unwrap(), Some(live(10, b"new")));
+    assert_eq!(store.get(b"b").await.unwrap(), Some(made(10, b"new", T0)));
     assert_eq!(
         store.guarded_batch(vec![], clock(T0)).await.unwrap(),
         vec![]
@@ -514,7 +555,7 @@ async fn a_batch_that_fails_part_way_changes_nothing() {
         .await;
     assert!(matches!(result, Err(StoreError::Engine(_))), "{result:?}");
     assert_eq!(store.get(b"a").await.unwrap(), None);
-    assert_eq!(store.get(b"b").await.unwrap(), Some(live(1, b"before")));
+    assert_eq!(store.get(b"b").await.unwrap(), Some(made(1, b"before", T0)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -564,7 +605,7 @@ async fn update_leaves_the_key_alone_when_told_to() {
         .update(b"k".to_vec(), |stored| (None, stored))
         .await
         .unwrap();
-    assert_eq!(seen, Some(live(5, b"v")));
+    assert_eq!(seen, Some(made(5, b"v", T0)));
     let replaced = store
         .update(b"k".to_vec(), |_| (Some(Record::tombstone(1, T0)), "done"))
         .await
@@ -700,7 +741,7 @@ async fn export_is_one_snapshot_while_writes_go_on() {
     assert_eq!(seen.len() as u64, N);
     for (i, (key, record)) in seen.iter().enumerate() {
         assert_eq!(key, format!("k{i:05}").as_bytes());
-        assert_eq!(record, &live(10, &(i as u64).to_be_bytes()));
+        assert_eq!(record, &made(10, &(i as u64).to_be_bytes(), T0));
     }
 }
 
@@ -724,7 +765,7 @@ async fn an_abandoned_export_gives_its_connection_back() {
         .await
         .expect("the export task kept its connection")
         .unwrap();
-    assert_eq!(got, Some(live(1, b"v")));
+    assert_eq!(got, Some(made(1, b"v", T0)));
 }
 
 #[tokio::test]
@@ -743,7 +784,7 @@ async fn purge_removes_only_lapsed_records_in_batches() {
         (b"forever", live(1, b"v")),
     ];
     for (key, record) in &records {
-        decide(&store, write(key, record.clone()), clock(0)).await;
+        decide(&store, write(key, record.clone()), clock(now_of(record, 0))).await;
     }
     assert_eq!(
         store.counts(20).await.unwrap(),
@@ -793,7 +834,7 @@ async fn purge_removes_only_lapsed_records_in_batches() {
             tombstones: 1
         }
     );
-    assert_eq!(store.get(b"forever").await.unwrap(), Some(live(1, b"v")));
+    assert_eq!(store.get(b"forever").await.unwrap(), Some(made(1, b"v", 0)));
 }
 
 #[tokio::test]
@@ -841,7 +882,7 @@ async fn migrations_are_idempotent_and_concurrent_connects_are_safe() {
         .await
         .unwrap();
     let third = connect(&options).await.unwrap();
-    assert_eq!(third.get(b"k").await.unwrap(), Some(live(1, b"v")));
+    assert_eq!(third.get(b"k").await.unwrap(), Some(made(1, b"v", T0)));
     let versions: Vec<i64> = admin(&db.url)
         .await
         .query("SELECT version FROM tidemark_schema ORDER BY version", &[])
@@ -850,7 +891,7 @@ async fn migrations_are_idempotent_and_concurrent_connects_are_safe() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
 }
 
 #[tokio::test]
@@ -869,7 +910,7 @@ async fn a_database_with_a_newer_schema_is_refused() {
             supported,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*supported, 1);
+            assert_eq!(*supported, 2);
             assert_eq!(path.to_string_lossy(), store.location());
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
@@ -1002,7 +1043,7 @@ async fn a_database_restart_is_unavailable_then_recovers() {
     loop {
         match store.get(b"k").await {
             Ok(found) => {
-                assert_eq!(found, Some(live(1, b"v")));
+                assert_eq!(found, Some(made(1, b"v", T0)));
                 break;
             }
             Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
@@ -1193,4 +1234,824 @@ async fn an_export_cut_off_by_an_outage_ends_with_the_error() {
     // The first page was already read; the second could not be.
     assert_eq!(ok, 1_000);
     assert!(matches!(last, Some(StoreError::Unavailable(_))), "{last:?}");
+}
+
+// ---------------------------------------------------------------------------------
+// Session metadata (schema version 2): owner, creation, lifetime, field clocks.
+
+/// A restore of `record` as exported: stored exactly as it is (on an absent key).
+fn restore(key: &[u8], record: Record) -> GuardedWrite {
+    GuardedWrite {
+        key: key.to_vec(),
+        timestamp: record.timestamp,
+        change: Change::Restore(record),
+        condition: Condition::Always,
+        session: SessionWrite::default(),
+    }
+}
+
+fn with_meta(mut record: Record, meta: Meta) -> Record {
+    record.meta = meta;
+    record
+}
+
+fn owner(name: &str) -> SessionWrite {
+    SessionWrite {
+        owner: OwnerChange::Set(name.to_string()),
+        lifetime_micros: None,
+    }
+}
+
+fn json(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(members) => members,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+fn patch(key: &[u8], ts: u64, members: serde_json::Value) -> GuardedWrite {
+    GuardedWrite {
+        key: key.to_vec(),
+        timestamp: ts,
+        change: Change::Patch {
+            members: json(members),
+            expires_at: None,
+            max_bytes: 1 << 20,
+        },
+        condition: Condition::Always,
+        session: SessionWrite::default(),
+    }
+}
+
+/// Run `write` on `store` and check that the engine answers and stores exactly what
+/// `guard::resolve` computes from the record stored before it.
+async fn check_against_rule(
+    store: &PgStore,
+    write: &GuardedWrite,
+    clock: GuardClock,
+    what: &str,
+) -> Guarded {
+    let before = store.get(&write.key).await.unwrap();
+    let expected = guard::resolve(before.as_ref(), write, clock);
+    let answer = store.guarded_write(write.clone(), clock).await.unwrap();
+    assert_eq!(answer, expected.answer, "{what}: answer");
+    let after = store.get(&write.key).await.unwrap();
+    assert_eq!(after, expected.record.or(before), "{what}: stored record");
+    answer
+}
+
+/// The row's `was_live` bookkeeping column: only the guarded upsert sets it (to
+/// whether it replaced a live value); the locked path writes false.
+async fn was_live_column(admin: &tokio_postgres::Client, key: &[u8]) -> bool {
+    admin
+        .query_one(
+            "SELECT was_live FROM tidemark_records WHERE key = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A JSON document whose field `b` was written by a PATCH after the whole value.
+fn document_with_clocks(now: u64) -> Record {
+    let mut clocks = BTreeMap::new();
+    clocks.insert(
+        "b".to_string(),
+        FieldClock {
+            timestamp: 100,
+            removed: false,
+        },
+    );
+    with_meta(
+        Record::live(
+            100,
+            br#"{"a":1,"b":2}"#.to_vec(),
+            "application/json".into(),
+            None,
+        ),
+        Meta {
+            owner: None,
+            created_at: Some(now - 10),
+            lifetime_ends: None,
+            fields: Some(FieldClocks {
+                base: 90,
+                base_deleted: false,
+                clocks,
+            }),
+        },
+    )
+}
+
+/// Whatever the stored record and the session metadata a put or delete asks for, the
+/// engine — by its upsert or by the rule run with the row locked — answers and
+/// stores exactly what `guard::resolve` computes; and it takes the upsert exactly
+/// when the stored row is a live value without owner, lifetime or field clocks.
+#[tokio::test]
+async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
+    let (store, db) = engine_or_skip!();
+    let admin = admin(&db.url).await;
+    let now = T0;
+    let c = clock(now);
+    let plain = || Record::live(100, b"a".to_vec(), "text/plain".into(), Some(now + 9_000));
+    let stored: Vec<(&str, Option<Record>)> = vec![
+        ("none", None),
+        (
+            "live-plain",
+            Some(with_meta(
+                plain(),
+                Meta {
+                    created_at: Some(now - 1_000),
+                    ..Meta::default()
+                },
+            )),
+        ),
+        ("live-v1", Some(plain())),
+        (
+            "live-owner",
+            Some(with_meta(
+                plain(),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(now - 1_000),
+                    ..Meta::default()
+                },
+            )),
+        ),
+        (
+            "live-lifetime",
+            Some(with_meta(
+                plain(),
+                Meta {
+                    created_at: Some(now - 1_000),
+                    lifetime_ends: Some(now + 5_000),
+                    ..Meta::default()
+                },
+            )),
+        ),
+        ("live-fields", Some(document_with_clocks(now))),
+        ("tombstone", Some(Record::tombstone(100, now - 1_000))),
+        (
+            "tombstone-lapsed",
+            Some(Record::tombstone(100, now - GRACE - 1)),
+        ),
+        (
+            "expired",
+            Some(with_meta(
+                Record::live(100, b"a".to_vec(), "text/plain".into(), Some(now - 1_000)),
+                Meta {
+                    owner: Some("alice".into()),
+                    created_at: Some(now - 2_000),
+                    lifetime_ends: Some(now - 1_000),
+                    fields: None,
+                },
+            )),
+        ),
+        (
+            "expired-lapsed",
+            Some(Record::live(
+                100,
+                b"a".to_vec(),
+                "text/plain".into(),
+                Some(now - GRACE - 1),
+            )),
+        ),
+    ];
+    let sessions: Vec<(&str, SessionWrite)> = vec![
+        ("keep", SessionWrite::default()),
+        ("set", owner("bob")),
+        (
+            "clear",
+            SessionWrite {
+                owner: OwnerChange::Clear,
+                lifetime_micros: None,
+            },
+        ),
+        (
+            "lifetime",
+            SessionWrite {
+                owner: OwnerChange::Keep,
+                lifetime_micros: Some(3_000),
+            },
+        ),
+        (
+            "set+lifetime",
+            SessionWrite {
+                owner: OwnerChange::Set("bob".into()),
+                lifetime_micros: Some(20_000),
+            },
+        ),
+    ];
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "put-expiring",
+            Change::Put {
+                value: b"b".to_vec(),
+                content_type: "text/plain".into(),
+                expires_at: Some(now + 10_000),
+            },
+        ),
+        (
+            "put-forever",
+            Change::Put {
+                value: b"a".to_vec(),
+                content_type: "text/plain".into(),
+                expires_at: None,
+            },
+        ),
+        ("delete", Change::Delete),
+    ];
+    let mut cases = 0;
+    let mut fast = 0;
+    for (state, record) in &stored {
+        for ts in [200, 100, 50] {
+            for (change_name, change) in &changes {
+                for (session_name, session) in &sessions {
+                    for condition in [Condition::Always, Condition::IfAbsent] {
+                        let key =
+                            format!("{state}/{ts}/{change_name}/{session_name}/{condition:?}");
+                        if let Some(record) = record {
+                            decide(&store, restore(key.as_bytes(), record.clone()), c).await;
+                            assert_eq!(
+                                store.get(key.as_bytes()).await.unwrap().as_ref(),
+                                Some(record),
+                                "{key}: restored"
+                            );
+                        }
+                        let write = GuardedWrite {
+                            key: key.clone().into_bytes(),
+                            timestamp: ts,
+                            change: change.clone(),
+                            condition: condition.clone(),
+                            session: session.clone(),
+                        };
+                        let answer = check_against_rule(&store, &write, c, &key).await;
+                        cases += 1;
+                        // A live value without owner, lifetime or clocks is replaced by
+                        // the upsert (which sets was_live); every other live value
+                        // through the locked path (which does not).
+                        if answer == (Guarded::Applied { was_live: true }) {
+                            let by_upsert = matches!(*state, "live-plain" | "live-v1");
+                            assert_eq!(
+                                was_live_column(&admin, key.as_bytes()).await,
+                                by_upsert,
+                                "{key}: which path"
+                            );
+                            fast += usize::from(by_upsert);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, stored.len() * 3 * changes.len() * sessions.len() * 2);
+    assert!(fast > 0);
+}
+
+/// Metadata survives every write path and comes back from every read path.
+#[tokio::test]
+async fn session_metadata_round_trips_through_every_write_and_read_path() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    let mut clocks = BTreeMap::new();
+    clocks.insert(
+        "ž".to_string(),
+        FieldClock {
+            timestamp: u64::MAX,
+            removed: true,
+        },
+    );
+    clocks.insert(
+        String::new(),
+        FieldClock {
+            timestamp: 1,
+            removed: false,
+        },
+    );
+    let full = |name: &str| Meta {
+        owner: Some(name.to_string()),
+        created_at: Some(0),
+        lifetime_ends: Some(u64::MAX),
+        fields: Some(FieldClocks {
+            base: 0,
+            base_deleted: true,
+            clocks: clocks.clone(),
+        }),
+    };
+    let doc = |ts| Record::live(ts, b"{}".to_vec(), "application/json".into(), Some(T0 + 1));
+
+    // The upsert: a put with an owner and a lifetime onto an absent key.
+    let by_upsert = GuardedWrite {
+        key: b"a-upsert".to_vec(),
+        timestamp: 5,
+        change: Change::Put {
+            value: b"v".to_vec(),
+            content_type: "text/plain".into(),
+            expires_at: Some(T0 + 60_000_000),
+        },
+        condition: Condition::Always,
+        session: SessionWrite {
+            owner: OwnerChange::Set("alice".into()),
+            lifetime_micros: Some(1_000_000),
+        },
+    };
+    check_against_rule(&store, &by_upsert, c, "upsert").await;
+    let upserted = with_meta(
+        Record::live(5, b"v".to_vec(), "text/plain".into(), Some(T0 + 1_000_000)),
+        Meta {
+            owner: Some("alice".into()),
+            created_at: Some(T0),
+            lifetime_ends: Some(T0 + 1_000_000),
+            fields: None,
+        },
+    );
+    // The rule run with the row locked: a restore, and a write onto a session.
+    let restored = with_meta(doc(6), full("alice"));
+    decide(&store, restore(b"b-locked", restored.clone()), c).await;
+    let onto_session = GuardedWrite {
+        key: b"a-upsert".to_vec(),
+        timestamp: 7,
+        ..by_upsert.clone()
+    };
+    check_against_rule(&store, &onto_session, c, "onto a session").await;
+    let upserted = Record {
+        timestamp: 7,
+        ..upserted
+    };
+    // A batch: a restore and a put with an owner.
+    let batched = with_meta(doc(8), full("bob"));
+    let batch_put = GuardedWrite {
+        session: owner("bob"),
+        ..put(b"d-batch-put", 9, b"w")
+    };
+    let outcomes = store
+        .guarded_batch(
+            vec![restore(b"c-batch", batched.clone()), batch_put.clone()],
+            c,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            Guarded::Applied { was_live: false },
+            Guarded::Applied { was_live: false }
+        ]
+    );
+    let batch_put_record = guard::resolve(None, &batch_put, c).record.unwrap();
+    assert_eq!(batch_put_record.meta.owner.as_deref(), Some("bob"));
+    // A read-modify-write.
+    let updated = with_meta(doc(10), full("alice"));
+    let written = updated.clone();
+    store
+        .update(b"e-update".to_vec(), move |_| (Some(written), ()))
+        .await
+        .unwrap();
+
+    let expected: Vec<(Vec<u8>, Record)> = vec![
+        (b"a-upsert".to_vec(), upserted),
+        (b"b-locked".to_vec(), restored),
+        (b"c-batch".to_vec(), batched),
+        (b"d-batch-put".to_vec(), batch_put_record),
+        (b"e-update".to_vec(), updated),
+    ];
+    for (key, record) in &expected {
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            Some(record),
+            "{key:?}"
+        );
+    }
+    let keys: Vec<Vec<u8>> = expected.iter().rev().map(|(k, _)| k.clone()).collect();
+    let many: Vec<Option<Record>> = store.get_many(&keys).await.unwrap();
+    let wanted: Vec<Option<Record>> = expected
+        .iter()
+        .rev()
+        .map(|(_, r)| Some(r.clone()))
+        .collect();
+    assert_eq!(many, wanted);
+    let everything = KeyRange {
+        start: Bound::Unbounded,
+        prefix: vec![],
+    };
+    assert_eq!(store.scan(everything, 100).await.unwrap(), expected);
+    let mut export = store.export(2);
+    let mut exported = Vec::new();
+    while let Some(item) = export.recv().await {
+        exported.push(item.unwrap());
+    }
+    assert_eq!(exported, expected);
+    let alice: Vec<(Vec<u8>, Record)> = expected
+        .iter()
+        .filter(|(_, r)| r.meta.owner.as_deref() == Some("alice"))
+        .cloned()
+        .collect();
+    assert_eq!(alice.len(), 3);
+    assert_eq!(store.owned("alice", None, 10).await.unwrap(), alice);
+    let generic = tidemark::store::Store::from(store.clone());
+    assert_eq!(generic.owned("alice", None, 10).await.unwrap(), alice);
+}
+
+/// The owner index follows owner changes, deletes, expiry and purges.
+#[tokio::test]
+async fn the_owner_index_follows_owner_changes_deletes_and_expiry() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    let keys_of = |found: Vec<(Vec<u8>, Record)>| -> Vec<Vec<u8>> {
+        found.into_iter().map(|(k, _)| k).collect()
+    };
+    let owned = |who: &'static str, after: Option<&'static [u8]>, limit| {
+        let store = store.clone();
+        async move {
+            keys_of(
+                tidemark::store::Store::from(store)
+                    .owned(who, after.map(<[u8]>::to_vec), limit)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    for (key, who) in [
+        (&b""[..], "alice"),
+        (b"k1", "alice"),
+        (b"k2", "alice"),
+        (b"k3", "alice"),
+        (b"k4", "bob"),
+    ] {
+        let write = GuardedWrite {
+            session: owner(who),
+            ..put(key, 10, b"v")
+        };
+        assert_eq!(
+            decide(&store, write, c).await,
+            Guarded::Applied { was_live: false }
+        );
+    }
+    decide(&store, put(b"k5", 10, b"no owner"), c).await;
+    let alice = |keys: &[&[u8]]| keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        owned("alice", None, 10).await,
+        alice(&[b"", b"k1", b"k2", b"k3"])
+    );
+    assert_eq!(owned("alice", None, 2).await, alice(&[b"", b"k1"]));
+    assert_eq!(owned("alice", Some(b""), 2).await, alice(&[b"k1", b"k2"]));
+    assert_eq!(owned("alice", Some(b"k2"), 10).await, alice(&[b"k3"]));
+    assert_eq!(owned("alice", Some(b"k3"), 10).await, alice(&[]));
+    assert_eq!(owned("alice", None, 0).await, alice(&[]));
+    assert_eq!(owned("bob", None, 10).await, alice(&[b"k4"]));
+    assert_eq!(owned("nobody", None, 10).await, alice(&[]));
+
+    // A new owner moves the key; keeping the owner keeps it; clearing drops it.
+    let moved = GuardedWrite {
+        session: owner("bob"),
+        ..put(b"k2", 11, b"v")
+    };
+    check_against_rule(&store, &moved, c, "new owner").await;
+    check_against_rule(&store, &put(b"k2", 12, b"kept"), c, "owner kept").await;
+    let cleared = GuardedWrite {
+        session: SessionWrite {
+            owner: OwnerChange::Clear,
+            lifetime_micros: None,
+        },
+        ..put(b"k3", 11, b"v")
+    };
+    check_against_rule(&store, &cleared, c, "owner cleared").await;
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k1"]));
+    assert_eq!(owned("bob", None, 10).await, alice(&[b"k2", b"k4"]));
+    // A value without an owner gains one.
+    let claimed = GuardedWrite {
+        session: owner("alice"),
+        ..put(b"k5", 11, b"v")
+    };
+    check_against_rule(&store, &claimed, c, "owner set on a plain value").await;
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k1", b"k5"]));
+
+    // A delete leaves a tombstone, which has no owner.
+    check_against_rule(&store, &delete(b"k1", 20, T0), c, "delete").await;
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k5"]));
+
+    // An expired session stays listed until it is purged.
+    let short = GuardedWrite {
+        timestamp: 30,
+        change: Change::Put {
+            value: b"v".to_vec(),
+            content_type: "text/plain".into(),
+            expires_at: Some(T0 + 100),
+        },
+        ..GuardedWrite {
+            session: owner("carol"),
+            ..put(b"k6", 30, b"v")
+        }
+    };
+    check_against_rule(&store, &short, c, "expiring").await;
+    let found = store.owned("carol", None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert!(!found[0].1.is_live(T0 + 100), "expired, still listed");
+    assert_eq!(store.purge(T0 + 100, 100).await.unwrap().expired, 1);
+    assert_eq!(owned("carol", None, 10).await, alice(&[]));
+    // And purging the tombstone leaves the others alone.
+    store.purge(u64::MAX - 1, 100).await.unwrap();
+    assert_eq!(owned("alice", None, 10).await, alice(&[b"", b"k5"]));
+    assert_eq!(owned("bob", None, 10).await, alice(&[b"k2", b"k4"]));
+}
+
+/// The owner listing's statements (as in src/store/postgres/sql.rs) are served by
+/// the partial owner index, in key order without a sort.
+#[tokio::test]
+async fn the_owner_listing_uses_the_owner_index() {
+    let (_store, db) = engine_or_skip!();
+    let admin = admin(&db.url).await;
+    // A tiny table is cheapest to read whole; rule that out to see what is possible.
+    admin
+        .batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .await
+        .unwrap();
+    let limit = 10i64;
+    for (sql, params) in [
+        (
+            "EXPLAIN SELECT key FROM tidemark_records WHERE owner = $1 ORDER BY key LIMIT $2",
+            vec![
+                &"alice" as &(dyn tokio_postgres::types::ToSql + Sync),
+                &limit,
+            ],
+        ),
+        (
+            "EXPLAIN SELECT key FROM tidemark_records \
+             WHERE owner = $1 AND key > $3 ORDER BY key LIMIT $2",
+            vec![&"alice", &limit, &b"k".as_slice()],
+        ),
+    ] {
+        let plan: Vec<String> = admin
+            .query(sql, &params)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("tidemark_records_owners"), "{plan}");
+        assert!(!plan.contains("Sort"), "{plan}");
+    }
+}
+
+/// PATCH runs the rule with the row locked and stores what it computes: documents
+/// created by a patch, field clocks, whole-value writes merged with newer fields,
+/// deletes that keep newer fields, refusals.
+#[tokio::test]
+async fn patches_store_what_the_rule_computes() {
+    let (store, _db) = engine_or_skip!();
+    let c = clock(T0);
+    let steps: Vec<(&str, GuardedWrite)> = vec![
+        (
+            "patch creates",
+            GuardedWrite {
+                session: SessionWrite {
+                    owner: OwnerChange::Set("alice".into()),
+                    lifetime_micros: Some(50_000_000),
+                },
+                ..patch(b"doc", 10, serde_json::json!({"a": 1, "b": 2}))
+            },
+        ),
+        (
+            "patch one field",
+            patch(b"doc", 20, serde_json::json!({"b": 3})),
+        ),
+        (
+            "older whole put merges",
+            GuardedWrite {
+                change: Change::Put {
+                    value: br#"{"a":5,"b":6,"c":7}"#.to_vec(),
+                    content_type: "application/json".into(),
+                    expires_at: Some(T0 + 100_000_000),
+                },
+                ..put(b"doc", 15, b"")
+            },
+        ),
+        (
+            "patch removes",
+            patch(b"doc", 30, serde_json::json!({"a": null})),
+        ),
+        ("stale patch", patch(b"doc", 5, serde_json::json!({"b": 0}))),
+        (
+            "repeated patch",
+            patch(b"doc", 30, serde_json::json!({"a": null})),
+        ),
+        ("older delete keeps newer fields", delete(b"doc", 25, T0)),
+        ("newer put", put(b"doc", 40, b"not json")),
+        (
+            "patch onto a non-object",
+            patch(b"doc", 50, serde_json::json!({"x": 1})),
+        ),
+        ("delete", delete(b"doc", 60, T0)),
+        (
+            "patch onto a tombstone",
+            patch(b"doc", 70, serde_json::json!({"y": 1})),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, write) in &steps {
+        answers.push(check_against_rule(&store, write, c, what).await);
+    }
+    // The steps reach every branch they are named for.
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|answer| match answer {
+            Guarded::Patched(report) if report.created => "created",
+            Guarded::Patched(report) if report.applied.is_empty() => "repeat",
+            Guarded::Patched(_) => "patched",
+            Guarded::PatchRefused(_) => "refused",
+            Guarded::Merged { .. } => "merged",
+            Guarded::Applied { .. } => "applied",
+            Guarded::NotAnObject => "not an object",
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "patched",
+            "merged",
+            "patched",
+            "refused",
+            "repeat",
+            "merged",
+            "applied",
+            "not an object",
+            "applied",
+            "created"
+        ]
+    );
+    let stored = store.get(b"doc").await.unwrap().unwrap();
+    assert_eq!(stored.timestamp, 70);
+    assert!(stored.meta.fields.is_some(), "{stored:?}");
+    // The field clocks a patch left make the document's ETag; a whole put onto it
+    // without newer timestamps is merged, not applied.
+    let merged = check_against_rule(
+        &store,
+        &GuardedWrite {
+            change: Change::Put {
+                value: br#"{"z":1}"#.to_vec(),
+                content_type: "application/json".into(),
+                expires_at: None,
+            },
+            ..put(b"doc", 65, b"")
+        },
+        c,
+        "put older than a field",
+    )
+    .await;
+    assert!(matches!(merged, Guarded::Merged { .. }), "{merged:?}");
+}
+
+/// Rows whose field clocks do not decode are corrupt, not misread.
+#[tokio::test]
+async fn undecodable_field_clocks_are_corrupt() {
+    let (store, db) = engine_or_skip!();
+    let c = clock(T0);
+    decide(&store, restore(b"doc", document_with_clocks(T0)), c).await;
+    assert!(
+        store
+            .get(b"doc")
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .fields
+            .is_some()
+    );
+    admin(&db.url)
+        .await
+        .execute(
+            "UPDATE tidemark_records SET fields = '\\x01' WHERE key = 'doc'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let read = store.get(b"doc").await;
+    assert!(
+        matches!(&read, Err(StoreError::Corrupt { key }) if key == b"doc"),
+        "{read:?}"
+    );
+    let written = store.guarded_write(put(b"doc", 200, b"v"), c).await;
+    assert!(
+        matches!(written, Err(StoreError::Corrupt { .. })),
+        "{written:?}"
+    );
+    let batch = store
+        .guarded_batch(vec![put(b"doc", 200, b"v"), put(b"other", 1, b"v")], c)
+        .await
+        .unwrap();
+    assert_eq!(
+        batch,
+        vec![Guarded::Corrupt, Guarded::Applied { was_live: false }]
+    );
+}
+
+/// A database at schema version 1 with rows written the version-1 way upgrades to
+/// version 2 when tidemark connects, and reads its rows back exactly.
+#[tokio::test]
+async fn a_version_1_database_upgrades_and_keeps_its_rows() {
+    let Some(db) = pg::database().await else {
+        return;
+    };
+    let admin = admin(&db.url).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE tidemark_schema (
+                 version    bigint      NOT NULL PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO tidemark_schema (version) VALUES (1);",
+        )
+        .await
+        .unwrap();
+    admin
+        .batch_execute(include_str!("../migrations/postgres/0001_init.sql"))
+        .await
+        .unwrap();
+    fn mapped(u: u64) -> i64 {
+        (u ^ (1 << 63)) as i64
+    }
+    let rows: Vec<(&[u8], Record)> = vec![
+        (b"forever", live(1, b"v")),
+        (
+            b"expiring",
+            Record::live(u64::MAX, vec![0, 0xFF], "application/json".into(), Some(T0)),
+        ),
+        (b"gone", Record::tombstone(3, T0 - 1)),
+    ];
+    for (key, record) in &rows {
+        let (tombstone, value, content_type, expires_at, deleted_at) = match &record.state {
+            State::Live {
+                value,
+                content_type,
+                expires_at,
+            } => (
+                false,
+                Some(value.clone()),
+                Some(content_type.clone()),
+                expires_at.map(mapped),
+                None,
+            ),
+            State::Tombstone { deleted_at } => (true, None, None, None, Some(mapped(*deleted_at))),
+        };
+        admin
+            .execute(
+                "INSERT INTO tidemark_records
+                     (key, ts, tombstone, value, content_type, expires_at, deleted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    key,
+                    &mapped(record.timestamp),
+                    &tombstone,
+                    &value,
+                    &content_type,
+                    &expires_at,
+                    &deleted_at,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let store = connect(&pg::options(&db.url)).await.expect("upgrade");
+    let versions: Vec<i64> = admin
+        .query("SELECT version FROM tidemark_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    for (key, record) in &rows {
+        assert_eq!(
+            store.get(key).await.unwrap().as_ref(),
+            Some(record),
+            "{key:?}"
+        );
+    }
+    let mut expected: Vec<(Vec<u8>, Record)> =
+        rows.iter().map(|(k, r)| (k.to_vec(), r.clone())).collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let everything = KeyRange {
+        start: Bound::Unbounded,
+        prefix: vec![],
+    };
+    assert_eq!(store.scan(everything, 10).await.unwrap(), expected);
+    // Connecting again applies nothing more.
+    drop(connect(&pg::options(&db.url)).await.unwrap());
+    let count: i64 = admin
+        .query_one("SELECT count(*) FROM tidemark_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    // Version-1 rows take session writes like any other.
+    let claimed = GuardedWrite {
+        session: owner("alice"),
+        ..put(b"forever", 2, b"w")
+    };
+    check_against_rule(&store, &claimed, clock(T0), "owner onto a v1 row").await;
+    let found = store.owned("alice", None, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1.meta.created_at, None, "created before version 2");
 }

@@ -203,7 +203,7 @@ impl Store {
     ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
         match self {
             Store::Redb(e) => e.owned(owner.to_string(), after, limit).await,
-            Store::Postgres(_) => Err(StoreError::Unsupported("the owner index")),
+            Store::Postgres(e) => e.owned(owner, after.as_deref(), limit).await,
         }
     }
 

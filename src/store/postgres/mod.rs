@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::tokio_postgres::types::ToSql;
 use deadpool_postgres::tokio_postgres::{IsolationLevel, NoTls, Row};
 use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
@@ -401,6 +402,43 @@ impl PgStore {
         .await
     }
 
+    /// Up to `limit` records whose owner is `owner`, in key order after `after`
+    /// (exclusive), from the owner index. Expired records are included until purged
+    /// (callers check liveness); tombstones never have an owner.
+    pub async fn owned(
+        &self,
+        owner: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.within("owned", self.inner.op_timeout, async {
+            let client = self.client().await?;
+            let rows = match after {
+                Some(after) => {
+                    let statement = client
+                        .prepare_cached(sql::OWNED_AFTER)
+                        .await
+                        .map_err(from_driver)?;
+                    client.query(&statement, &[&owner, &limit, &after]).await
+                }
+                None => {
+                    let statement = client
+                        .prepare_cached(sql::OWNED_FIRST)
+                        .await
+                        .map_err(from_driver)?;
+                    client.query(&statement, &[&owner, &limit]).await
+                }
+            }
+            .map_err(from_driver)?;
+            rows.iter().map(keyed_record).collect()
+        })
+        .await
+    }
+
     /// Every record in key order from one consistent snapshot, sent into the returned
     /// channel; a failure arrives as the last item. Stops when the receiver is dropped.
     pub fn export(&self, capacity: usize) -> mpsc::Receiver<Result<(Vec<u8>, Record), StoreError>> {
@@ -671,20 +709,12 @@ where
                 .await
                 .map_err(from_driver)?;
             let p = Params::of(&record);
-            txn.execute(
-                &overwrite,
-                &[
-                    &key,
-                    &p.ts,
-                    &p.tombstone,
-                    &p.value,
-                    &p.content_type,
-                    &p.expires_at,
-                    &p.deleted_at,
-                ],
-            )
-            .await
-            .map_err(from_driver)?;
+            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(11);
+            params.push(&key);
+            params.extend(p.values());
+            txn.execute(&overwrite, &params)
+                .await
+                .map_err(from_driver)?;
         }
         None if !had_row => {
             // Take the placeholder away again.

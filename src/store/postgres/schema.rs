@@ -12,10 +12,16 @@ use super::error::from_driver;
 use crate::store::StoreError;
 
 /// Migrations in order; the version of each is its position + 1.
-pub const MIGRATIONS: &[(u64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(u64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_session_metadata.sql"),
+    ),
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -7,8 +7,9 @@
 //! sums such as "expiry + grace" are turned into a cutoff in Rust ([`lapse_cutoff`]).
 
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
-use crate::record::{Record, State};
+use crate::record::{FieldClocks, Meta, Record, State};
 
 /// u64 → bigint, order-preserving: 0 → i64::MIN, 2^63 → 0, u64::MAX → i64::MAX.
 pub fn to_sql(value: u64) -> i64 {
@@ -35,7 +36,8 @@ pub fn lapse_cutoff(now: u64, grace_micros: u64) -> Option<u64> {
 /// The record columns, in the order [`decode`] reads them.
 macro_rules! record_columns {
     () => {
-        "ts, tombstone, value, content_type, expires_at, deleted_at"
+        "ts, tombstone, value, content_type, expires_at, deleted_at, \
+         owner, created_at, lifetime_ends, fields"
     };
 }
 
@@ -60,12 +62,15 @@ pub const GET_MANY: &str = concat!(
 
 /// THE guarded write, deciding in one statement whether the incoming record applies.
 ///
-/// Parameters: $1 key, $2..$7 the incoming record ([`Params`]), $8 server `now`,
-/// $9 the lapse cutoff ([`lapse_cutoff`], NULL when nothing has lapsed), $10 `if_absent`.
-/// Inside `DO UPDATE`, `r.*` is the stored row and `EXCLUDED.*` the incoming one.
+/// Parameters: $1 key, $2..$11 the incoming record ([`Params`]) as the rule writes it
+/// onto a key with no live value, $12 server `now`, $13 the lapse cutoff
+/// ([`lapse_cutoff`], NULL when nothing has lapsed), $14 `if_absent`, $15 the expiry
+/// the write asked for (before a lifetime caps it). Inside `DO UPDATE`, `r.*` is the
+/// stored row and `EXCLUDED.*` the incoming one.
 ///
 /// The `WHERE` is the `Verdict::Apply` branch of `guard::decide`:
-/// * `r.ts < EXCLUDED.ts` — incoming is newer; or
+/// * `r.ts < EXCLUDED.ts` — incoming is newer (`ts` is the record's newest
+///   timestamp, field clocks included); or
 /// * the stored row no longer guards: its guard lapsed, i.e. a tombstone's
 ///   `deleted_at` or a live value's `expires_at` is at or before the cutoff (a live
 ///   value without expiry has NULL there and guards forever; `COALESCE(…, false)`
@@ -73,6 +78,21 @@ pub const GET_MANY: &str = concat!(
 /// * With `if_absent` (Tyrant putkeep) the stored row must also not be live at `now`
 ///   (a tombstone, or `expires_at <= now`); a live row refuses whatever the
 ///   timestamps say, as the redb engine checks `Exists` before the timestamp rule.
+///
+/// and one more condition keeps it to the writes whose result SQL can compute without
+/// `guard::resolve`: the stored row is not live at `now`, or it carries no `owner`,
+/// no `lifetime_ends` and no `fields`. A write onto a live session with metadata is
+/// refused here and the caller runs the rule with the row locked.
+///
+/// What the `SET` writes is then exactly `guard::resolve`'s record:
+/// * onto a row that is not live (or an absent key: the `INSERT`), the incoming
+///   record as it is — the caller computed it as the rule does for a key without a
+///   live value (`guard::session_meta(None, …)`, the expiry capped by the lifetime);
+/// * onto a live row (so without owner, lifetime or field clocks) a put keeps the
+///   row's `created_at` and `lifetime_ends` (NULL: only the creating write starts a
+///   lifetime) and takes the requested, uncapped expiry $15; its owner is the
+///   incoming one either way (`Keep` keeps the row's NULL, `Set` sets, `Clear` is
+///   NULL). A delete is a tombstone without metadata either way.
 ///
 /// An absent key takes the `INSERT` branch: always applies. Under READ COMMITTED,
 /// `ON CONFLICT DO UPDATE` locks the conflicting row and evaluates the `WHERE`
@@ -83,33 +103,54 @@ pub const GET_MANY: &str = concat!(
 /// `RETURNING old.*` (PostgreSQL 18+): the `SET` computes it from the old row's
 /// columns (in a `SET`, `r.*` are the old values), `RETURNING` hands it back. A fresh
 /// insert takes the `VALUES` false. No row comes back when the `WHERE` refuses; the
-/// caller then reads the winner with [`GET`] in a new statement (the refused
-/// statement's snapshot may predate it) and classifies it with `guard::decide`.
+/// caller then reads the winner with [`GET_FOR_UPDATE`] in a new statement (the
+/// refused statement's snapshot may predate it) and runs `guard::resolve`.
 pub const GUARDED_UPSERT: &str = "\
 INSERT INTO tidemark_records AS r
-    (key, ts, tombstone, value, content_type, expires_at, deleted_at, was_live)
-VALUES ($1, $2, $3, $4, $5, $6, $7, false)
+    (key, ts, tombstone, value, content_type, expires_at, deleted_at,
+     owner, created_at, lifetime_ends, fields, was_live)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, false)
 ON CONFLICT (key) DO UPDATE SET
     ts = EXCLUDED.ts,
     tombstone = EXCLUDED.tombstone,
     value = EXCLUDED.value,
     content_type = EXCLUDED.content_type,
-    expires_at = EXCLUDED.expires_at,
+    expires_at = CASE
+        WHEN NOT EXCLUDED.tombstone
+             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12)
+        THEN $15::bigint
+        ELSE EXCLUDED.expires_at END,
     deleted_at = EXCLUDED.deleted_at,
-    was_live = (NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $8))
-WHERE (NOT $10 OR r.tombstone OR COALESCE(r.expires_at <= $8, false))
+    owner = EXCLUDED.owner,
+    created_at = CASE
+        WHEN NOT EXCLUDED.tombstone
+             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12)
+        THEN r.created_at
+        ELSE EXCLUDED.created_at END,
+    lifetime_ends = CASE
+        WHEN NOT EXCLUDED.tombstone
+             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12)
+        THEN r.lifetime_ends
+        ELSE EXCLUDED.lifetime_ends END,
+    fields = EXCLUDED.fields,
+    was_live = (NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12))
+WHERE (NOT $14 OR r.tombstone OR COALESCE(r.expires_at <= $12, false))
+  AND (r.tombstone OR COALESCE(r.expires_at <= $12, false)
+       OR (r.owner IS NULL AND r.lifetime_ends IS NULL AND r.fields IS NULL))
   AND (r.ts < EXCLUDED.ts
        OR COALESCE(
-            CASE WHEN r.tombstone THEN r.deleted_at ELSE r.expires_at END <= $9,
+            CASE WHEN r.tombstone THEN r.deleted_at ELSE r.expires_at END <= $13,
             false))
 RETURNING was_live";
 
 /// Unconditional write of a row the caller holds locked ([`PLACEHOLDER`] or
-/// [`GET_FOR_UPDATE`]).
+/// [`GET_FOR_UPDATE`]): $1 key, $2..$11 the record ([`Params`]).
 pub const OVERWRITE: &str = "\
 UPDATE tidemark_records SET
     ts = $2, tombstone = $3, value = $4, content_type = $5,
-    expires_at = $6, deleted_at = $7, was_live = false
+    expires_at = $6, deleted_at = $7,
+    owner = $8, created_at = $9, lifetime_ends = $10, fields = $11,
+    was_live = false
 WHERE key = $1";
 
 /// Lock an absent key by inserting a row no other transaction can see until commit;
@@ -180,13 +221,31 @@ WHERE key IN (
     FOR UPDATE SKIP LOCKED)
   AND NOT tombstone AND expires_at <= $1";
 
+/// The first page of one owner's records ($1 owner), in key order, at most $2; the
+/// owner index `(owner, key) WHERE owner IS NOT NULL` serves it.
+pub const OWNED_FIRST: &str = concat!(
+    "SELECT key, ",
+    record_columns!(),
+    " FROM tidemark_records WHERE owner = $1 ORDER BY key LIMIT $2"
+);
+
+/// [`OWNED_FIRST`] after the key $3 (exclusive).
+pub const OWNED_AFTER: &str = concat!(
+    "SELECT key, ",
+    record_columns!(),
+    " FROM tidemark_records WHERE owner = $1 AND key > $3 ORDER BY key LIMIT $2"
+);
+
 pub const CLEAR: &str = "DELETE FROM tidemark_records";
 
 /// The reachability probe.
 pub const PING: &str = "SELECT 1";
 
-/// A record as statement parameters $2..$7: ts, tombstone, value, content_type,
-/// expires_at, deleted_at.
+/// A record as statement parameters $2..$11: ts, tombstone, value, content_type,
+/// expires_at, deleted_at, owner, created_at, lifetime_ends, fields.
+///
+/// A tombstone's metadata is not stored (the schema keeps it NULL; a record's meta
+/// is always empty for tombstones).
 pub struct Params<'a> {
     pub ts: i64,
     pub tombstone: bool,
@@ -194,6 +253,11 @@ pub struct Params<'a> {
     pub content_type: Option<&'a str>,
     pub expires_at: Option<i64>,
     pub deleted_at: Option<i64>,
+    pub owner: Option<&'a str>,
+    pub created_at: Option<i64>,
+    pub lifetime_ends: Option<i64>,
+    /// [`FieldClocks::encode`] bytes.
+    pub fields: Option<Vec<u8>>,
 }
 
 impl<'a> Params<'a> {
@@ -203,14 +267,25 @@ impl<'a> Params<'a> {
                 value,
                 content_type,
                 expires_at,
-            } => Params {
-                ts: to_sql(record.timestamp),
-                tombstone: false,
-                value: Some(value),
-                content_type: Some(content_type),
-                expires_at: expires_at.map(to_sql),
-                deleted_at: None,
-            },
+            } => {
+                let meta = &record.meta;
+                Params {
+                    ts: to_sql(record.timestamp),
+                    tombstone: false,
+                    value: Some(value),
+                    content_type: Some(content_type),
+                    expires_at: expires_at.map(to_sql),
+                    deleted_at: None,
+                    owner: meta.owner.as_deref(),
+                    created_at: meta.created_at.map(to_sql),
+                    lifetime_ends: meta.lifetime_ends.map(to_sql),
+                    fields: meta.fields.as_ref().map(|fields| {
+                        let mut bytes = Vec::new();
+                        fields.encode(&mut bytes);
+                        bytes
+                    }),
+                }
+            }
             State::Tombstone { deleted_at } => Params {
                 ts: to_sql(record.timestamp),
                 tombstone: true,
@@ -218,8 +293,28 @@ impl<'a> Params<'a> {
                 content_type: None,
                 expires_at: None,
                 deleted_at: Some(to_sql(*deleted_at)),
+                owner: None,
+                created_at: None,
+                lifetime_ends: None,
+                fields: None,
             },
         }
+    }
+
+    /// The ten values, in parameter order ($2..$11 after the key).
+    pub fn values(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.ts,
+            &self.tombstone,
+            &self.value,
+            &self.content_type,
+            &self.expires_at,
+            &self.deleted_at,
+            &self.owner,
+            &self.created_at,
+            &self.lifetime_ends,
+            &self.fields,
+        ]
     }
 }
 
@@ -228,7 +323,8 @@ impl<'a> Params<'a> {
 pub enum DecodeError {
     /// The driver could not convert a column (a schema this build does not know).
     Column(tokio_postgres::Error),
-    /// The columns contradict each other (e.g. a live row without a value).
+    /// The columns contradict each other (e.g. a live row without a value), or the
+    /// field clocks do not decode.
     Shape,
 }
 
@@ -241,21 +337,35 @@ pub fn decode(row: &Row, first: usize) -> Result<Record, DecodeError> {
     let content_type: Option<String> = row.try_get(col(3)).map_err(DecodeError::Column)?;
     let expires_at: Option<i64> = row.try_get(col(4)).map_err(DecodeError::Column)?;
     let deleted_at: Option<i64> = row.try_get(col(5)).map_err(DecodeError::Column)?;
+    let owner: Option<String> = row.try_get(col(6)).map_err(DecodeError::Column)?;
+    let created_at: Option<i64> = row.try_get(col(7)).map_err(DecodeError::Column)?;
+    let lifetime_ends: Option<i64> = row.try_get(col(8)).map_err(DecodeError::Column)?;
+    let fields: Option<Vec<u8>> = row.try_get(col(9)).map_err(DecodeError::Column)?;
     let timestamp = from_sql(ts);
     if tombstone {
         let deleted_at = deleted_at.ok_or(DecodeError::Shape)?;
-        Ok(Record::tombstone(timestamp, from_sql(deleted_at)))
-    } else {
-        match (value, content_type) {
-            (Some(value), Some(content_type)) => Ok(Record::live(
-                timestamp,
-                value,
-                content_type,
-                expires_at.map(from_sql),
-            )),
-            _ => Err(DecodeError::Shape),
+        let no_meta =
+            owner.is_none() && created_at.is_none() && lifetime_ends.is_none() && fields.is_none();
+        if !no_meta {
+            return Err(DecodeError::Shape);
         }
+        return Ok(Record::tombstone(timestamp, from_sql(deleted_at)));
     }
+    let (Some(value), Some(content_type)) = (value, content_type) else {
+        return Err(DecodeError::Shape);
+    };
+    let fields = match fields {
+        Some(bytes) => Some(FieldClocks::decode(&bytes).ok_or(DecodeError::Shape)?),
+        None => None,
+    };
+    let mut record = Record::live(timestamp, value, content_type, expires_at.map(from_sql));
+    record.meta = Meta {
+        owner,
+        created_at: created_at.map(from_sql),
+        lifetime_ends: lifetime_ends.map(from_sql),
+        fields,
+    };
+    Ok(record)
 }
 
 #[cfg(test)]
