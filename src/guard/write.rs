@@ -268,13 +268,7 @@ pub fn resolve(stored: Option<&Record>, write: &GuardedWrite, clock: GuardClock)
                                 record: Some(record),
                             }
                         }
-                        document::Outcome::Repeat => Resolved::refuse(Guarded::Repeated),
-                        document::Outcome::Stale => Resolved::refuse(Guarded::Stale {
-                            current: doc.newest(),
-                        }),
-                        document::Outcome::Tie => Resolved::refuse(Guarded::Tie {
-                            current: doc.newest(),
-                        }),
+                        refusal => Resolved::refuse(refused(refusal, doc.newest())),
                     }
                 }
                 _ => {
@@ -302,13 +296,7 @@ pub fn resolve(stored: Option<&Record>, write: &GuardedWrite, clock: GuardClock)
                         record: Some(doc.into_record(expires_at, meta)),
                     }
                 }
-                document::Outcome::Repeat => Resolved::refuse(Guarded::Repeated),
-                document::Outcome::Stale => Resolved::refuse(Guarded::Stale {
-                    current: doc.newest(),
-                }),
-                document::Outcome::Tie => Resolved::refuse(Guarded::Tie {
-                    current: doc.newest(),
-                }),
+                refusal => Resolved::refuse(refused(refusal, doc.newest())),
             },
             _ => {
                 let verdict = decide(
@@ -328,6 +316,17 @@ pub fn resolve(stored: Option<&Record>, write: &GuardedWrite, clock: GuardClock)
             expires_at,
             max_bytes,
         } => patch(stored, live, write, members, *expires_at, *max_bytes, now),
+    }
+}
+
+/// A whole-value write a document refused, answered with its newest timestamp.
+fn refused(outcome: document::Outcome, newest: u64) -> Guarded {
+    match outcome {
+        document::Outcome::Repeat => Guarded::Repeated,
+        document::Outcome::Tie => Guarded::Tie { current: newest },
+        document::Outcome::Stale | document::Outcome::Merged(_) => {
+            Guarded::Stale { current: newest }
+        }
     }
 }
 

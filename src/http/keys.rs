@@ -39,6 +39,9 @@ const STORAGE_DESCRIPTION: &str = "The store could not complete the request \
     have been applied, and resending it with the same X-Write-Timestamp is safe).";
 
 const KEY_TOO_LONG_DESCRIPTION: &str = "Key over --max-key-bytes.";
+const PRECONDITION_DESCRIPTION: &str = "If-Match named no ETag of the stored value, or \
+    If-None-Match: * found a live value (`precondition-failed`, with `current_etag` and an \
+    ETag header when there is a value); nothing changed.";
 const TIMESTAMP_MISSING_DESCRIPTION: &str = "X-Write-Timestamp missing.";
 
 /// Characters kept verbatim when a key is shown as a path segment: RFC 3986 `pchar`
@@ -380,6 +383,14 @@ value_schema!(
         .build()
 );
 
+/// Mark `response` as the answer of a write that created the key at `location`.
+fn created(response: &mut Response, location: &str) {
+    *response.status_mut() = StatusCode::CREATED;
+    if let Ok(loc) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, loc);
+    }
+}
+
 fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
     headers.insert(X_WRITE_TIMESTAMP, HeaderValue::from(timestamp));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{timestamp}\"")) {
@@ -397,6 +408,10 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The write's timestamp: microseconds since the Unix epoch, decimal digits only."),
         ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Expire the value this many whole seconds from now (1 to ten years). Without it the value never expires."),
+        ("If-Match" = Option<String>, Header, description = "Compare-and-set: apply only if the stored value's ETag is one of these entity tags (or `*`: any live value); otherwise 412. The timestamp rule must pass as well."),
+        ("If-None-Match" = Option<String>, Header, description = "`*` only: create only; 412 when the key has a live value."),
+        ("X-Session-Owner" = Option<String>, Header, max_length = 256, description = "Record the session's owner (visible ASCII, at most 256 bytes); empty clears it; absent keeps it."),
+        ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "On the write that creates the key: no TTL or touch moves its expiry past creation plus this many seconds (at most --max-session-lifetime)."),
     ),
     request_body(
         description = "The value: any bytes, up to --max-value-bytes. Any concrete media type \
@@ -411,10 +426,11 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
         ),
     ),
     responses(
-        (status = 201, description = "Created: the key had no live value.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
-        (status = 204, description = "Replaced, or the identical write (same timestamp, value and Content-Type) repeated: idempotent.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 201, description = "Created: the key had no live value.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "`\"<timestamp>\"`: the written value's validator."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 204, description = "Replaced, or the identical write (same timestamp, value and Content-Type) repeated: idempotent. A JSON object written over a document with fields a newer PATCH wrote keeps those fields (merged), and that answer has no ETag.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("ETag" = String, description = "`\"<timestamp>\"`: the written value's validator; absent when the write merged."), ("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "Malformed X-Write-Timestamp (empty, not digits, negative, fraction, over u64) or X-TTL; a Content-Type that is a media range (`*/*`, `text/*`), malformed, not visible ASCII or over 1024 bytes; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = inline(Micros), description = "The stored timestamp (also in `current_timestamp`)."))),
+        (status = 412, description = PRECONDITION_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "Value over --max-value-bytes.", body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
@@ -440,10 +456,8 @@ pub async fn put_key(
         .await?;
     let mut response = match outcome {
         WriteOutcome::Created => {
-            let mut r = StatusCode::CREATED.into_response();
-            if let Ok(loc) = HeaderValue::from_str(&location) {
-                r.headers_mut().insert(header::LOCATION, loc);
-            }
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            created(&mut r, &location);
             r
         }
         WriteOutcome::Replaced | WriteOutcome::Repeated | WriteOutcome::Merged => {
@@ -464,17 +478,23 @@ pub async fn put_key(
     get,
     path = "/keys/{key}",
     tag = "keys",
-    params(("key" = String, Path, min_length = 1, description = KEY_PARAM)),
+    params(
+        ("key" = String, Path, min_length = 1, description = KEY_PARAM),
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags (or `*`): 304 when the stored value's ETag is one of them."),
+    ),
     responses(
         (status = 200, description = "The value, with the Content-Type it was stored with.", content_type = "*/*",
             headers(
                 ("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."),
-                ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."),
+                ("ETag" = String, description = "Strong validator: `\"<newest timestamp>\"`, or `\"<newest timestamp>-<crc32 of its field clocks>\"` for a document with fields newer than its last whole-value write."),
+                ("X-Session-Owner" = String, description = "The session's owner; only when it has one."),
+                ("X-Lifetime-Ends-At" = inline(Micros), description = "End of the absolute lifetime, µs since the Unix epoch; only when the key has one."),
                 ("Cache-Control" = String, description = "no-store"),
                 ("X-Expires-At" = inline(Micros), description = "Expiry, µs since the Unix epoch; only when the value expires."),
                 ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
             )),
-        (status = 400, description = "Empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 304, description = "If-None-Match named the stored value's ETag: unchanged (no body; the headers of 200 without the value's Content-Type)."),
+        (status = 400, description = "Empty key or malformed percent-escape; malformed If-None-Match.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Absent, expired or deleted.", body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
@@ -507,17 +527,23 @@ pub async fn get_key(
     head,
     path = "/keys/{key}",
     tag = "keys",
-    params(("key" = String, Path, min_length = 1, description = KEY_PARAM)),
+    params(
+        ("key" = String, Path, min_length = 1, description = KEY_PARAM),
+        ("If-None-Match" = Option<String>, Header, description = "Entity tags (or `*`): 304 when the stored value's ETag is one of them."),
+    ),
     responses(
         (status = 200, description = "The key has a live value; the headers are those of GET, including Content-Type and Content-Length.",
             headers(
                 ("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."),
-                ("ETag" = String, description = "Strong validator derived from the write timestamp: `\"<timestamp>\"`."),
+                ("ETag" = String, description = "Strong validator: `\"<newest timestamp>\"`, or `\"<newest timestamp>-<crc32 of its field clocks>\"` for a document with fields newer than its last whole-value write."),
+                ("X-Session-Owner" = String, description = "The session's owner; only when it has one."),
+                ("X-Lifetime-Ends-At" = inline(Micros), description = "End of the absolute lifetime, µs since the Unix epoch; only when the key has one."),
                 ("Cache-Control" = String, description = "no-store"),
                 ("X-Expires-At" = inline(Micros), description = "Expiry, µs since the Unix epoch; only when the value expires."),
                 ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
             )),
-        (status = 400, description = "Empty key or malformed percent-escape (no body)."),
+        (status = 304, description = "If-None-Match named the stored value's ETag: unchanged."),
+        (status = 400, description = "Empty key or malformed percent-escape; malformed If-None-Match (no body)."),
         (status = 404, description = "Absent, expired or deleted (no body)."),
         (status = 414, description = "Key over --max-key-bytes (no body)."),
         (status = 503, description = "The store could not answer (no body); see GET.", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
@@ -581,11 +607,13 @@ fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
     params(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The delete's timestamp: microseconds since the Unix epoch, decimal digits only."),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the stored value's ETag is one of these (or `*`: any live value); otherwise 412."),
     ),
     responses(
-        (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Malformed X-Write-Timestamp; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated. Fields a newer PATCH wrote survive it: the key then stays readable with just those.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed X-Write-Timestamp or If-Match; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = inline(Micros), description = "The stored timestamp (also in `current_timestamp`)."))),
+        (status = 412, description = PRECONDITION_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = SKEW_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 428, description = TIMESTAMP_MISSING_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
@@ -628,14 +656,7 @@ impl From<PatchReport> for PatchAnswer {
         Self {
             applied: report.applied,
             unchanged: report.unchanged,
-            refused: report
-                .refused
-                .into_iter()
-                .map(|(field, current_timestamp)| RefusedField {
-                    field,
-                    current_timestamp,
-                })
-                .collect(),
+            refused: RefusedField::list(report.refused),
             timestamp: report.timestamp,
         }
     }
@@ -726,15 +747,12 @@ pub async fn patch_key(
         .service
         .patch(key, members, timestamp, ttl, options)
         .await?;
-    let created = report.created;
+    let was_created = report.created;
     let etag = report.etag.clone();
     let newest = report.timestamp;
     let mut response = Json(PatchAnswer::from(report)).into_response();
-    if created {
-        *response.status_mut() = StatusCode::CREATED;
-        if let Ok(loc) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, loc);
-        }
+    if was_created {
+        created(&mut response, &location);
     }
     let headers = response.headers_mut();
     stamp_headers(headers, newest);
@@ -839,16 +857,8 @@ pub async fn list_keys(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(query) =
-        query.map_err(|e| Problem::bad_request("invalid-query", "Invalid query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            "Invalid limit",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let Query(query) = query_or_400(query)?;
+    let limit = page_limit(query.limit)?;
     // Query values arrive already form-decoded as text; keys are raw bytes, so the
     // prefix and cursor use the same percent-encoding as listed keys.
     let prefix = match query.prefix.as_deref() {
@@ -865,6 +875,26 @@ pub async fn list_keys(
         keys: page.keys.iter().map(|k| encode_segment(k)).collect(),
         next_cursor: page.next_after.map(|k| encode_segment(&k)),
     })))
+}
+
+/// A query string, or the 400 that says what is wrong with it.
+pub fn query_or_400<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<Query<T>, Problem> {
+    query.map_err(|e| Problem::bad_request("invalid-query", "Invalid query", e.body_text()))
+}
+
+/// A page size: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] when absent.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            "Invalid limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// A cursor or key in a query, percent-encoded as in list answers.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::headers::no_store;
-use super::keys::{self, DEFAULT_PAGE, MAX_PAGE, decode_cursor, encode_segment};
+use super::keys::{self, decode_cursor, encode_segment, page_limit, query_or_400};
 use super::problem::{PROBLEM_JSON, Problem};
 use super::state::AppState;
 use crate::service::jsonl::Micros;
@@ -94,16 +94,8 @@ pub async fn list_sessions(
     query: Result<Query<OwnerQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let owner = owner(path)?;
-    let Query(query) =
-        query.map_err(|e| Problem::bad_request("invalid-query", "Invalid query", e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            "Invalid limit",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let Query(query) = query_or_400(query)?;
+    let limit = page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let page = state.service.owner_sessions(&owner, after, limit).await?;
     Ok(no_store(Json(OwnerSessions {
@@ -174,8 +166,7 @@ pub async fn revoke_sessions(
 ) -> Result<Response, Problem> {
     let owner = owner(path)?;
     let timestamp = keys::write_timestamp(&headers)?;
-    let Query(query) =
-        query.map_err(|e| Problem::bad_request("invalid-query", "Invalid query", e.body_text()))?;
+    let Query(query) = query_or_400(query)?;
     let keep = query.keep.as_deref().map(decode_cursor).transpose()?;
     let revoked = state.service.revoke_owner(&owner, timestamp, keep).await?;
     Ok(no_store(Json(RevokeAnswer {

@@ -48,6 +48,19 @@ pub struct RefusedField {
     pub current_timestamp: u64,
 }
 
+impl RefusedField {
+    /// The (field, timestamp) pairs of a patch report.
+    pub fn list(refused: Vec<(String, u64)>) -> Vec<Self> {
+        refused
+            .into_iter()
+            .map(|(field, current_timestamp)| RefusedField {
+                field,
+                current_timestamp,
+            })
+            .collect()
+    }
+}
+
 impl Problem {
     pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
@@ -235,16 +248,7 @@ impl From<ServiceError> for Problem {
                     format!("{detail}; nothing changed"),
                 )
                 .with_current(report.timestamp);
-                p.refused = Some(
-                    report
-                        .refused
-                        .into_iter()
-                        .map(|(field, current_timestamp)| RefusedField {
-                            field,
-                            current_timestamp,
-                        })
-                        .collect(),
-                );
+                p.refused = Some(RefusedField::list(report.refused));
                 p
             }
             ServiceError::NotAnObject => Problem::new(
