@@ -1555,3 +1555,68 @@ async fn tyrant_get_of_a_patch_built_document_returns_the_same_bytes_as_http_get
     assert_eq!(tyrant.get(b"s").await, Some(http_bytes));
     api.stop().await;
 }
+
+#[tokio::test]
+async fn if_none_match_with_entity_tags_on_put_refuses_only_a_matching_value() {
+    let api = Api::start().await;
+    api.put_json("s", at(10), &json!({"a": 1})).await;
+    let etag = api.etag_of("s").await;
+    let unless = |tag: String| move |r: RequestBuilder| r.header("If-None-Match", tag);
+    let refused = api
+        .put_json_with("s", at(20), &json!({"a": 2}), unless(format!("W/{etag}")))
+        .await;
+    let body = problem(refused, 412, "precondition-failed").await;
+    assert_eq!(body["current_etag"], json!(etag));
+    let applied = api
+        .put_json_with("s", at(20), &json!({"a": 2}), unless("\"other\"".into()))
+        .await;
+    assert_eq!(applied.status(), 204);
+    assert_eq!(api.document("s").await.0, json!({"a": 2}));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn if_match_and_if_none_match_together_are_evaluated_in_order() {
+    let api = Api::start().await;
+    api.put_json("s", at(10), &json!({"a": 1})).await;
+    let etag = api.etag_of("s").await;
+    // If-Match passes, then If-None-Match names the same value: refused.
+    let both = |r: RequestBuilder| r.header("If-Match", &etag).header("If-None-Match", &etag);
+    let refused = api.put_json_with("s", at(20), &json!({"a": 2}), both).await;
+    problem(refused, 412, "precondition-failed").await;
+    // If-Match passes and If-None-Match names something else: applied.
+    let other = |r: RequestBuilder| {
+        r.header("If-Match", &etag)
+            .header("If-None-Match", "\"other\"")
+    };
+    assert_eq!(
+        api.put_json_with("s", at(20), &json!({"a": 2}), other)
+            .await
+            .status(),
+        204
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_if_match_matches_nothing_and_a_malformed_if_none_match_nothing_either() {
+    let api = Api::start().await;
+    api.put_json("s", at(10), &json!({"a": 1})).await;
+    for malformed in ["0", "", "\"unterminated", "W/", "\"a\"x"] {
+        let response = api
+            .patch_with("s", at(20), &json!({"a": 2}), |r| {
+                r.header("If-Match", malformed)
+            })
+            .await;
+        problem(response, 412, "precondition-failed").await;
+        let read = api.get_if_none_match(Method::GET, "s", malformed).await;
+        assert_eq!(read.status(), 200, "If-None-Match: {malformed:?}");
+    }
+    // A tag with a comma inside is one tag.
+    let etag = api.etag_of("s").await;
+    let listed = format!("\"a,b\", {etag}");
+    let response = api.get_if_none_match(Method::GET, "s", &listed).await;
+    assert_eq!(response.status(), 304);
+    assert_eq!(api.document("s").await.0, json!({"a": 1}));
+    api.stop().await;
+}

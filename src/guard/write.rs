@@ -86,6 +86,10 @@ pub enum Condition {
     IfAbsent,
     /// A live value whose ETag is one of these (`If-Match`).
     IfMatch(EtagMatch),
+    /// No live value whose ETag is one of these (`If-None-Match` with entity tags).
+    IfNoneMatch(EtagMatch),
+    /// Both, evaluated in that order (RFC 9110 §13.2.2).
+    IfMatchAndNoneMatch(EtagMatch, EtagMatch),
 }
 
 /// The ETags an `If-Match` accepts.
@@ -98,10 +102,21 @@ pub enum EtagMatch {
 }
 
 impl EtagMatch {
+    /// Strong comparison (`If-Match`): `etag` is one of the tags, weak ones never.
     fn accepts(&self, etag: &str) -> bool {
         match self {
             EtagMatch::Any => true,
             EtagMatch::Tags(tags) => tags.iter().any(|t| t == etag),
+        }
+    }
+
+    /// Weak comparison (`If-None-Match`, RFC 9110 §13.1.2): `W/"x"` names `"x"` too.
+    pub fn names(&self, etag: &str) -> bool {
+        match self {
+            EtagMatch::Any => true,
+            EtagMatch::Tags(tags) => tags
+                .iter()
+                .any(|t| t.strip_prefix("W/").unwrap_or(t) == etag),
         }
     }
 }
@@ -219,11 +234,19 @@ pub fn resolve(stored: Option<&Record>, write: &GuardedWrite, clock: GuardClock)
         Condition::IfAbsent if live.is_some() => return Resolved::refuse(Guarded::Exists),
         Condition::IfAbsent => {}
         Condition::IfMatch(wanted) => {
-            let current = live.map(Record::etag);
-            if !current.as_deref().is_some_and(|etag| wanted.accepts(etag)) {
-                return Resolved::refuse(Guarded::PreconditionFailed {
-                    current_etag: current,
-                });
+            if let Some(refused) = if_match(live, wanted) {
+                return refused;
+            }
+        }
+        Condition::IfNoneMatch(unwanted) => {
+            if let Some(refused) = if_none_match(live, unwanted) {
+                return refused;
+            }
+        }
+        Condition::IfMatchAndNoneMatch(wanted, unwanted) => {
+            if let Some(refused) = if_match(live, wanted).or_else(|| if_none_match(live, unwanted))
+            {
+                return refused;
             }
         }
     }
@@ -317,6 +340,26 @@ pub fn resolve(stored: Option<&Record>, write: &GuardedWrite, clock: GuardClock)
             max_bytes,
         } => patch(stored, live, write, members, *expires_at, *max_bytes, now),
     }
+}
+
+/// The refusal of an `If-Match` the live value (if any) does not meet.
+fn if_match(live: Option<&Record>, wanted: &EtagMatch) -> Option<Resolved> {
+    let current = live.map(Record::etag);
+    (!current.as_deref().is_some_and(|etag| wanted.accepts(etag))).then(|| {
+        Resolved::refuse(Guarded::PreconditionFailed {
+            current_etag: current,
+        })
+    })
+}
+
+/// The refusal of an `If-None-Match` the live value matches.
+fn if_none_match(live: Option<&Record>, unwanted: &EtagMatch) -> Option<Resolved> {
+    let current = live.map(Record::etag)?;
+    unwanted.names(&current).then(|| {
+        Resolved::refuse(Guarded::PreconditionFailed {
+            current_etag: Some(current),
+        })
+    })
 }
 
 /// A whole-value write a document refused, answered with its newest timestamp.

@@ -3,10 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
 
 use super::headers::no_store;
 use super::keys::{MAX_PAGE, decode_segment, encode_segment};
@@ -19,8 +21,23 @@ use super::state::AppState;
 pub struct BatchGet {
     /// 1 to 1000 keys, each a percent-encoded path segment as in list answers
     /// (duplicates allowed: each gets its own answer).
-    #[schema(min_items = 1, max_items = 1000, example = json!(["session%3A1", "session%3A2"]))]
+    #[schema(schema_with = keys_schema)]
     pub keys: Vec<String>,
+}
+
+/// 1 to 1000 non-empty keys, each a percent-encoded segment (every `%` starts `%XX`).
+fn keys_schema() -> Array {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .pattern(Some(r"^([^%]|%[0-9A-Fa-f]{2})+$")),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_PAGE))
+        .examples([serde_json::json!(["session%3A1", "session%3A2"])])
+        .build()
 }
 
 /// How a value is written in a batch answer.
@@ -82,11 +99,13 @@ pub async fn batch_get(
     request: Result<Json<BatchGet>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let Json(request) = request.map_err(|e| {
-        let status = e.status();
-        let kind = if status == axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            "unsupported-media-type"
-        } else {
-            "invalid-body"
+        // A body that is not the documented object is a 400 whatever axum calls it
+        // (it answers 422 for valid JSON of another shape); a wrong media type stays 415
+        // and an oversized body 413.
+        let (status, kind) = match e.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (e.status(), "unsupported-media-type"),
+            StatusCode::PAYLOAD_TOO_LARGE => (e.status(), "value-too-large"),
+            _ => (StatusCode::BAD_REQUEST, "invalid-body"),
         };
         Problem::new(status, kind, "Invalid batch request", e.body_text())
     })?;

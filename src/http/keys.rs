@@ -39,8 +39,9 @@ const STORAGE_DESCRIPTION: &str = "The store could not complete the request \
     have been applied, and resending it with the same X-Write-Timestamp is safe).";
 
 const KEY_TOO_LONG_DESCRIPTION: &str = "Key over --max-key-bytes.";
-const PRECONDITION_DESCRIPTION: &str = "If-Match named no ETag of the stored value, or \
-    If-None-Match: * found a live value (`precondition-failed`, with `current_etag` and an \
+const PRECONDITION_DESCRIPTION: &str = "If-Match named no ETag of the stored value (a \
+    value that is not a list of entity tags names none), or If-None-Match named it (`*`: \
+    any live value) (`precondition-failed`, with `current_etag` and an \
     ETag header when there is a value); nothing changed.";
 const TIMESTAMP_MISSING_DESCRIPTION: &str = "X-Write-Timestamp missing.";
 
@@ -163,75 +164,52 @@ fn ttl(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
 }
 
 /// Entity tags of an `If-Match` / `If-None-Match` header: `*`, or a comma-separated
-/// list of `"…"` / `W/"…"` tags (RFC 9110 §13.1).
-fn entity_tags(name: &str, raw: &HeaderValue) -> Result<EtagMatch, Problem> {
-    let invalid = || {
-        Problem::bad_request(
-            "invalid-precondition",
-            "Invalid precondition",
-            format!(
-                "{name} must be * or a comma-separated list of entity tags such as \"1767225600000000\""
-            ),
-        )
+/// list of `"…"` / `W/"…"` tags (RFC 9110 §13.1). A value that is not such a list
+/// names no tag: it matches nothing, so an `If-Match` with it fails (412) and an
+/// `If-None-Match` with it passes.
+fn entity_tags(raw: &HeaderValue) -> EtagMatch {
+    let Ok(text) = raw.to_str().map(str::trim) else {
+        return EtagMatch::Tags(Vec::new());
     };
-    let text = raw.to_str().map_err(|_| invalid())?.trim();
     if text == "*" {
-        return Ok(EtagMatch::Any);
+        return EtagMatch::Any;
     }
-    let tags: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    let well_formed = |t: &String| {
-        let opaque = t.strip_prefix("W/").unwrap_or(t);
-        opaque.len() >= 2 && opaque.starts_with('"') && opaque.ends_with('"')
-    };
-    if tags.is_empty() || !tags.iter().all(well_formed) {
-        return Err(invalid());
-    }
-    Ok(EtagMatch::Tags(tags))
-}
-
-/// Whether an `If-None-Match` list names `etag` (weak comparison, RFC 9110 §13.1.2).
-fn none_match_hits(tags: &EtagMatch, etag: &str) -> bool {
-    match tags {
-        EtagMatch::Any => true,
-        EtagMatch::Tags(tags) => tags
-            .iter()
-            .any(|t| t.strip_prefix("W/").unwrap_or(t) == etag),
+    // `#( [ "W/" ] DQUOTE *etagc DQUOTE )`: a comma may sit inside a tag, so read tag
+    // after tag rather than split at commas.
+    let mut tags = Vec::new();
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return EtagMatch::Tags(tags);
+        }
+        let weak = rest.starts_with("W/");
+        let opaque = if weak { &rest[2..] } else { rest };
+        let Some(end) = opaque.strip_prefix('"').and_then(|inner| inner.find('"')) else {
+            return EtagMatch::Tags(Vec::new());
+        };
+        let tag_len = usize::from(weak) * 2 + end + 2;
+        tags.push(rest[..tag_len].to_string());
+        rest = &rest[tag_len..];
+        if !(rest.is_empty() || rest.starts_with([' ', '\t', ','])) {
+            return EtagMatch::Tags(Vec::new());
+        }
     }
 }
 
-/// The precondition and session headers of a write. `If-None-Match` is taken only on
-/// PUT, and only as `*` (create only).
+/// The precondition and session headers of a write. `If-None-Match` is taken on PUT
+/// (`*`: create only); `If-Match` on every write.
 fn write_options(headers: &HeaderMap, creates: bool) -> Result<WriteOptions, Problem> {
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .map(|raw| entity_tags("If-Match", raw))
-        .transpose()?;
+    let if_match = headers.get(header::IF_MATCH).map(entity_tags);
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
-        .map(|raw| entity_tags("If-None-Match", raw))
-        .transpose()?;
+        .filter(|_| creates)
+        .map(entity_tags);
     let condition = match (if_match, if_none_match) {
-        (Some(_), Some(_)) => {
-            return Err(Problem::bad_request(
-                "invalid-precondition",
-                "Invalid precondition",
-                "send If-Match or If-None-Match, not both",
-            ));
-        }
+        (Some(tags), Some(none)) => Condition::IfMatchAndNoneMatch(tags, none),
         (Some(tags), None) => Condition::IfMatch(tags),
-        (None, Some(EtagMatch::Any)) if creates => Condition::IfAbsent,
-        (None, Some(_)) => {
-            return Err(Problem::bad_request(
-                "invalid-precondition",
-                "Invalid precondition",
-                "on a write, If-None-Match is taken only as * on PUT (create only); use If-Match for compare-and-set",
-            ));
-        }
+        (None, Some(EtagMatch::Any)) => Condition::IfAbsent,
+        (None, Some(tags)) => Condition::IfNoneMatch(tags),
         (None, None) => Condition::Always,
     };
     let owner = match headers.get(X_SESSION_OWNER) {
@@ -408,9 +386,9 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The write's timestamp: microseconds since the Unix epoch, decimal digits only."),
         ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Expire the value this many whole seconds from now (1 to ten years). Without it the value never expires."),
-        ("If-Match" = Option<String>, Header, description = "Compare-and-set: apply only if the stored value's ETag is one of these entity tags (or `*`: any live value); otherwise 412. The timestamp rule must pass as well."),
-        ("If-None-Match" = Option<String>, Header, description = "`*` only: create only; 412 when the key has a live value."),
-        ("X-Session-Owner" = Option<String>, Header, max_length = 256, description = "Record the session's owner (visible ASCII, at most 256 bytes); empty clears it; absent keeps it."),
+        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Compare-and-set: apply only if the stored value's ETag is one of these entity tags (or `*`: any live value); otherwise 412. The timestamp rule must pass as well."),
+        ("If-None-Match" = Option<String>, Header, example = "*", description = "`*`: create only, 412 when the key has a live value; entity tags: 412 when the stored value's ETag is one of them."),
+        ("X-Session-Owner" = Option<String>, Header, max_length = 256, pattern = r#"^[ -~]*$"#, example = "user:7", description = "Record the session's owner (visible ASCII, at most 256 bytes); empty clears it; absent keeps it."),
         ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "On the write that creates the key: no TTL or touch moves its expiry past creation plus this many seconds (at most --max-session-lifetime)."),
     ),
     request_body(
@@ -480,7 +458,7 @@ pub async fn put_key(
     tag = "keys",
     params(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
-        ("If-None-Match" = Option<String>, Header, description = "Entity tags (or `*`): 304 when the stored value's ETag is one of them."),
+        ("If-None-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Entity tags (or `*`): 304 when the stored value's ETag is one of them."),
     ),
     responses(
         (status = 200, description = "The value, with the Content-Type it was stored with.", content_type = "*/*",
@@ -494,7 +472,7 @@ pub async fn put_key(
                 ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
             )),
         (status = 304, description = "If-None-Match named the stored value's ETag: unchanged (no body; the headers of 200 without the value's Content-Type)."),
-        (status = 400, description = "Empty key or malformed percent-escape; malformed If-None-Match.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "Empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "Absent, expired or deleted.", body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
@@ -505,15 +483,12 @@ pub async fn get_key(
     Key(key): Key,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let if_none_match = headers
-        .get(header::IF_NONE_MATCH)
-        .map(|raw| entity_tags("If-None-Match", raw))
-        .transpose()?;
+    let if_none_match = headers.get(header::IF_NONE_MATCH).map(entity_tags);
     let Some(entry) = state.service.get(key).await? else {
         return Err(Problem::not_found("no live value for this key"));
     };
     if let Some(tags) = if_none_match
-        && none_match_hits(&tags, &entry.etag)
+        && tags.names(&entry.etag)
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         entry_headers(response.headers_mut(), &entry);
@@ -529,7 +504,7 @@ pub async fn get_key(
     tag = "keys",
     params(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
-        ("If-None-Match" = Option<String>, Header, description = "Entity tags (or `*`): 304 when the stored value's ETag is one of them."),
+        ("If-None-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Entity tags (or `*`): 304 when the stored value's ETag is one of them."),
     ),
     responses(
         (status = 200, description = "The key has a live value; the headers are those of GET, including Content-Type and Content-Length.",
@@ -543,7 +518,7 @@ pub async fn get_key(
                 ("Expires" = String, description = "Expiry as an HTTP date; only when the value expires."),
             )),
         (status = 304, description = "If-None-Match named the stored value's ETag: unchanged."),
-        (status = 400, description = "Empty key or malformed percent-escape; malformed If-None-Match (no body)."),
+        (status = 400, description = "Empty key or malformed percent-escape (no body)."),
         (status = 404, description = "Absent, expired or deleted (no body)."),
         (status = 414, description = "Key over --max-key-bytes (no body)."),
         (status = 503, description = "The store could not answer (no body); see GET.", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
@@ -607,11 +582,11 @@ fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
     params(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The delete's timestamp: microseconds since the Unix epoch, decimal digits only."),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the stored value's ETag is one of these (or `*`: any live value); otherwise 412."),
+        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Apply only if the stored value's ETag is one of these (or `*`: any live value); otherwise 412."),
     ),
     responses(
         (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated. Fields a newer PATCH wrote survive it: the key then stays readable with just those.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Malformed X-Write-Timestamp or If-Match; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "Malformed X-Write-Timestamp; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = CONFLICT_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("X-Write-Timestamp" = inline(Micros), description = "The stored timestamp (also in `current_timestamp`)."))),
         (status = 412, description = PRECONDITION_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
         (status = 414, description = KEY_TOO_LONG_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON),
@@ -679,8 +654,8 @@ value_schema!(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The patch's timestamp: microseconds since the Unix epoch, decimal digits only. Each field is judged against its own timestamp."),
         ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Set the expiry to this many whole seconds from now (never past the absolute lifetime). Without it the expiry stays as it was (a created document never expires)."),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the stored document's ETag is one of these (or `*`: any live value); otherwise 412."),
-        ("X-Session-Owner" = Option<String>, Header, max_length = 256, description = "Record the session's owner (visible ASCII); empty clears it; absent keeps it."),
+        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Apply only if the stored document's ETag is one of these (or `*`: any live value); otherwise 412."),
+        ("X-Session-Owner" = Option<String>, Header, max_length = 256, pattern = r#"^[ -~]*$"#, example = "user:7", description = "Record the session's owner (visible ASCII); empty clears it; absent keeps it."),
         ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "On the write that creates the key: no TTL or touch moves its expiry past creation plus this many seconds (at most --max-session-lifetime)."),
     ),
     request_body(
@@ -690,7 +665,7 @@ value_schema!(
     responses(
         (status = 200, description = "At least one field applied or was an identical repeat; the others are listed as refused.", body = PatchAnswer, headers(("X-Write-Timestamp" = inline(Micros), description = "The document's newest timestamp."), ("ETag" = String, description = "The document's ETag afterwards."), ("Cache-Control" = String, description = "no-store"))),
         (status = 201, description = "The document was created (the key had no live value).", body = PatchAnswer, headers(("X-Write-Timestamp" = inline(Micros), description = "The document's newest timestamp."), ("ETag" = String, description = "The document's ETag."), ("Location" = String, description = "The key's URL path."), ("Cache-Control" = String, description = "no-store"))),
-        (status = 400, description = "Malformed X-Write-Timestamp, X-TTL, X-Max-Lifetime, X-Session-Owner or If-Match; a body that is not JSON; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "Malformed X-Write-Timestamp, X-TTL, X-Max-Lifetime or X-Session-Owner; a body that is not JSON; empty key or malformed percent-escape.", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "Every field was refused (`stale-write`): `refused` lists each with the timestamp that refused it. Nothing changed.", body = Problem, content_type = PROBLEM_JSON),
         (status = 412, description = "If-Match did not match (`precondition-failed`, with the current ETag); nothing changed.", body = Problem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body, or the merged document, is over --max-value-bytes.", body = Problem, content_type = PROBLEM_JSON),

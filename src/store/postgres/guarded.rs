@@ -33,7 +33,9 @@ pub async fn upsert_on<C: GenericClient>(
     let if_absent = match write.condition {
         Condition::Always => false,
         Condition::IfAbsent => true,
-        Condition::IfMatch(_) => return Ok(None),
+        Condition::IfMatch(_) | Condition::IfNoneMatch(_) | Condition::IfMatchAndNoneMatch(..) => {
+            return Ok(None);
+        }
     };
     let (record, requested_expiry) = match &write.change {
         Change::Put {
