@@ -150,8 +150,8 @@ async fn unknown_command_and_non_binary_lines_close_only_that_connection() {
     let mut bystander = Tyrant::connect(server.tyrant).await;
     for junk in [
         &[wire::MAGIC, 0xFF][..],
-        b"GET / HTTP/1.1\r\n\r\n",
-        b"stats\r\n",
+        b"PATCH / HTTP/1.1\r\n\r\n",
+        b"cas k 0 0 1 1\r\n",
         b"\n",
     ] {
         let mut bad = Tyrant::connect(server.tyrant).await;

@@ -1,5 +1,6 @@
-//! The command table: one row per Tyrant binary command, the single place a
-//! command's identity lives.
+//! The command tables: one row per Tyrant binary command, the single place a
+//! command's identity lives, and one row per text-dialect command ([`TextCommand`]:
+//! memcached commands and HTTP methods served on the same port).
 //!
 //! A row gives, in order: the variant name (of [`Command`] and of
 //! [`Request`](super::request::Request)); the byte after `C8`; the [`cmd`] const
@@ -296,6 +297,110 @@ macro_rules! define_commands {
 
 command_table!(define_commands);
 
+/// Which text dialect a [`TextCommand`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Memcached,
+    Http,
+}
+
+/// The text-dialect table: one row per memcached command and HTTP method ttserver
+/// serves on the Tyrant port (`docs/tyrant-protocol.md`, "Text dialects"). A row gives
+/// the variant, its dialect, the words that name it on the wire (memcached command
+/// words, or the HTTP method; case-sensitive), its `ttserver -mask` name, and the
+/// binary command whose `cnt_*` counter it bumps. `quit` has no row: it cannot be
+/// masked and counts nothing.
+macro_rules! define_text_commands {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $dialect:ident [$($word:literal),+], $mask:literal, $counts:ident;
+    )*) => {
+        /// A memcached command or HTTP method served on the Tyrant port.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum TextCommand {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl TextCommand {
+            /// Every text command, in table order.
+            pub const ALL: [TextCommand; [$($mask),*].len()] = [$(TextCommand::$variant),*];
+
+            /// How many there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            pub const fn dialect(self) -> Dialect {
+                match self {
+                    $(TextCommand::$variant => Dialect::$dialect,)*
+                }
+            }
+
+            /// The words that name it on the wire.
+            pub const fn words(self) -> &'static [&'static [u8]] {
+                match self {
+                    $(TextCommand::$variant => &[$($word),+],)*
+                }
+            }
+
+            /// The name `ttserver -mask` and `--tyrant-deny` refuse it by.
+            pub const fn mask_name(self) -> &'static str {
+                match self {
+                    $(TextCommand::$variant => $mask,)*
+                }
+            }
+
+            /// The binary command whose `cnt_*` counter a request of this kind bumps
+            /// (`get`/`gets` bump it once per key).
+            pub const fn counts_as(self) -> Command {
+                match self {
+                    $(TextCommand::$variant => Command::$counts,)*
+                }
+            }
+
+            /// Position in the table, `0..COUNT`.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+define_text_commands! {
+    McSet = Memcached [b"set"], "mcset", Put;
+    McAdd = Memcached [b"add"], "mcadd", PutKeep;
+    McReplace = Memcached [b"replace"], "mcreplace", Put;
+    McAppend = Memcached [b"append"], "mcappend", Put;
+    McPrepend = Memcached [b"prepend"], "mcprepend", Put;
+    /// `get` and `gets` (answered alike: no cas value).
+    McGet = Memcached [b"get", b"gets"], "mcget", Get;
+    McDelete = Memcached [b"delete"], "mcdelete", Out;
+    McIncr = Memcached [b"incr"], "mcincr", AddInt;
+    McDecr = Memcached [b"decr"], "mcdecr", AddInt;
+    McStats = Memcached [b"stats"], "mcstats", Stat;
+    McFlushAll = Memcached [b"flush_all"], "mcflushall", Vanish;
+    McVersion = Memcached [b"version"], "mcversion", Stat;
+    HttpGet = Http [b"GET"], "httpget", Get;
+    HttpHead = Http [b"HEAD"], "httphead", Vsiz;
+    HttpPut = Http [b"PUT"], "httpput", Put;
+    /// ext (`X-TT-XNAME`) or misc (`X-TT-MNAME`); both count as ext.
+    HttpPost = Http [b"POST"], "httppost", Ext;
+    HttpDelete = Http [b"DELETE"], "httpdelete", Out;
+    HttpOptions = Http [b"OPTIONS"], "httpoptions", Stat;
+}
+
+impl TextCommand {
+    /// The command `word` names in `dialect`, if any.
+    pub fn from_word(dialect: Dialect, word: &[u8]) -> Option<TextCommand> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.dialect() == dialect && c.words().contains(&word))
+    }
+
+    /// The command a `ttserver -mask` / `--tyrant-deny` name refuses.
+    pub fn from_mask_name(name: &str) -> Option<TextCommand> {
+        Self::ALL.into_iter().find(|c| c.mask_name() == name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +421,24 @@ mod tests {
     fn rows_are_in_ttserver_order() {
         assert!(cmd::ALL.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(Command::COUNT, 26);
+    }
+
+    #[test]
+    fn text_rows_have_distinct_words_and_mask_names() {
+        for (i, command) in TextCommand::ALL.into_iter().enumerate() {
+            assert_eq!(command.index(), i);
+            assert_eq!(
+                TextCommand::from_mask_name(command.mask_name()),
+                Some(command)
+            );
+            for word in command.words() {
+                assert_eq!(
+                    TextCommand::from_word(command.dialect(), word),
+                    Some(command)
+                );
+            }
+            assert!(Command::from_mask_name(command.mask_name()).is_none());
+        }
+        assert_eq!(TextCommand::COUNT, 18);
     }
 }

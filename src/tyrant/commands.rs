@@ -30,6 +30,8 @@ use super::settings::Shared;
 use super::stat;
 use super::wire::double_from_wire;
 
+mod text;
+
 /// Whether the connection stays open after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
@@ -269,20 +271,7 @@ impl Connection<'_> {
         value: Vec<u8>,
         out: &mut Vec<u8>,
     ) {
-        let result = match name.as_slice() {
-            b"tsput" => self.guarded_put(key, value, WriteOptions::default()).await,
-            b"tsout" => match prefix_timestamp(&value, self.shared.settings.ts_digits) {
-                Some(timestamp) => self
-                    .shared
-                    .service
-                    .delete(key, timestamp, WriteOptions::default())
-                    .await
-                    .map(|_| timestamp)
-                    .map_err(|_| Refused::Service),
-                None => Err(Refused::NoTimestamp),
-            },
-            _ => Err(Refused::UnknownFunction),
-        };
+        let result = self.ext_call(&name, key, value).await;
         match result {
             // The result is the timestamp now in force, in µs, as decimal text.
             Ok(timestamp) => reply::blob(out, timestamp.to_string().as_bytes()),
@@ -368,6 +357,25 @@ impl Connection<'_> {
 
 /// What the handlers share.
 impl Connection<'_> {
+    /// The ext functions (binary `ext`, HTTP `POST` with `X-TT-XNAME`): on success the
+    /// timestamp now in force, in µs.
+    async fn ext_call(&self, name: &[u8], key: Vec<u8>, value: Vec<u8>) -> Result<u64, Refused> {
+        match name {
+            b"tsput" => self.guarded_put(key, value, WriteOptions::default()).await,
+            b"tsout" => match prefix_timestamp(&value, self.shared.settings.ts_digits) {
+                Some(timestamp) => self
+                    .shared
+                    .service
+                    .delete(key, timestamp, WriteOptions::default())
+                    .await
+                    .map(|_| timestamp)
+                    .map_err(|_| Refused::Service),
+                None => Err(Refused::NoTimestamp),
+            },
+            _ => Err(Refused::UnknownFunction),
+        }
+    }
+
     /// put/putkeep/putnr: Tyrant semantics, or guarded by the value's leading digits
     /// under `--tyrant-guard prefix`.
     async fn plain_put(&self, key: Vec<u8>, value: Vec<u8>, mode: PutMode) -> bool {

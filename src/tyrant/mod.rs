@@ -24,6 +24,7 @@ mod settings;
 mod stat;
 #[cfg(test)]
 mod testing;
+pub mod text;
 pub mod wire;
 
 pub use server::serve;

@@ -1,5 +1,5 @@
-//! The accept loop and one task per connection: socket → [`decode`] →
-//! [`Connection::execute`] → reply bytes back, pipelined, with the frame timeout and
+//! The accept loop and one task per connection: socket → [`decode`] (binary) or
+//! [`text::decode`] (memcached, HTTP), chosen per request → [`Connection::execute`] → reply bytes back, pipelined, with the frame timeout and
 //! the buffer caps.
 
 use std::net::SocketAddr;
@@ -15,13 +15,11 @@ use tokio::task::JoinSet;
 use crate::shutdown::Shutdown;
 
 use super::commands::{After, Connection};
-use super::request::decode;
+use super::request::{Request, decode};
 use super::settings::Shared;
 use super::stat;
-use super::wire::FrameError;
-
-/// Longest text line waited for before a non-binary connection is closed.
-const MAX_TEXT_LINE: usize = 64 << 10;
+use super::text::{self, TextRequest};
+use super::wire::{FrameError, Limits, MAGIC};
 
 /// Pending replies are sent once they reach this size, even mid-pipeline.
 const OUTBOX_FLUSH_BYTES: usize = 64 << 10;
@@ -100,6 +98,22 @@ enum Dropped {
     Close,
 }
 
+/// One request of any dialect.
+enum Incoming {
+    Binary(Request),
+    Text(TextRequest),
+}
+
+/// The dialect is decided per request from its first byte, as ttserver does: `C8` is
+/// binary, anything else a text line (memcached or HTTP).
+fn next_request(buf: &[u8], limits: &Limits) -> Result<Option<(Incoming, usize)>, FrameError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(&MAGIC) => Ok(decode(buf, limits)?.map(|(r, used)| (Incoming::Binary(r), used))),
+        Some(_) => Ok(text::decode(buf, limits)?.map(|(r, used)| (Incoming::Text(r), used))),
+    }
+}
+
 async fn run_connection(
     mut socket: TcpStream,
     shared: &Shared,
@@ -116,11 +130,15 @@ async fn run_connection(
     loop {
         // Answer every complete request already buffered (pipelining), in order.
         loop {
-            match decode(&inbox, &shared.settings.limits) {
+            match next_request(&inbox, &shared.settings.limits) {
                 Ok(Some((request, used))) => {
                     inbox.advance(used);
                     frame_deadline = None;
-                    match conn.execute(request, &mut outbox).await {
+                    let after = match request {
+                        Incoming::Binary(request) => conn.execute(request, &mut outbox).await,
+                        Incoming::Text(request) => conn.execute_text(request, &mut outbox).await,
+                    };
+                    match after {
                         After::Continue => {}
                         After::Close => {
                             socket.write_all(&outbox).await?;
@@ -136,13 +154,6 @@ async fn run_connection(
                     }
                 }
                 Ok(None) => break,
-                // Not a binary request: like ttserver, read it as a text line; this
-                // port serves no text dialect, so the line ends the connection.
-                Err(FrameError::NotBinary(_))
-                    if !inbox.contains(&b'\n') && inbox.len() <= MAX_TEXT_LINE =>
-                {
-                    break;
-                }
                 Err(e) => {
                     // Replies to earlier requests still go out before the close.
                     socket.write_all(&outbox).await?;

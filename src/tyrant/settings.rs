@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::TyrantGuard;
 use crate::service::Service;
 
-use super::command::Command;
+use super::command::{Command, Dialect, TextCommand};
 use super::stat;
 use super::wire::Limits;
 
@@ -55,22 +55,45 @@ impl Settings {
     }
 }
 
-/// The commands `--tyrant-deny` refuses, resolved once through the command table.
+/// The commands `--tyrant-deny` refuses, resolved once through the command tables.
 #[derive(Debug, Clone, Default)]
-pub struct Denied([bool; Command::COUNT]);
+pub struct Denied {
+    binary: [bool; Command::COUNT],
+    text: [bool; TextCommand::COUNT],
+}
 
 impl Denied {
-    /// The commands whose mask names are in `names`.
+    /// The commands named in `names` (ttserver `-mask` names, case-insensitive), or
+    /// by a group: `all`, `allorg` (every binary command), `allmc` (every memcached
+    /// command), `allhttp` (every HTTP method). Other names are ignored.
     pub fn from_names(names: &HashSet<String>) -> Self {
-        let mut denied = [false; Command::COUNT];
+        let names: HashSet<String> = names
+            .iter()
+            .map(|n| n.trim().to_ascii_lowercase())
+            .collect();
+        let all = names.contains("all");
+        let mut denied = Denied::default();
         for command in Command::ALL {
-            denied[command.index()] = names.contains(command.mask_name());
+            denied.binary[command.index()] =
+                all || names.contains("allorg") || names.contains(command.mask_name());
         }
-        Denied(denied)
+        for command in TextCommand::ALL {
+            let group = match command.dialect() {
+                Dialect::Memcached => "allmc",
+                Dialect::Http => "allhttp",
+            };
+            denied.text[command.index()] =
+                all || names.contains(group) || names.contains(command.mask_name());
+        }
+        denied
     }
 
     pub fn contains(&self, command: Command) -> bool {
-        self.0[command.index()]
+        self.binary[command.index()]
+    }
+
+    pub fn contains_text(&self, command: TextCommand) -> bool {
+        self.text[command.index()]
     }
 }
 

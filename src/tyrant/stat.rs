@@ -1,6 +1,7 @@
 //! The `stat` command: ttserver's `name<TAB>value` lines with tidemark's own values,
 //! and the per-command counters behind its `cnt_*` lines (one per row of the command
-//! table, named by its stat column, in table order).
+//! table, named by its stat column, in table order); the same numbers as memcached
+//! `stats` lines and the status fields as HTTP `OPTIONS` headers.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,16 @@ pub struct Counters {
 
 impl Counters {
     pub fn count(&self, command: Command) {
-        self.by_command[command.index()].fetch_add(1, Ordering::Relaxed);
+        self.count_n(command, 1);
+    }
+
+    /// `n` requests of one kind at once (memcached `get` counts once per key).
+    pub fn count_n(&self, command: Command, n: u64) {
+        self.by_command[command.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn value(&self, command: Command) -> u64 {
+        self.by_command[command.index()].load(Ordering::Relaxed)
     }
 
     pub fn put_result(&self, ok: bool) {
@@ -58,38 +68,119 @@ impl Counters {
     }
 }
 
-/// The full `stat` text, for a connection on socket `fd` of a listener `started` then.
-pub async fn render(service: &Service, counters: &Counters, started: Instant, fd: i64) -> String {
+/// The server's identity and status fields of `stat`, in ttserver's order, before
+/// the counters. HTTP `OPTIONS` sends the same fields as `X-TT-*` headers.
+pub async fn fields(service: &Service, started: Instant, fd: i64) -> Vec<(&'static str, String)> {
     let rnum = service.counts().await.map(|c| c.live()).unwrap_or(0);
     let now = service.now() as f64 / 1e6;
     let (memsize, memrss) = memory();
     let (user, sys) = cpu_seconds();
-    let mut text = String::new();
-    let mut line = |k: &str, v: String| {
-        let _ = writeln!(text, "{k}\t{v}");
-    };
     // Protocol identity stays ttserver's so clients that check it keep working.
-    line("version", "1.1.41".into());
-    line("libver", "324".into());
-    line("protver", "0.91".into());
-    line("os", os_name().into());
-    line("time", format!("{now:.6}"));
-    line("pid", std::process::id().to_string());
-    line("sid", "0".into());
-    line("type", "hash".into());
-    line("path", service.store_location());
-    line("rnum", rnum.to_string());
-    line("size", service.size_bytes().await.unwrap_or(0).to_string());
-    line("bigend", u8::from(cfg!(target_endian = "big")).to_string());
-    line("fd", fd.to_string());
-    line("loadavg", format!("{:.6}", load_average()));
-    line("memsize", memsize.to_string());
-    line("memrss", memrss.to_string());
-    line("ru_user", format!("{user:.6}"));
-    line("ru_sys", format!("{sys:.6}"));
-    line("ru_real", format!("{:.6}", started.elapsed().as_secs_f64()));
+    vec![
+        ("version", VERSION.into()),
+        ("libver", "324".into()),
+        ("protver", "0.91".into()),
+        ("os", os_name().into()),
+        ("time", format!("{now:.6}")),
+        ("pid", std::process::id().to_string()),
+        ("sid", "0".into()),
+        ("type", "hash".into()),
+        ("path", service.store_location()),
+        ("rnum", rnum.to_string()),
+        ("size", service.size_bytes().await.unwrap_or(0).to_string()),
+        ("bigend", u8::from(cfg!(target_endian = "big")).to_string()),
+        ("fd", fd.to_string()),
+        ("loadavg", format!("{:.6}", load_average())),
+        ("memsize", memsize.to_string()),
+        ("memrss", memrss.to_string()),
+        ("ru_user", format!("{user:.6}")),
+        ("ru_sys", format!("{sys:.6}")),
+        ("ru_real", format!("{:.6}", started.elapsed().as_secs_f64())),
+    ]
+}
+
+/// The version every dialect reports (`stat`, memcached `version`, `X-TT-VERSION`).
+pub const VERSION: &str = "1.1.41";
+
+/// The full `stat` text, for a connection on socket `fd` of a listener `started` then.
+pub async fn render(service: &Service, counters: &Counters, started: Instant, fd: i64) -> String {
+    let mut text = String::new();
+    for (k, v) in fields(service, started, fd).await {
+        let _ = writeln!(text, "{k}\t{v}");
+    }
     text.push_str(&counters.render());
     let _ = writeln!(text, "tidemark_version\t{}", env!("CARGO_PKG_VERSION"));
+    text
+}
+
+/// The `X-TT-*` headers of an HTTP `OPTIONS` response: the `stat` fields, upper-cased,
+/// with `RU_REAL` before `RU_USER` and `RU_SYS` as ttserver sends them.
+pub async fn options_headers(service: &Service, started: Instant, fd: i64) -> String {
+    let mut fields = fields(service, started, fd).await;
+    if let Some(at) = fields.iter().position(|(k, _)| *k == "ru_real") {
+        let real = fields.remove(at);
+        let user = fields
+            .iter()
+            .position(|(k, _)| *k == "ru_user")
+            .unwrap_or(fields.len());
+        fields.insert(user, real);
+    }
+    let mut text = String::new();
+    for (k, v) in fields {
+        let _ = write!(text, "X-TT-{}: {v}\r\n", k.to_ascii_uppercase());
+    }
+    text
+}
+
+/// The memcached `stats` reply: ttserver's `STAT` lines from the same counters, then
+/// `END`.
+pub async fn memcached_stats(service: &Service, counters: &Counters, started: Instant) -> String {
+    let rnum = service.counts().await.map(|c| c.live()).unwrap_or(0);
+    let size = service.size_bytes().await.unwrap_or(0);
+    let (user, sys) = cpu_seconds();
+    let n = |c: Command| counters.value(c);
+    let sets = n(Command::Put)
+        + n(Command::PutKeep)
+        + n(Command::PutCat)
+        + n(Command::PutShl)
+        + n(Command::PutNr);
+    let set_misses = counters.put_miss.load(Ordering::Relaxed);
+    let deletes = n(Command::Out);
+    let delete_misses = counters.out_miss.load(Ordering::Relaxed);
+    let gets = n(Command::Get);
+    let get_misses = counters.get_miss.load(Ordering::Relaxed);
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let lines: [(&str, String); 21] = [
+        ("pid", std::process::id().to_string()),
+        ("uptime", started.elapsed().as_secs().to_string()),
+        ("time", (service.now() / 1_000_000).to_string()),
+        ("version", VERSION.into()),
+        ("pointer_size", usize::BITS.to_string()),
+        ("rusage_user", format!("{user:.6}")),
+        ("rusage_system", format!("{sys:.6}")),
+        ("cmd_set", sets.to_string()),
+        ("cmd_set_hits", sets.saturating_sub(set_misses).to_string()),
+        ("cmd_set_misses", set_misses.to_string()),
+        ("cmd_delete", deletes.to_string()),
+        (
+            "cmd_delete_hits",
+            deletes.saturating_sub(delete_misses).to_string(),
+        ),
+        ("cmd_delete_misses", delete_misses.to_string()),
+        ("cmd_get", gets.to_string()),
+        ("cmd_get_hits", gets.saturating_sub(get_misses).to_string()),
+        ("cmd_get_misses", get_misses.to_string()),
+        ("cmd_flush", n(Command::Vanish).to_string()),
+        ("curr_items", rnum.to_string()),
+        ("total_items", rnum.to_string()),
+        ("bytes", size.to_string()),
+        ("threads", threads.to_string()),
+    ];
+    let mut text = String::new();
+    for (k, v) in lines {
+        let _ = write!(text, "STAT {k} {v}\r\n");
+    }
+    text.push_str("END\r\n");
     text
 }
 
