@@ -1,5 +1,6 @@
 //! The Tokyo Tyrant front door: the binary protocol of ttserver 1.1.41 on its own port,
-//! over the same [`Service`](crate::service::Service) as HTTP.
+//! with the memcached and HTTP text subsets ttserver serves there too ([`text`]), over
+//! the same [`Service`](crate::service::Service) as HTTP.
 //!
 //! Data flows one way: [`server`] reads the socket, [`request`] decodes a frame
 //! (two-step, length-capped), [`commands`] runs it as service calls and [`reply`]
@@ -11,7 +12,7 @@
 //!
 //! What is served, byte by byte, and where tidemark deliberately differs from
 //! ttserver (iteration per connection and in key order, `copy` never runs shell
-//! commands, no text dialects): `docs/tyrant-protocol.md`.
+//! commands): `docs/tyrant-protocol.md`.
 
 pub mod client;
 pub mod command;
