@@ -405,7 +405,7 @@ mod tests {
         assert!(http.keep_alive);
         assert_eq!(http.pdmode, 2);
         assert_eq!(http.body, b"hi");
-        assert_eq!(used, 90);
+        assert_eq!(used, 100);
         assert!(dec(b"PATCH /k HTTP/1.1\r\n\r\n").is_err());
         assert!(dec(b"GET /k HTTP/1.1\r\nContent-Length: -1\r\n\r\n").is_err());
         assert_eq!(dec(b"GET /k HTTP/1.1\r\nHost: x\r\n"), Ok(None));
