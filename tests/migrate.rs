@@ -106,7 +106,10 @@ async fn stored(http: &Http, key: &str) -> Option<(Vec<u8>, u64)> {
 
 async fn tsput(tyrant: &mut Tyrant, key: &str, value: &str) {
     assert!(
-        matches!(tyrant.ext(b"tsput", key.as_bytes(), value.as_bytes()).await, Reply::Blob(_)),
+        matches!(
+            tyrant.ext(b"tsput", key.as_bytes(), value.as_bytes()).await,
+            Reply::Blob(_)
+        ),
         "tsput {key}"
     );
 }
@@ -135,9 +138,7 @@ async fn now_stamps_every_record_with_the_copy_start_in_batches_and_a_rerun_lose
     assert!((before..=after).contains(&started), "{started}");
     let http = Http::of(&target);
     for i in 0..25 {
-        let (value, timestamp) = stored(&http, &format!("k{i:02}"))
-            .await
-            .expect("copied");
+        let (value, timestamp) = stored(&http, &format!("k{i:02}")).await.expect("copied");
         assert_eq!(value, format!("value {i}").into_bytes());
         assert_eq!(timestamp, started, "one timestamp for the whole copy");
     }
@@ -147,7 +148,10 @@ async fn now_stamps_every_record_with_the_copy_start_in_batches_and_a_rerun_lose
     // write stands.
     target.clock.set(now_micros());
     let newer = now_micros() + 50_000_000;
-    assert_eq!(http.put("k03", newer, "written in tidemark").await.status(), 204);
+    assert_eq!(
+        http.put("k03", newer, "written in tidemark").await.status(),
+        204
+    );
     let again = migrate_into(&source, &target, &[]).await;
     assert_eq!(again.code(), Some(0), "{}", again.stderr);
     assert_eq!(
@@ -170,7 +174,12 @@ async fn prefix_reads_each_values_leading_digits_and_a_rerun_is_refused_as_alrea
     let mut tyrant = Tyrant::connect(source.tyrant).await;
     let stamp = |i: u64| T0 - 1_000_000 + i * 1000;
     for i in 0..5 {
-        tsput(&mut tyrant, &format!("p{i}"), &format!("{:016}|session {i}", stamp(i))).await;
+        tsput(
+            &mut tyrant,
+            &format!("p{i}"),
+            &format!("{:016}|session {i}", stamp(i)),
+        )
+        .await;
     }
     assert_eq!(tyrant.put(b"plain", b"no digits here").await, OK);
     let target = TestServer::start_with(|c| c.auth.auth_token = Some(Secret(TOKEN.into()))).await;
@@ -180,13 +189,22 @@ async fn prefix_reads_each_values_leading_digits_and_a_rerun_is_refused_as_alrea
     assert_eq!(refused.code(), Some(1));
     assert!(refused.stderr.contains("401"), "{}", refused.stderr);
 
-    let run = migrate_into(&source, &target, &["--timestamps", "prefix", "--token", TOKEN]).await;
+    let run = migrate_into(
+        &source,
+        &target,
+        &["--timestamps", "prefix", "--token", TOKEN],
+    )
+    .await;
     // A key without a timestamp is skipped and counted: exit 3.
     assert_eq!(run.code(), Some(3), "{}", run.stderr);
     let summary = run.summary();
     assert_eq!(counts(&summary), [6, 5, 0, 0, 0, 1, 0, 0], "{summary}");
     assert_eq!(summary["errors"][0]["key"], "plain", "{summary}");
-    assert!(run.stderr.contains("1 without a timestamp"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("1 without a timestamp"),
+        "{}",
+        run.stderr
+    );
     let http = Http::of(&target).with_token(TOKEN);
     for i in 0..5 {
         let (value, timestamp) = stored(&http, &format!("p{i}")).await.expect("copied");
@@ -197,8 +215,18 @@ async fn prefix_reads_each_values_leading_digits_and_a_rerun_is_refused_as_alrea
 
     // Since the copy: tidemark took a newer write of p0, the source a newer one of p1.
     assert_eq!(http.put("p0", T0, "newer in tidemark").await.status(), 204);
-    tsput(&mut tyrant, "p1", &format!("{:016}|newer at the source", T0)).await;
-    let again = migrate_into(&source, &target, &["--timestamps", "prefix", "--token", TOKEN]).await;
+    tsput(
+        &mut tyrant,
+        "p1",
+        &format!("{:016}|newer at the source", T0),
+    )
+    .await;
+    let again = migrate_into(
+        &source,
+        &target,
+        &["--timestamps", "prefix", "--token", TOKEN],
+    )
+    .await;
     assert_eq!(again.code(), Some(3), "{}", again.stderr);
     assert_eq!(
         counts(&again.summary()),
@@ -239,7 +267,12 @@ async fn ext_keys_take_the_timestamp_records_beside_each_key_and_do_not_copy_the
     }
     // A key the extension never stamped, and a stamp whose key is gone.
     assert_eq!(tyrant.put(b"orphan", b"no stamp").await, OK);
-    assert_eq!(tyrant.put(b"timestamp.ghost", T0.to_string().as_bytes()).await, OK);
+    assert_eq!(
+        tyrant
+            .put(b"timestamp.ghost", T0.to_string().as_bytes())
+            .await,
+        OK
+    );
     let target = TestServer::start().await;
 
     // Batches of 2 put most keys and their stamps in different batches.
@@ -278,7 +311,12 @@ async fn offline_into_a_stopped_servers_data_dir_with_second_timestamps() {
     let mut tyrant = Tyrant::connect(source.tyrant).await;
     let seconds = T0 / 1_000_000;
     for i in 0..3 {
-        tsput(&mut tyrant, &format!("s{i}"), &format!("{}:v{i}", seconds - i)).await;
+        tsput(
+            &mut tyrant,
+            &format!("s{i}"),
+            &format!("{}:v{i}", seconds - i),
+        )
+        .await;
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
@@ -313,7 +351,11 @@ async fn offline_into_a_stopped_servers_data_dir_with_second_timestamps() {
     // While the server has the directory open, offline mode says what to do instead.
     let busy = tidemark(&args).await;
     assert_eq!(busy.code(), Some(1));
-    assert!(busy.stderr.contains("Stop the server first"), "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains("Stop the server first"),
+        "{}",
+        busy.stderr
+    );
     assert!(server.stop().success());
     let again = tidemark(&args).await;
     assert_eq!(counts(&again.summary()), [3, 0, 3, 0, 0, 0, 0, 0]);
@@ -387,7 +429,11 @@ async fn an_unreachable_source_or_target_and_a_bad_url_fail_with_a_clear_error()
     let server = format!("http://{closed}");
     let run = tidemark(&["migrate", "--from", &from, "--server", &server]).await;
     assert_eq!(run.code(), Some(1));
-    assert!(run.stderr.contains("cannot reach the server"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot reach the server"),
+        "{}",
+        run.stderr
+    );
 
     let both = tidemark(&[
         "migrate",

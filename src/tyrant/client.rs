@@ -13,9 +13,9 @@ use super::wire::{FrameError, REPLY_COUNT, REPLY_LEN, Reader, Stop, parse};
 mod connection;
 
 pub use super::command::cmd;
-pub use connection::{Connection, ConnectionError};
 pub use super::request::Request;
 pub use super::wire::{Limits, MAGIC, double_from_wire, double_to_wire};
+pub use connection::{Connection, ConnectionError};
 
 /// Appends the wire form of `req` to `out`: the exact inverse of
 /// [`decode`](super::request::decode).
