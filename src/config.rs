@@ -35,6 +35,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Apply JSON-lines records through the timestamp guard: newer data is never overwritten.
     Import(ImportArgs),
+    /// Copy every record of a running Tokyo Tyrant server into tidemark through the
+    /// timestamp guard: into a running server (default) or offline.
+    Migrate(Box<MigrateArgs>),
     /// Closed-loop load generator for tidemark (HTTP and Tyrant) and Redis; also
     /// installed as `tidemark-bench`.
     Bench(Box<BenchArgs>),
@@ -273,6 +276,72 @@ pub struct ImportArgs {
     /// With --data-dir, the limits a server would apply.
     #[command(flatten)]
     pub limits: WriteLimits,
+}
+
+/// Copy every record of a running Tokyo Tyrant server (ttserver, or another tidemark's
+/// Tyrant port) into tidemark, each through the timestamp guard, so running it again
+/// is safe: a record is refused where tidemark already holds something as new or newer.
+///
+/// The source is read with iterinit/iternext and mget, --batch keys at a time, and
+/// each batch is imported as one write, so memory stays bounded whatever its size.
+/// The target is the running server named by --server (through POST /admin/import,
+/// with --token), or offline the stopped server's --data-dir, or the shared
+/// database of --database-url.
+///
+/// Prints a JSON summary on stdout and a human one on stderr. Exit status: 0 when
+/// every record was copied or refused by the guard as already stored (repeated,
+/// stale, tie); 3 when some were not copied for another reason (no timestamp, over
+/// a limit, refused by the store); 1 when the copy could not run or broke off.
+#[derive(Debug, Clone, Args)]
+#[command(verbatim_doc_comment)]
+pub struct MigrateArgs {
+    /// The Tokyo Tyrant server to copy from, as tyrant://HOST:PORT.
+    #[arg(long, value_name = "tyrant://HOST:PORT")]
+    pub from: String,
+
+    /// Where each record's write timestamp comes from.
+    #[arg(long, value_enum, default_value_t = MigrateTimestamps::Now)]
+    pub timestamps: MigrateTimestamps,
+
+    /// With --timestamps prefix or ext-keys: how many leading digits carry the
+    /// timestamp (10 = seconds, 13 = ms, 16 = µs, 19 = ns), as for `tsput`.
+    #[arg(long, env = "TIDEMARK_TYRANT_TS_DIGITS", default_value_t = 16, value_parser = parse_ts_digits)]
+    pub tyrant_ts_digits: usize,
+
+    /// Keys read from the source (one pipelined iternext run, one mget) and imported
+    /// (one write) at a time.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+
+    /// Longest wait for the source to connect or answer one request.
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub source_timeout: Duration,
+
+    #[command(flatten)]
+    pub target: StoreTarget,
+
+    /// Offline into a shared PostgreSQL database instead of a server or --data-dir.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Offline (--data-dir, --database-url), the limits a server would apply.
+    #[command(flatten)]
+    pub limits: WriteLimits,
+}
+
+/// `tidemark migrate --timestamps`: which timestamp a copied record gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrateTimestamps {
+    /// One timestamp for every record: the time the copy started (so any write made
+    /// to tidemark after that moment wins over the copy).
+    Now,
+    /// The value's leading --tyrant-ts-digits digits, as `ext tsput` reads them; a
+    /// value without them is skipped and counted as `no_timestamp`.
+    Prefix,
+    /// The `timestamp.<key>` record the 2009 Lua extension keeps beside each key (its
+    /// leading --tyrant-ts-digits digits); `timestamp.*` records are not copied as data,
+    /// and a key without a readable one is skipped and counted as `no_timestamp`.
+    ExtKeys,
 }
 
 /// The limits and guard settings every write obeys: `serve` enforces them, and

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => tidemark::cli::restore(&args),
         Command::Export(args) => tidemark::cli::export(&args),
         Command::Import(args) => tidemark::cli::import(&args),
+        Command::Migrate(args) => tidemark::cli::migrate(&args),
         Command::Bench(args) => tidemark::cli::bench::run(&args),
     }
 }

@@ -1,5 +1,5 @@
-//! Maintenance outside the request path: `tidemark backup`, `restore`, `export` and
-//! `import`. Backup, export and import work against a running server through its
+//! Maintenance outside the request path: `tidemark backup`, `restore`, `export`,
+//! `import` and `migrate` (from a running Tokyo Tyrant server, see [`migrate`]). Backup, export and import work against a running server through its
 //! `/admin` routes (the default) or, with `--data-dir`, on a stopped server's database
 //! directly; restore always works offline. [`crate::service::jsonl`] is the record format that export
 //! and import share with the `/admin` routes.
@@ -7,6 +7,7 @@
 pub mod bench;
 mod client;
 mod files;
+mod migrate;
 mod offline;
 mod progress;
 
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::config::{BackupArgs, ExportArgs, ImportArgs, RestoreArgs};
+use crate::config::{BackupArgs, ExportArgs, ImportArgs, MigrateArgs, RestoreArgs};
 use crate::service::jsonl::ImportReport;
 use client::Admin;
 use files::Staged;
@@ -55,6 +56,11 @@ pub fn export(args: &ExportArgs) -> ExitCode {
 /// `tidemark import`.
 pub fn import(args: &ImportArgs) -> ExitCode {
     run("import", run_import(args))
+}
+
+/// `tidemark migrate`.
+pub fn migrate(args: &MigrateArgs) -> ExitCode {
+    run("migrate", migrate::run(args))
 }
 
 fn run(command: &str, work: impl Future<Output = Result<ExitCode, Failure>>) -> ExitCode {

@@ -1,6 +1,7 @@
-//! The client side of the protocol, for the benchmark, the tests and the fuzz
-//! targets: [`encode`] writes a [`Request`] and [`decode_reply`] reads its
-//! [`Reply`]. The server never calls this module.
+//! The client side of the protocol, for the benchmark, `tidemark migrate`, the tests
+//! and the fuzz targets: [`encode`] writes a [`Request`] and [`decode_reply`] reads its
+//! [`Reply`]; [`Connection`] does both over a socket. The server never calls this
+//! module.
 //!
 //! Both follow the [command table](super::command): a request's layout comes from
 //! its row's fields (written by [`Request`] itself, the inverse of how the server
@@ -9,9 +10,12 @@
 use super::command::{Command, ReplyShape};
 use super::wire::{FrameError, REPLY_COUNT, REPLY_LEN, Reader, Stop, parse};
 
+mod connection;
+
 pub use super::command::cmd;
 pub use super::request::Request;
 pub use super::wire::{Limits, MAGIC, double_from_wire, double_to_wire};
+pub use connection::{Connection, ConnectionError};
 
 /// Appends the wire form of `req` to `out`: the exact inverse of
 /// [`decode`](super::request::decode).
