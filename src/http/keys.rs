@@ -369,9 +369,11 @@ fn created(response: &mut Response, location: &str) {
     }
 }
 
-fn stamp_headers(headers: &mut HeaderMap, timestamp: u64) {
+/// The headers every answer about one key's value carries: its timestamp, its ETag when
+/// the answer knows it, and `Cache-Control: no-store`.
+fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<&str>) {
     headers.insert(X_WRITE_TIMESTAMP, HeaderValue::from(timestamp));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{timestamp}\"")) {
+    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -442,12 +444,10 @@ pub async fn put_key(
             StatusCode::NO_CONTENT.into_response()
         }
     };
-    stamp_headers(response.headers_mut(), timestamp);
-    if outcome == WriteOutcome::Merged {
-        // The stored document is this value merged with newer fields: its ETag is not
-        // the write's (GET tells it).
-        response.headers_mut().remove(header::ETAG);
-    }
+    // A merged write's document is this value with newer fields: its ETag is not the
+    // write's (GET tells it).
+    let etag = (outcome != WriteOutcome::Merged).then(|| format!("\"{timestamp}\""));
+    stamp_headers(response.headers_mut(), timestamp, etag.as_deref());
     Ok(response)
 }
 
@@ -538,23 +538,19 @@ pub async fn empty_key() -> Problem {
     Problem::bad_request("invalid-key", "Invalid key", "the key is empty")
 }
 
-fn entry_response(entry: Entry) -> Response {
+fn entry_response(mut entry: Entry) -> Response {
     let content_type = HeaderValue::from_str(&entry.content_type)
         .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    let mut headers = HeaderMap::new();
+    let mut response = (StatusCode::OK, std::mem::take(&mut entry.value)).into_response();
+    let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
-    entry_headers(&mut headers, &entry);
-    let mut response = (StatusCode::OK, entry.value).into_response();
-    response.headers_mut().extend(headers);
+    entry_headers(headers, &entry);
     response
 }
 
 /// The headers describing a live value (GET, HEAD and 304 answers).
 fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
-    stamp_headers(headers, entry.timestamp);
-    if let Ok(etag) = HeaderValue::from_str(&entry.etag) {
-        headers.insert(header::ETAG, etag);
-    }
+    stamp_headers(headers, entry.timestamp, Some(&entry.etag));
     if let Some(at) = entry.expires_at {
         headers.insert(X_EXPIRES_AT, HeaderValue::from(at));
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_micros(at);
@@ -604,8 +600,7 @@ pub async fn delete_key(
     let options = write_options(&headers, false)?;
     state.service.delete(key, timestamp, options).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    stamp_headers(response.headers_mut(), timestamp);
-    response.headers_mut().remove(header::ETAG);
+    stamp_headers(response.headers_mut(), timestamp, None);
     Ok(response)
 }
 
@@ -729,16 +724,7 @@ pub async fn patch_key(
     if was_created {
         created(&mut response, &location);
     }
-    let headers = response.headers_mut();
-    stamp_headers(headers, newest);
-    match etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
-        Some(etag) => {
-            headers.insert(header::ETAG, etag);
-        }
-        None => {
-            headers.remove(header::ETAG);
-        }
-    }
+    stamp_headers(response.headers_mut(), newest, etag.as_deref());
     Ok(response)
 }
 
