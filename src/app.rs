@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::config::{self, ServeConfig};
 use crate::http::{self, AppState, Readiness};
+use crate::memcached;
 use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::shutdown::{self, Shutdown, Trigger};
@@ -34,6 +35,8 @@ pub enum AppError {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub tyrant_addr: SocketAddr,
+    /// The memcached port's address, when configured.
+    pub memcached_addr: Option<SocketAddr>,
     /// The separate metrics address, when configured.
     pub metrics_addr: Option<SocketAddr>,
     pub service: Service,
@@ -149,6 +152,31 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
     )));
     tracing::info!(%tyrant_addr, "Tokyo Tyrant port listening");
 
+    let mut memcached_addr = None;
+    if let Some(addr) = config.memcached_addr {
+        let listener = bind(addr).await?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let shared = memcached::Shared::new(
+            service.clone(),
+            memcached::Settings {
+                frame_timeout: config.tyrant_frame_timeout,
+                max_value_bytes: policy.max_value_bytes,
+                allow: config.tyrant_allow.clone(),
+                max_connections: config.tyrant_max_connections,
+                allow_flush: config.memcached_allow_flush,
+            },
+        );
+        servers.push(tokio::spawn(memcached::serve(
+            listener,
+            shared,
+            stopped.clone(),
+        )));
+        tracing::info!(memcached_addr = %bound, "memcached port listening");
+        memcached_addr = Some(bound);
+    }
+
     let mut tasks = vec![tokio::spawn(sweep_loop(
         service.clone(),
         config.sweep_interval,
@@ -165,6 +193,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
     Ok(Running {
         http_addr,
         tyrant_addr,
+        memcached_addr,
         metrics_addr,
         service,
         readiness,

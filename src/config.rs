@@ -648,6 +648,15 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_TYRANT_ALLOW", value_delimiter = ',')]
     pub tyrant_allow: Vec<ipnet::IpNet>,
 
+    /// Address of the memcached text protocol port (unset = no such port). It shares
+    /// --tyrant-allow, --tyrant-max-connections and --tyrant-frame-timeout.
+    #[arg(long, env = "TIDEMARK_MEMCACHED_ADDR")]
+    pub memcached_addr: Option<SocketAddr>,
+
+    /// Let memcached `flush_all` remove every record (refused otherwise).
+    #[arg(long, env = "TIDEMARK_MEMCACHED_ALLOW_FLUSH")]
+    pub memcached_allow_flush: bool,
+
     /// Log format.
     #[arg(long, env = "TIDEMARK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

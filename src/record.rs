@@ -163,6 +163,22 @@ impl Record {
         }
     }
 
+    /// The memcached CAS unique of this record: the newest timestamp, which unguarded
+    /// writes make strictly increasing ([`server_stamp`](crate::service::tyrant::server_stamp))
+    /// and the guard never lets name two contents; for a document with field clocks
+    /// (whose content can change under the same newest timestamp) mixed with a CRC-32
+    /// of those clocks, as [`Record::etag`] does.
+    pub fn cas_unique(&self) -> u64 {
+        match &self.meta.fields {
+            None => self.timestamp,
+            Some(fields) => {
+                let mut bytes = Vec::new();
+                fields.encode(&mut bytes);
+                self.timestamp.rotate_left(32) ^ u64::from(crc32fast::hash(&bytes))
+            }
+        }
+    }
+
     /// The value, if this record reads as present at `now`.
     pub fn live_value(&self, now: u64) -> Option<&[u8]> {
         match &self.state {

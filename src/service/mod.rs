@@ -8,11 +8,13 @@
 //! atomically with the change. [`Service::outcome`] turns its verdict into an answer.
 //!
 //! This file holds the guarded operations and reads; [`tyrant`] the unguarded,
-//! Tyrant-semantics operations (`putcat`, `addint`, iteration, …); [`maintenance`]
+//! Tyrant-semantics operations (`putcat`, `addint`, iteration, …); [`memcached`] the
+//! read-modify-write the memcached port's commands share; [`maintenance`]
 //! export, import, sweep and snapshots; [`jsonl`] the record format of export/import.
 
 pub mod jsonl;
 pub mod maintenance;
+pub mod memcached;
 pub mod tyrant;
 
 use std::ops::{Bound, ControlFlow};

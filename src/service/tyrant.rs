@@ -35,7 +35,7 @@ pub fn server_stamp(stored: Option<&Record>, now: u64) -> u64 {
 /// The session metadata an unguarded write leaves: the owner, creation time and
 /// absolute lifetime of a live value carry over (a Tyrant client sends none); a write
 /// that creates the key starts them, with `--max-session-lifetime` if set.
-fn carried_meta(stored: Option<&Record>, now: u64, lifetime: Option<u64>) -> Meta {
+pub(super) fn carried_meta(stored: Option<&Record>, now: u64, lifetime: Option<u64>) -> Meta {
     let live = stored.filter(|r| r.is_live(now));
     let session = SessionWrite {
         owner: OwnerChange::Keep,

@@ -73,6 +73,8 @@ pub struct TestServer {
     pub running: Option<Running>,
     pub http: SocketAddr,
     pub tyrant: SocketAddr,
+    /// The memcached port, when the config asked for one.
+    pub memcached: Option<SocketAddr>,
     pub clock: ManualClock,
     pub config: ServeConfig,
     dir: Option<tempfile::TempDir>,
@@ -141,6 +143,7 @@ impl TestServer {
         Self {
             http: running.http_addr,
             tyrant: running.tyrant_addr,
+            memcached: running.memcached_addr,
             running: Some(running),
             clock,
             data_dir: config.data_dir.clone(),
@@ -165,6 +168,9 @@ impl TestServer {
         let mut config = self.config.clone();
         config.http_addr = "127.0.0.1:0".parse().expect("literal address");
         config.tyrant_addr = "127.0.0.1:0".parse().expect("literal address");
+        if config.memcached_addr.is_some() {
+            config.memcached_addr = Some("127.0.0.1:0".parse().expect("literal address"));
+        }
         Self::start_in(config, self.dir.take(), self.clock.clone()).await
     }
 

@@ -1,0 +1,77 @@
+//! The memcached front door: the memcached 1.6 text protocol on its own port
+//! (`--memcached-addr`), over the same [`Service`] as HTTP and Tyrant.
+//!
+//! Data flows one way: `server` reads the socket, [`request`] decodes a line and
+//! its data block (length-capped), `commands` runs it as service calls
+//! ([`Service::mc_update`], [`Service::mc_get_many`]) and writes the answer. What is
+//! served, and what is not yet (client flags other than 0, meta commands): README,
+//! "memcached port".
+
+mod commands;
+pub mod request;
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use crate::service::Service;
+
+pub use request::MAX_KEY_BYTES;
+pub use server::serve;
+
+/// Settings of the memcached port.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A request that has started arriving must be complete within this time
+    /// (`--tyrant-frame-timeout`).
+    pub frame_timeout: Duration,
+    /// Largest value (`--max-value-bytes`).
+    pub max_value_bytes: usize,
+    /// Networks allowed to connect; empty = any (`--tyrant-allow`).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Connections beyond this are closed on accept (`--tyrant-max-connections`).
+    pub max_connections: usize,
+    /// Whether `flush_all` may remove every record (`--memcached-allow-flush`).
+    pub allow_flush: bool,
+}
+
+impl Settings {
+    /// Whether a client at `ip` may connect.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// What `stats` counts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub total_connections: AtomicU64,
+    pub curr_connections: AtomicU64,
+    pub cmd_get: AtomicU64,
+    pub cmd_set: AtomicU64,
+    pub cmd_touch: AtomicU64,
+    pub get_hits: AtomicU64,
+    pub get_misses: AtomicU64,
+}
+
+/// State shared by every connection of the port.
+#[derive(Debug)]
+pub struct Shared {
+    pub service: Service,
+    pub settings: Settings,
+    pub counters: Counters,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn new(service: Service, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            service,
+            settings,
+            counters: Counters::default(),
+            started: Instant::now(),
+        })
+    }
+}

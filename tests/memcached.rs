@@ -1,0 +1,465 @@
+//! The memcached port (`--memcached-addr`) over the same service and store as HTTP:
+//! every command and error over a raw loopback socket, on whichever engine
+//! `TIDEMARK_TEST_ENGINE` names. Time only moves through the server's `ManualClock`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::http::Http;
+use common::{T0, TestServer};
+use tidemark::config::ServeConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECOND: u64 = 1_000_000;
+
+async fn server_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
+    TestServer::start_with(|config| {
+        config.memcached_addr = Some("127.0.0.1:0".parse().expect("literal address"));
+        tweak(config);
+    })
+    .await
+}
+
+async fn server() -> TestServer {
+    server_with(|_| {}).await
+}
+
+/// One raw connection to the memcached port.
+struct Mc {
+    socket: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Mc {
+    async fn connect(server: &TestServer) -> Self {
+        Self::to(server.memcached.expect("memcached port configured")).await
+    }
+
+    async fn to(addr: SocketAddr) -> Self {
+        let socket = TcpStream::connect(addr).await.expect("connects");
+        Self {
+            socket,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.socket.write_all(bytes).await.expect("write");
+    }
+
+    /// Read until the buffered reply ends with `until`; return all of it.
+    async fn read_until(&mut self, until: &str) -> String {
+        let read = async {
+            while !self.pending.ends_with(until.as_bytes()) {
+                let mut chunk = [0u8; 4096];
+                let n = self.socket.read(&mut chunk).await.expect("read");
+                assert!(
+                    n > 0,
+                    "closed before {until:?}; got {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                );
+                self.pending.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {until:?} in time; got {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                )
+            });
+        String::from_utf8(std::mem::take(&mut self.pending)).expect("utf-8 reply")
+    }
+
+    /// Send a request and read its one-line reply.
+    async fn line(&mut self, request: &str) -> String {
+        self.send(request.as_bytes()).await;
+        self.read_until("\r\n").await
+    }
+
+    /// Send a retrieval request and read up to its END.
+    async fn get(&mut self, request: &str) -> String {
+        self.send(request.as_bytes()).await;
+        self.read_until("END\r\n").await
+    }
+
+    /// The CAS unique `gets` reports for `key`.
+    async fn cas_of(&mut self, key: &str) -> u64 {
+        let reply = self.get(&format!("gets {key}\r\n")).await;
+        let header = reply.lines().next().expect("a VALUE line");
+        header
+            .split(' ')
+            .nth(4)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no cas in {reply:?}"))
+    }
+
+    /// Whether the server has closed the connection (EOF within a short wait).
+    async fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.socket.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+#[tokio::test]
+async fn set_then_get_returns_the_value_with_flags_zero() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("set k 0 0 5\r\nhello\r\n").await, "STORED\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 5\r\nhello\r\nEND\r\n");
+    assert_eq!(mc.get("get nope\r\n").await, "END\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_of_many_keys_answers_the_hits_in_order() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set a 0 0 1\r\n1\r\n").await;
+    mc.line("set b 0 0 2\r\n22\r\n").await;
+    assert_eq!(
+        mc.get("get b missing a\r\n").await,
+        "VALUE b 0 2\r\n22\r\nVALUE a 0 1\r\n1\r\nEND\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn add_replace_append_prepend_need_the_right_state() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("replace k 0 0 1\r\nx\r\n").await, "NOT_STORED\r\n");
+    assert_eq!(mc.line("append k 0 0 1\r\nx\r\n").await, "NOT_STORED\r\n");
+    assert_eq!(mc.line("prepend k 0 0 1\r\nx\r\n").await, "NOT_STORED\r\n");
+    assert_eq!(mc.line("add k 0 0 3\r\nmid\r\n").await, "STORED\r\n");
+    assert_eq!(mc.line("add k 0 0 1\r\nx\r\n").await, "NOT_STORED\r\n");
+    assert_eq!(mc.line("append k 0 0 2\r\n>>\r\n").await, "STORED\r\n");
+    assert_eq!(mc.line("prepend k 0 0 2\r\n<<\r\n").await, "STORED\r\n");
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 0 7\r\n<<mid>>\r\nEND\r\n"
+    );
+    assert_eq!(mc.line("replace k 0 0 3\r\nnew\r\n").await, "STORED\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 3\r\nnew\r\nEND\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cas_stores_only_over_the_unique_gets_reported() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("cas k 0 0 1 1\r\nx\r\n").await, "NOT_FOUND\r\n");
+    mc.line("set k 0 0 2\r\nv1\r\n").await;
+    let first = mc.cas_of("k").await;
+    assert_eq!(
+        mc.line(&format!("cas k 0 0 2 {}\r\nv2\r\n", first + 1))
+            .await,
+        "EXISTS\r\n"
+    );
+    assert_eq!(
+        mc.line(&format!("cas k 0 0 2 {first}\r\nv2\r\n")).await,
+        "STORED\r\n"
+    );
+    let second = mc.cas_of("k").await;
+    assert_ne!(first, second, "every write gives a new unique");
+    assert_eq!(
+        mc.line(&format!("cas k 0 0 2 {first}\r\nv3\r\n")).await,
+        "EXISTS\r\n"
+    );
+    // The same content written again still gets a new unique.
+    mc.line("set k 0 0 2\r\nv2\r\n").await;
+    assert_ne!(mc.cas_of("k").await, second);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_touch_keeps_the_cas_and_an_http_write_changes_it() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    let before = mc.cas_of("k").await;
+    assert_eq!(mc.line("touch k 100\r\n").await, "TOUCHED\r\n");
+    assert_eq!(mc.cas_of("k").await, before, "content unchanged");
+    let http = Http::of(&server);
+    server.clock.advance(SECOND);
+    assert!(http.put("k", T0 + SECOND, "y").await.status().is_success());
+    let after = mc.cas_of("k").await;
+    assert_ne!(after, before, "new content, new unique");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn delete_removes_and_then_finds_nothing() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("delete k\r\n").await, "DELETED\r\n");
+    assert_eq!(mc.line("delete k\r\n").await, "NOT_FOUND\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("delete k 0\r\n").await, "DELETED\r\n");
+    assert_eq!(
+        mc.line("delete k 5\r\n").await,
+        "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn incr_and_decr_count_decimal_values() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("incr n 1\r\n").await, "NOT_FOUND\r\n");
+    mc.line("set n 0 0 2\r\n10\r\n").await;
+    assert_eq!(mc.line("incr n 5\r\n").await, "15\r\n");
+    assert_eq!(mc.line("decr n 100\r\n").await, "0\r\n", "decr stops at 0");
+    mc.line("set n 0 0 20\r\n18446744073709551615\r\n").await;
+    assert_eq!(mc.line("incr n 2\r\n").await, "1\r\n", "incr wraps at 2^64");
+    assert_eq!(mc.get("get n\r\n").await, "VALUE n 0 1\r\n1\r\nEND\r\n");
+    mc.line("set t 0 0 3\r\nabc\r\n").await;
+    assert_eq!(
+        mc.line("incr t 1\r\n").await,
+        "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+    );
+    assert_eq!(
+        mc.line("incr n -1\r\n").await,
+        "CLIENT_ERROR invalid numeric delta argument\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn exptime_is_relative_seconds_up_to_30_days_then_unix_time() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("set rel 0 10 1\r\nx\r\n").await, "STORED\r\n");
+    let unix = T0 / SECOND + 100;
+    assert_eq!(
+        mc.line(&format!("set abs 0 {unix} 1\r\ny\r\n")).await,
+        "STORED\r\n"
+    );
+    assert_eq!(mc.line("set past 0 2592001 1\r\nz\r\n").await, "STORED\r\n");
+    assert_eq!(mc.line("set neg 0 -1 1\r\nz\r\n").await, "STORED\r\n");
+    assert_eq!(mc.line("set never 0 0 1\r\nz\r\n").await, "STORED\r\n");
+    assert_eq!(
+        mc.get("get past neg\r\n").await,
+        "END\r\n",
+        "already expired"
+    );
+    server.clock.advance(11 * SECOND);
+    assert_eq!(mc.get("get rel\r\n").await, "END\r\n");
+    assert_eq!(mc.get("get abs\r\n").await, "VALUE abs 0 1\r\ny\r\nEND\r\n");
+    server.clock.advance(100 * SECOND);
+    assert_eq!(
+        mc.get("get abs never\r\n").await,
+        "VALUE never 0 1\r\nz\r\nEND\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn touch_and_gat_move_the_expiry() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("touch k 10\r\n").await, "NOT_FOUND\r\n");
+    mc.line("set k 0 10 1\r\nx\r\n").await;
+    assert_eq!(mc.line("touch k 100\r\n").await, "TOUCHED\r\n");
+    server.clock.advance(50 * SECOND);
+    let cas = mc.cas_of("k").await;
+    assert_eq!(
+        mc.get("gats 20 k missing\r\n").await,
+        format!("VALUE k 0 1 {cas}\r\nx\r\nEND\r\n")
+    );
+    assert_eq!(mc.get("gat 0 k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
+    server.clock.advance(1000 * SECOND);
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 0 1\r\nx\r\nEND\r\n",
+        "gat 0 = never"
+    );
+    assert_eq!(mc.line("touch k -1\r\n").await, "TOUCHED\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn noreply_suppresses_answers_and_pipelining_keeps_order() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.send(b"set a 0 0 1 noreply\r\n1\r\nincr a 4 noreply\r\ndelete zz noreply\r\ntouch a 0 noreply\r\nget a\r\n")
+        .await;
+    assert_eq!(
+        mc.read_until("END\r\n").await,
+        "VALUE a 0 1\r\n5\r\nEND\r\n"
+    );
+    mc.send(b"set b 0 0 1\r\n2\r\nget b\r\nversion\r\n").await;
+    let reply = mc.read_until("\r\n").await;
+    assert!(
+        reply.starts_with("STORED\r\nVALUE b 0 1\r\n2\r\nEND\r\nVERSION 1.6"),
+        "{reply:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_commands_get_memcached_errors_and_keep_the_connection() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("bogus\r\n").await, "ERROR\r\n");
+    assert_eq!(mc.line("get\r\n").await, "ERROR\r\n");
+    assert_eq!(mc.line("set k 0 0\r\n").await, "ERROR\r\n");
+    assert_eq!(
+        mc.line("set k x 0 1\r\n").await,
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    let long = "k".repeat(251);
+    assert_eq!(
+        mc.line(&format!("get {long}\r\n")).await,
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    // As memcached: the block is its length plus two bytes; what follows is a line.
+    mc.send(b"set k 0 0 1\r\nxy\r\n").await;
+    assert_eq!(
+        mc.read_until("ERROR\r\n").await,
+        "CLIENT_ERROR bad data chunk\r\nERROR\r\n"
+    );
+    assert_eq!(
+        mc.line("touch k x\r\n").await,
+        "CLIENT_ERROR invalid exptime argument\r\n"
+    );
+    let key = "k".repeat(250);
+    assert_eq!(
+        mc.line(&format!("set {key} 0 0 1\r\nx\r\n")).await,
+        "STORED\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_too_large_value_is_refused_and_its_data_thrown_away() {
+    let server = server_with(|config| config.limits.max_value_bytes = 16).await;
+    let mut mc = Mc::connect(&server).await;
+    let data = "x".repeat(17);
+    assert_eq!(
+        mc.line(&format!("set k 0 0 17\r\n{data}\r\n")).await,
+        "SERVER_ERROR object too large for cache\r\n"
+    );
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    mc.line("set k 0 0 10\r\n0123456789\r\n").await;
+    assert_eq!(
+        mc.line("append k 0 0 10\r\n0123456789\r\n").await,
+        "SERVER_ERROR out of memory storing object\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keys_over_a_smaller_max_key_bytes_are_a_bad_command_line() {
+    let server = server_with(|config| config.limits.max_key_bytes = 8).await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(
+        mc.line("set 123456789 0 0 1\r\nx\r\n").await,
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    assert_eq!(
+        mc.line("get 123456789\r\n").await,
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    assert_eq!(mc.line("set 12345678 0 0 1\r\nx\r\n").await, "STORED\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nonzero_client_flags_are_refused_until_they_are_stored() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(
+        mc.line("set k 7 0 1\r\nx\r\n").await,
+        "SERVER_ERROR client flags other than 0 are not stored yet\r\n"
+    );
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn flush_all_is_refused_unless_allowed() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(
+        mc.line("flush_all\r\n").await,
+        "CLIENT_ERROR flush_all not allowed\r\n"
+    );
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
+    server.stop().await;
+
+    let server = server_with(|config| config.memcached_allow_flush = true).await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all\r\n").await, "OK\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stats_version_verbosity_and_quit() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.get("get a b\r\n").await;
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_get 2\r\n"), "{stats}");
+    assert!(stats.contains("STAT get_misses 2\r\n"), "{stats}");
+    assert!(stats.contains("STAT curr_connections 1\r\n"), "{stats}");
+    assert!(mc.line("version\r\n").await.starts_with("VERSION 1.6"));
+    assert_eq!(mc.line("verbosity 1\r\n").await, "OK\r\n");
+    mc.send(b"quit\r\n").await;
+    assert!(mc.is_closed().await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_line_over_the_limit_closes_the_connection() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.send(&vec![b'g'; 70_000]).await;
+    assert_eq!(
+        mc.read_until("\r\n").await,
+        "CLIENT_ERROR line too long\r\n"
+    );
+    assert!(mc.is_closed().await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_and_memcached_see_the_same_values() {
+    let server = server().await;
+    let http = Http::of(&server);
+    assert!(http.put("web", T0, "from-http").await.status().is_success());
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(
+        mc.get("get web\r\n").await,
+        "VALUE web 0 9\r\nfrom-http\r\nEND\r\n"
+    );
+    mc.line("set cache 0 0 2\r\nmc\r\n").await;
+    let (status, _, body) = http.read("cache").await;
+    assert_eq!((status, body.as_slice()), (200, b"mc".as_slice()));
+    // An unguarded memcached write is stamped with the server clock, so a guarded
+    // HTTP write older than it is refused.
+    let older = http.put("cache", T0 - SECOND, "old").await;
+    assert_eq!(older.status().as_u16(), 409);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_port_is_off_unless_configured() {
+    let server = TestServer::start().await;
+    assert!(server.memcached.is_none());
+    server.stop().await;
+}
