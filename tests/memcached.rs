@@ -463,3 +463,60 @@ async fn the_port_is_off_unless_configured() {
     assert!(server.memcached.is_none());
     server.stop().await;
 }
+
+/// rust-memcache (the `memcache` crate, an independent maintained client) over the
+/// ASCII protocol: its blocking calls run off the async threads.
+#[tokio::test]
+async fn an_independent_client_round_trips_every_classic_command() {
+    let server = server().await;
+    let addr = server.memcached.expect("memcached port configured");
+    tokio::task::spawn_blocking(move || {
+        let url = format!("memcache://{addr}?protocol=ascii&timeout=10");
+        let client = memcache::Client::connect(url.as_str()).expect("client connects");
+
+        client.set("k", "v1", 0).expect("set");
+        assert_eq!(client.get::<String>("k").expect("get"), Some("v1".into()));
+        let (value, flags, _): (String, u32, Option<u64>) =
+            client.get("k").expect("get").expect("a value");
+        assert_eq!((value.as_str(), flags), ("v1", 0), "flags 0 come back");
+
+        client.add("k", "ignored", 0).expect("add answers");
+        assert_eq!(client.get::<String>("k").expect("get"), Some("v1".into()));
+        client.add("fresh", "a", 0).expect("add");
+        assert_eq!(
+            client.get::<String>("fresh").expect("get"),
+            Some("a".into())
+        );
+
+        client.replace("k", "v2", 0).expect("replace");
+        client.replace("missing", "x", 0).expect("replace answers");
+        assert_eq!(client.get::<String>("missing").expect("get"), None);
+        client.append("k", "+").expect("append");
+        client.prepend("k", "-").expect("prepend");
+        assert_eq!(client.get::<String>("k").expect("get"), Some("-v2+".into()));
+
+        let found: std::collections::HashMap<String, (String, u32, Option<u64>)> =
+            client.gets(&["k"]).expect("gets");
+        let cas = found["k"].2.expect("gets carries a cas");
+        assert!(client.cas("k", "v3", 0, cas).expect("cas"));
+        assert!(
+            !client.cas("k", "v4", 0, cas).expect("cas"),
+            "a stale cas is EXISTS"
+        );
+        assert_eq!(client.get::<String>("k").expect("get"), Some("v3".into()));
+
+        client.set("n", 41u64, 0).expect("set a number");
+        assert_eq!(client.increment("n", 2).expect("incr"), 43);
+        assert_eq!(client.decrement("n", 50).expect("decr"), 0);
+
+        assert!(client.touch("k", 100).expect("touch"));
+        assert!(!client.touch("missing", 100).expect("touch"));
+        assert!(client.delete("k").expect("delete"));
+        assert!(!client.delete("k").expect("delete"));
+        assert_eq!(client.get::<String>("k").expect("get"), None);
+        assert!(!client.version().expect("version").is_empty());
+    })
+    .await
+    .expect("client thread");
+    server.stop().await;
+}
