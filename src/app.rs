@@ -166,6 +166,8 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
                 allow: config.tyrant_allow.clone(),
                 max_connections: config.tyrant_max_connections,
                 allow_flush: config.memcached_allow_flush,
+                guard: config.memcached_guard,
+                ts_digits: config.tyrant_ts_digits,
             },
         );
         servers.push(tokio::spawn(memcached::serve(

@@ -649,9 +649,14 @@ pub struct ServeConfig {
     pub tyrant_allow: Vec<ipnet::IpNet>,
 
     /// Address of the memcached text protocol port (unset = no such port). It shares
-    /// --tyrant-allow, --tyrant-max-connections and --tyrant-frame-timeout.
+    /// --tyrant-allow, --tyrant-max-connections, --tyrant-frame-timeout and
+    /// --tyrant-ts-digits.
     #[arg(long, env = "TIDEMARK_MEMCACHED_ADDR")]
     pub memcached_addr: Option<SocketAddr>,
+
+    /// Guard memcached set/add/replace by the value's leading --tyrant-ts-digits digits.
+    #[arg(long, env = "TIDEMARK_MEMCACHED_GUARD", value_enum, default_value_t = TyrantGuard::Off)]
+    pub memcached_guard: TyrantGuard,
 
     /// Let memcached `flush_all` remove every record (refused otherwise).
     #[arg(long, env = "TIDEMARK_MEMCACHED_ALLOW_FLUSH")]

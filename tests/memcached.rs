@@ -458,6 +458,67 @@ async fn http_and_memcached_see_the_same_values() {
 }
 
 #[tokio::test]
+async fn under_the_prefix_guard_set_add_replace_follow_the_timestamp_rule() {
+    let server = server_with(|config| {
+        config.memcached_guard = tidemark::config::TyrantGuard::Prefix;
+    })
+    .await;
+    let mut mc = Mc::connect(&server).await;
+    let ts = |t: u64, rest: &str| format!("{t:016}{rest}");
+    let set = |key: &str, value: &str| format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+    let newer = ts(T0, "b");
+    let older = ts(T0 - SECOND, "a");
+    assert_eq!(mc.line(&set("k", &newer)).await, "STORED\r\n");
+    assert_eq!(mc.line(&set("k", &older)).await, "NOT_STORED\r\n", "stale");
+    assert_eq!(
+        mc.line(&set("k", &newer)).await,
+        "STORED\r\n",
+        "the same write repeated"
+    );
+    assert_eq!(mc.line(&set("k", "no digits")).await, "NOT_STORED\r\n");
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        format!("VALUE k 0 {}\r\n{newer}\r\nEND\r\n", newer.len())
+    );
+    let later = ts(T0 + SECOND, "c");
+    assert_eq!(
+        mc.line(&format!("add k 0 0 {}\r\n{later}\r\n", later.len()))
+            .await,
+        "NOT_STORED\r\n"
+    );
+    assert_eq!(
+        mc.line(&format!("replace nope 0 0 {}\r\n{later}\r\n", later.len()))
+            .await,
+        "NOT_STORED\r\n"
+    );
+    assert_eq!(
+        mc.line(&format!("replace k 0 10 {}\r\n{later}\r\n", later.len()))
+            .await,
+        "STORED\r\n"
+    );
+    assert_eq!(
+        mc.line(&format!(
+            "set k 0 -1 {}\r\n{}\r\n",
+            later.len(),
+            ts(T0 + 2 * SECOND, "d")
+        ))
+        .await,
+        "NOT_STORED\r\n",
+        "an exptime already past is not stored under the guard"
+    );
+    // HTTP writes are guarded against the same timestamps.
+    let http = Http::of(&server);
+    assert_eq!(http.put("k", T0, "old").await.status().as_u16(), 409);
+    server.clock.advance(11 * SECOND);
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "END\r\n",
+        "replace's exptime held"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_port_is_off_unless_configured() {
     let server = TestServer::start().await;
     assert!(server.memcached.is_none());

@@ -1,10 +1,15 @@
 //! What each memcached request does, as service calls, answered as memcached 1.6
-//! answers it. Every write is one atomic [`Service::mc_update`] step.
+//! answers it. Every write is one atomic [`Service::mc_update`](crate::service::Service::mc_update) step, except set/add/replace
+//! under `--memcached-guard prefix`, which are guarded [`Service::put`](crate::service::Service::put)s.
 
 use std::sync::atomic::Ordering;
 
-use crate::service::ServiceError;
+use crate::config::TyrantGuard;
+use crate::guard::{Condition, EtagMatch};
+use crate::record::DEFAULT_CONTENT_TYPE;
 use crate::service::memcached::{McItem, McWrite};
+use crate::service::{ServiceError, WriteOptions};
+use crate::tyrant::commands::prefix_timestamp;
 
 use super::Shared;
 use super::request::{Request, StoreKind};
@@ -134,11 +139,17 @@ impl<'a> Connection<'a> {
                     );
                     return (After::Continue, 0);
                 }
-                let result = service
-                    .mc_update(key, move |live, now| {
-                        store(kind, live, value, exptime, cas, now)
-                    })
-                    .await;
+                let guarded = self.shared.settings.guard == TyrantGuard::Prefix
+                    && matches!(kind, StoreKind::Set | StoreKind::Add | StoreKind::Replace);
+                let result = if guarded {
+                    self.guarded_store(kind, key, value, exptime).await
+                } else {
+                    service
+                        .mc_update(key, move |live, now| {
+                            store(kind, live, value, exptime, cas, now)
+                        })
+                        .await
+                };
                 let text = match result {
                     Ok(Answer::Stored) => "STORED".to_string(),
                     Ok(Answer::NotStored) => "NOT_STORED".to_string(),
@@ -245,6 +256,56 @@ impl<'a> Connection<'a> {
             }
         }
         (After::Continue, 0)
+    }
+}
+
+impl Connection<'_> {
+    /// set/add/replace under `--memcached-guard prefix`: a guarded put (the timestamp
+    /// rule, on every port the same) at the timestamp in the value's leading digits.
+    /// A value without them, a stale or tied timestamp, a failed add/replace condition
+    /// or an exptime already past is `NOT_STORED`.
+    async fn guarded_store(
+        &self,
+        kind: StoreKind,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        exptime: i64,
+    ) -> Result<Answer, ServiceError> {
+        let service = &self.shared.service;
+        let Some(timestamp) = prefix_timestamp(&value, self.shared.settings.ts_digits) else {
+            return Ok(Answer::NotStored);
+        };
+        let now = service.now();
+        let ttl_secs = match expiry(exptime, now) {
+            None => None,
+            Some(at) if at <= now => return Ok(Answer::NotStored),
+            Some(at) => Some((at - now).div_ceil(1_000_000)),
+        };
+        let options = match kind {
+            StoreKind::Add => WriteOptions::if_absent(),
+            StoreKind::Replace => WriteOptions {
+                condition: Condition::IfMatch(EtagMatch::Any),
+                ..WriteOptions::default()
+            },
+            _ => WriteOptions::default(),
+        };
+        let content_type = DEFAULT_CONTENT_TYPE.to_string();
+        match service
+            .put(key, value, content_type, timestamp, ttl_secs, options)
+            .await
+        {
+            Ok(_) => Ok(Answer::Stored),
+            Err(
+                ServiceError::Stale { .. }
+                | ServiceError::Tie { .. }
+                | ServiceError::FutureTimestamp(_)
+                | ServiceError::Exists
+                | ServiceError::NotFound
+                | ServiceError::PreconditionFailed { .. }
+                | ServiceError::TtlOutOfRange,
+            ) => Ok(Answer::NotStored),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use crate::config::TyrantGuard;
 use crate::service::Service;
 
 pub use request::MAX_KEY_BYTES;
@@ -34,6 +35,11 @@ pub struct Settings {
     pub max_connections: usize,
     /// Whether `flush_all` may remove every record (`--memcached-allow-flush`).
     pub allow_flush: bool,
+    /// Whether set/add/replace are guarded by the value's leading digits
+    /// (`--memcached-guard`).
+    pub guard: TyrantGuard,
+    /// How many leading digits carry the timestamp (`--tyrant-ts-digits`).
+    pub ts_digits: usize,
 }
 
 impl Settings {
