@@ -171,7 +171,7 @@ impl Run {
 }
 
 /// `migrate --from master --server target --follow --sid 7 extra...`; with
-/// `terminate_after`, stopped by SIGTERM that long after it started.
+/// `terminate_after`, stopped by SIGTERM that long after its feed opened.
 async fn follow(
     master: &Master,
     target: &TestServer,
@@ -183,6 +183,7 @@ async fn follow(
         "migrate", "--from", &from, "--server", &server, "--follow", "--sid", &sid,
     ];
     args.extend_from_slice(extra);
+    let asked = master.requests().len();
     let child = tokio::process::Command::new(BIN)
         .args(&args)
         .env_clear()
@@ -193,6 +194,13 @@ async fn follow(
         .spawn()
         .expect("tidemark starts");
     if let Some(wait) = terminate_after {
+        // Once the feed is open (bounded wait), and a little more for its records.
+        for _ in 0..200 {
+            if master.requests().len() > asked {
+                break;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
         sleep(wait).await;
         let pid = child.id().expect("running").to_string();
         let killed = tokio::process::Command::new("kill")
@@ -350,7 +358,7 @@ async fn now_copies_then_applies_each_logged_command_and_a_restart_resumes_witho
     assert_eq!(tyrant.call(Request::Vanish).await, OK);
     assert_eq!(tyrant.put(b"k5", b"five").await, OK);
     master.append([logged(12, Request::Vanish, 0), put(13, "k5", b"five")]);
-    let again = follow(&master, &target, &[], Some(Duration::from_secs(2))).await;
+    let again = follow(&master, &target, &[], Some(Duration::from_secs(1))).await;
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     let summary = again.summary();
     assert_eq!(count(&summary, "read"), 0, "no copy: {summary}");

@@ -359,29 +359,47 @@ pub(super) async fn follow(
     f.finish().await
 }
 
-/// Resolves with the reason once SIGINT or SIGTERM arrives or `deadline` passes.
-async fn stop_requested(deadline: Option<Instant>) -> &'static str {
-    let deadline = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
+/// Resolves with the reason once SIGINT or SIGTERM arrives or `deadline` passes. The
+/// signal handlers are installed here, before the future is first polled, so a signal
+/// sent as soon as the feed is open is not lost.
+fn stop_requested(deadline: Option<Instant>) -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "signal",
-        () = terminate => "signal",
-        () = deadline => "follow-for",
+    async move {
+        let deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(unix)]
+        let signalled = async {
+            match (interrupt.as_mut(), terminate.as_mut()) {
+                (Some(interrupt), Some(terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tokio::select! {
+            () = signalled => "signal",
+            () = deadline => "follow-for",
+        }
     }
 }
 
@@ -531,11 +549,11 @@ impl Follower<'_> {
                             ),
                         }
                     }
-                } else if let Some(earlier) = self
+                } else if self
                     .pending
                     .insert(key.clone(), Pending { logged_at, value })
+                    .is_some()
                 {
-                    drop(earlier);
                     self.no_timestamp(
                         &key,
                         "no timestamp: written again before its timestamp.<key> record".into(),
