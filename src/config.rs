@@ -317,6 +317,21 @@ pub struct MigrateArgs {
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub source_timeout: Duration,
 
+    /// After the copy, stay attached to the source's update log (`repl`; the source
+    /// runs with -ulog and -sid) and apply each logged write, until SIGINT/SIGTERM or
+    /// --follow-for. A later --follow run resumes where the last one stopped.
+    #[arg(long)]
+    pub follow: bool,
+
+    /// With --follow: the slave server id sent in the repl request (1-2147483647, not
+    /// the master's own -sid).
+    #[arg(long, default_value_t = 2_147_483_647, value_parser = clap::value_parser!(u32).range(1..=2_147_483_647))]
+    pub sid: u32,
+
+    /// With --follow: stop following after this long (as on SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_timeout, requires = "follow")]
+    pub follow_for: Option<Duration>,
+
     #[command(flatten)]
     pub target: StoreTarget,
 

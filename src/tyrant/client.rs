@@ -8,7 +8,8 @@
 //! reads it), a reply's from its row's [`ReplyShape`].
 
 use super::command::{Command, ReplyShape};
-use super::wire::{FrameError, REPLY_COUNT, REPLY_LEN, Reader, Stop, parse};
+use super::request::decode;
+use super::wire::{FrameError, REPLY_COUNT, REPLY_LEN, Reader, Stop, malformed, parse};
 
 mod connection;
 
@@ -124,6 +125,77 @@ fn reply(shape: ReplyShape, r: &mut Reader<'_>) -> Result<Reply, Stop> {
         ReplyShape::Status | ReplyShape::Silent | ReplyShape::ServerId => Reply::Status(0),
     };
     Ok(reply)
+}
+
+/// First byte of an update in a `repl` feed (PROTOCOL.md §7).
+pub const LOG_UPDATE: u8 = 0xC9;
+/// A `repl` feed's keep-alive byte, sent about once a second while the master idles.
+pub const LOG_KEEP_ALIVE: u8 = 0xCA;
+
+/// One item of a master's `repl` feed, after the 4-byte server id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogItem {
+    /// `CA`: nothing new.
+    KeepAlive,
+    /// `C9 ts:u64 origin_sid:u32 len:u32 body`: one logged update.
+    Update(LogRecord),
+}
+
+/// One update-log record: the binary request that modified the master, and its
+/// status byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// When the master logged it, µs since the Unix epoch (the master's clock).
+    pub timestamp: u64,
+    /// The server the update originated from.
+    pub origin_sid: u32,
+    /// The logged request followed by its status byte (0 = it succeeded).
+    pub body: Vec<u8>,
+}
+
+impl LogRecord {
+    /// The logged request and its status byte; an error when the body is not one
+    /// whole binary request followed by exactly one status byte.
+    pub fn request(&self) -> Result<(Request, u8), FrameError> {
+        match decode(&self.body, &super::wire::Limits::REFERENCE)? {
+            Some((request, used)) if self.body.len() == used + 1 => Ok((request, self.body[used])),
+            _ => Err(FrameError::Malformed(
+                "a log record body is one request and one status byte",
+            )),
+        }
+    }
+
+    /// The wire form of a log record (for tests and test servers).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(LOG_UPDATE);
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.origin_sid.to_be_bytes());
+        super::wire::put_len(out, self.body.len());
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Decodes one [`LogItem`] from the start of `buf`, with the contract of
+/// [`decode_reply`]: `Ok(None)` means read more; a body longer than the protocol's
+/// 256 MiB value cap, or an unknown leading byte, is malformed.
+pub fn decode_log_item(buf: &[u8]) -> Result<Option<(LogItem, usize)>, FrameError> {
+    parse(buf, |r| match r.u8()? {
+        LOG_KEEP_ALIVE => Ok(LogItem::KeepAlive),
+        LOG_UPDATE => {
+            let timestamp = r.u64()?;
+            let origin_sid = r.u32()?;
+            let n = r.len(
+                &REPLY_LEN,
+                super::wire::Limits::REFERENCE.max_value_bytes + 64,
+            )?;
+            Ok(LogItem::Update(LogRecord {
+                timestamp,
+                origin_sid,
+                body: r.take(n)?.to_vec(),
+            }))
+        }
+        _ => Err(malformed("a repl feed item starts with C9 or CA")),
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::{Reply, Request, decode_reply, encode};
+use super::{LogItem, Reply, Request, decode_log_item, decode_reply, encode};
 use crate::tyrant::wire::FrameError;
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -151,6 +151,54 @@ impl Connection {
             Reply::KvList(records) => Ok(Some(records)),
             Reply::Status(_) => Ok(None),
             other => Err(ConnectionError::Unexpected("mget", other)),
+        }
+    }
+
+    /// `repl` (PROTOCOL.md §7): ask for the update log from `timestamp` (µs, the
+    /// master's clock, at least 1) as slave `server_id`; the master's server id.
+    /// Afterwards the connection carries only the feed: read it with
+    /// [`Connection::next_log_item`].
+    pub async fn repl(&mut self, timestamp: u64, server_id: u32) -> Result<u32, ConnectionError> {
+        match self
+            .call(Request::Repl {
+                timestamp,
+                server_id,
+            })
+            .await?
+        {
+            Reply::U32(master) => Ok(master),
+            other => Err(ConnectionError::Unexpected("repl", other)),
+        }
+    }
+
+    /// The next item of a `repl` feed. Waits at most the I/O timeout (a master sends
+    /// a keep-alive every second when idle). Cancel-safe: bytes already read stay
+    /// buffered for the next call.
+    pub async fn next_log_item(&mut self) -> Result<LogItem, ConnectionError> {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            if let Some((item, used)) =
+                decode_log_item(&self.buf).map_err(ConnectionError::Malformed)?
+            {
+                self.buf.drain(..used);
+                return Ok(item);
+            }
+            let n = timeout(self.io_timeout, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| ConnectionError::TimedOut(self.io_timeout))?
+                .map_err(ConnectionError::Io)?;
+            if n == 0 {
+                return Err(ConnectionError::Closed);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// `stat`: the server's `name value` lines.
+    pub async fn stat(&mut self) -> Result<Vec<u8>, ConnectionError> {
+        match self.call(Request::Stat).await? {
+            Reply::Blob(text) => Ok(text),
+            other => Err(ConnectionError::Unexpected("stat", other)),
         }
     }
 

@@ -162,3 +162,41 @@ proptest! {
         prop_assert_eq!(decode_reply(cmd::MGET, &out), Ok(Some((Reply::KvList(pairs), out.len()))));
     }
 }
+
+#[test]
+fn repl_feed_items_decode_in_pieces() {
+    use crate::tyrant::client::{LogItem, LogRecord, decode_log_item};
+    // PROTOCOL.md §7's example body: a successful put k=v.
+    let record = LogRecord {
+        timestamp: 1_767_225_600_000_001,
+        origin_sid: 1,
+        body: hex("c81000000001000000016b7600"),
+    };
+    let mut wire = vec![0xCA];
+    record.encode(&mut wire);
+    assert_eq!(decode_log_item(&wire), Ok(Some((LogItem::KeepAlive, 1))));
+    let rest = &wire[1..];
+    for cut in 0..rest.len() {
+        assert_eq!(decode_log_item(&rest[..cut]), Ok(None), "{cut}");
+    }
+    assert_eq!(
+        decode_log_item(rest),
+        Ok(Some((LogItem::Update(record.clone()), rest.len())))
+    );
+    assert_eq!(
+        record.request(),
+        Ok((
+            crate::tyrant::request::Request::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec()
+            },
+            0
+        ))
+    );
+    assert!(decode_log_item(&[0xC8]).is_err());
+    let no_status = LogRecord {
+        body: hex("c81000000001000000016b76"),
+        ..record
+    };
+    assert!(no_status.request().is_err());
+}

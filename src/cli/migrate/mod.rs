@@ -11,6 +11,8 @@
 //! start, the value's leading digits, or the `timestamp.<key>` record of the 2009 Lua
 //! extension. The guard makes a second run safe: what tidemark already holds as new or
 //! newer is refused and counted, not overwritten.
+//!
+//! With `--follow` the copy is followed by the master's update log ([`follow`]).
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -34,6 +36,10 @@ use crate::service::maintenance::Imported;
 use crate::store::{Durability, PostgresOptions, Store, StoreError, StoreOptions};
 use crate::tyrant::client::{Connection, ConnectionError};
 use crate::tyrant::commands::prefix_timestamp;
+
+mod follow;
+
+pub use follow::FollowSummary;
 
 /// Exit status of a migration that finished but left some records uncopied for a
 /// reason other than the guard (no timestamp, over a limit, refused by the store).
@@ -79,6 +85,9 @@ pub struct Summary {
     pub failed: u64,
     /// The first uncopied records (no timestamp or failed), with the reason.
     pub errors: Vec<KeyError>,
+    /// With --follow: what following the update log did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowSummary>,
 }
 
 /// Why one record was not copied.
@@ -110,7 +119,7 @@ struct Progress {
 pub async fn run(args: &MigrateArgs) -> Result<ExitCode, Failure> {
     let source = source_address(&args.from)?;
     // The source first: an unreachable one leaves no empty store behind.
-    let conn = Connection::connect(&source, args.source_timeout)
+    let mut conn = Connection::connect(&source, args.source_timeout)
         .await
         .map_err(|e| {
             Failure(format!(
@@ -118,16 +127,51 @@ pub async fn run(args: &MigrateArgs) -> Result<ExitCode, Failure> {
             ))
         })?;
     let sink = Sink::open(args).await?;
-    let copied = copy(args, &source, conn, &sink).await;
+    let migrated = migrate(args, &source, &mut conn, &sink).await;
     let closed = sink.close().await;
-    let summary = copied?;
+    let summary = migrated?;
     closed?;
     report(&summary);
-    Ok(if summary.no_timestamp > 0 || summary.failed > 0 {
-        ExitCode::from(EXIT_NOT_ALL_COPIED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let follow_missed = summary
+        .follow
+        .as_ref()
+        .is_some_and(|f| f.no_timestamp > 0 || f.failed > 0);
+    Ok(
+        if summary.no_timestamp > 0 || summary.failed > 0 || follow_missed {
+            ExitCode::from(EXIT_NOT_ALL_COPIED)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+/// The copy, then with --follow the update log: from a position stored by an
+/// earlier run (no copy then), else from the master's clock just before the copy.
+async fn migrate(
+    args: &MigrateArgs,
+    source: &str,
+    conn: &mut Connection,
+    sink: &Sink,
+) -> Result<Summary, Failure> {
+    if !args.follow {
+        return copy(args, source, conn, sink, now_micros()).await;
+    }
+    if let Some(position) = follow::stored_position(sink, source).await? {
+        let mut summary = Summary {
+            from: args.from.clone(),
+            timestamps: mode_name(args.timestamps),
+            ..Summary::default()
+        };
+        summary.follow = Some(follow::follow(args, source, sink, position, true).await?);
+        return Ok(summary);
+    }
+    // Every log record at or after `from` is replayed, so the copy may miss none of
+    // them; under `now` the copy is stamped just before it, so that each one wins.
+    let from = follow::master_clock(conn).await.max(2);
+    let mut summary = copy(args, source, conn, sink, from - 1).await?;
+    follow::store_position(sink, source, from).await?;
+    summary.follow = Some(follow::follow(args, source, sink, from, false).await?);
+    Ok(summary)
 }
 
 /// `HOST:PORT` out of `tyrant://HOST:PORT`.
@@ -167,13 +211,14 @@ fn mode_name(mode: MigrateTimestamps) -> &'static str {
 async fn copy(
     args: &MigrateArgs,
     source: &str,
-    mut conn: Connection,
+    conn: &mut Connection,
     sink: &Sink,
+    started_at: u64,
 ) -> Result<Summary, Failure> {
     let mut summary = Summary {
         from: args.from.clone(),
         timestamps: mode_name(args.timestamps),
-        started_at: now_micros(),
+        started_at,
         ..Summary::default()
     };
     let broke_off = |summary: &Summary, e: ConnectionError| {
@@ -205,7 +250,7 @@ async fn copy(
             .map_err(|e| broke_off(&summary, e))?;
         let at_end = keys.len() < batch;
         summary.read += keys.len() as u64;
-        let records = read_batch(args, &mut conn, keys, &mut summary)
+        let records = read_batch(args, conn, keys, &mut summary)
             .await
             .map_err(|e| broke_off(&summary, e))?;
         if !records.is_empty() {
