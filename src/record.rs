@@ -165,18 +165,21 @@ impl Record {
 
     /// The memcached CAS unique of this record: the newest timestamp, which unguarded
     /// writes make strictly increasing ([`server_stamp`](crate::service::tyrant::server_stamp))
-    /// and the guard never lets name two contents; for a document with field clocks
-    /// (whose content can change under the same newest timestamp) mixed with a CRC-32
-    /// of those clocks, as [`Record::etag`] does.
+    /// and the guard lets name two contents only once the first is long gone (expired or
+    /// deleted past the grace period), mixed with a CRC-32 of the value and of any field
+    /// clocks (whose content can change under the same newest timestamp, as for
+    /// [`Record::etag`]). A change of expiry alone keeps it.
     pub fn cas_unique(&self) -> u64 {
-        match &self.meta.fields {
-            None => self.timestamp,
-            Some(fields) => {
-                let mut bytes = Vec::new();
-                fields.encode(&mut bytes);
-                self.timestamp.rotate_left(32) ^ u64::from(crc32fast::hash(&bytes))
-            }
+        let mut crc = crc32fast::Hasher::new();
+        if let State::Live { value, .. } = &self.state {
+            crc.update(value);
         }
+        if let Some(fields) = &self.meta.fields {
+            let mut bytes = Vec::new();
+            fields.encode(&mut bytes);
+            crc.update(&bytes);
+        }
+        self.timestamp.rotate_left(32) ^ u64::from(crc.finalize())
     }
 
     /// The value, if this record reads as present at `now`.
@@ -200,5 +203,21 @@ impl Record {
             State::Live { expires_at, .. } => expires_at.map(|at| at.saturating_add(grace_micros)),
             State::Tombstone { deleted_at } => Some(deleted_at.saturating_add(grace_micros)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cas_unique_follows_content_not_expiry() {
+        let a = Record::live(7, b"a".to_vec(), DEFAULT_CONTENT_TYPE.into(), None);
+        let b = Record::live(7, b"b".to_vec(), DEFAULT_CONTENT_TYPE.into(), None);
+        let a_later = Record::live(8, b"a".to_vec(), DEFAULT_CONTENT_TYPE.into(), None);
+        let a_expiring = Record::live(7, b"a".to_vec(), DEFAULT_CONTENT_TYPE.into(), Some(99));
+        assert_ne!(a.cas_unique(), b.cas_unique());
+        assert_ne!(a.cas_unique(), a_later.cas_unique());
+        assert_eq!(a.cas_unique(), a_expiring.cas_unique());
     }
 }
