@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod guard;
 pub mod http;
+pub mod listener;
 pub mod memcached;
 pub mod metrics;
 pub mod record;

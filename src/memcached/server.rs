@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
+use crate::listener::{Admission, accept_loop};
 use crate::shutdown::Shutdown;
 
 use super::Shared;
@@ -26,47 +26,30 @@ const INBOX_KEEP_BYTES: usize = 1 << 20;
 /// Accept connections on `listener` until `shutdown` is requested; then wait for open
 /// connections to finish the request they are in and close.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let mut connections = JoinSet::new();
-    let stopping = shutdown.requested();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    if !shared.settings.allows(peer.ip()) {
-                        tracing::warn!(%peer, "memcached connection refused by --tyrant-allow");
-                        continue;
-                    }
-                    if connections.len() >= shared.settings.max_connections {
-                        tracing::warn!(%peer, limit = shared.settings.max_connections, "memcached connection limit reached; closing");
-                        continue;
-                    }
-                    let shared = shared.clone();
-                    let stop = shutdown.clone();
-                    connections.spawn(async move {
-                        let counters = &shared.counters;
-                        counters.total_connections.fetch_add(1, Ordering::Relaxed);
-                        counters.curr_connections.fetch_add(1, Ordering::Relaxed);
-                        let result = run_connection(socket, &shared, stop).await;
-                        shared.counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
-                        match result {
-                            Ok(()) => tracing::debug!(%peer, "memcached connection closed"),
-                            Err(e) => tracing::debug!(%peer, error = %e, "memcached connection dropped"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "memcached accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut stopping => break,
+    let settings = &shared.settings;
+    let admission = Admission {
+        name: "memcached",
+        allows: &|ip| settings.allows(ip),
+        max_connections: settings.max_connections,
+    };
+    accept_loop(listener, admission, shutdown, |socket, peer, stop| {
+        let shared = shared.clone();
+        async move {
+            let counters = &shared.counters;
+            counters.total_connections.fetch_add(1, Ordering::Relaxed);
+            counters.curr_connections.fetch_add(1, Ordering::Relaxed);
+            let result = run_connection(socket, &shared, stop).await;
+            shared
+                .counters
+                .curr_connections
+                .fetch_sub(1, Ordering::Relaxed);
+            match result {
+                Ok(()) => tracing::debug!(%peer, "memcached connection closed"),
+                Err(e) => tracing::debug!(%peer, error = %e, "memcached connection dropped"),
+            }
         }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 async fn run_connection(

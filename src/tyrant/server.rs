@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
+use crate::listener::{Admission, accept_loop};
 use crate::shutdown::Shutdown;
 
 use super::commands::{After, Connection};
@@ -30,39 +30,16 @@ const INBOX_KEEP_BYTES: usize = 1 << 20;
 /// Accept connections on `listener` until `shutdown` is requested; then wait for open
 /// connections to finish the request they are in and close.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let mut connections = JoinSet::new();
-    let stopping = shutdown.requested();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    if !shared.settings.allows(peer.ip()) {
-                        tracing::warn!(%peer, "Tyrant connection refused by --tyrant-allow");
-                        continue;
-                    }
-                    if connections.len() >= shared.settings.max_connections {
-                        tracing::warn!(%peer, limit = shared.settings.max_connections, "Tyrant connection limit reached; closing");
-                        continue;
-                    }
-                    let shared = shared.clone();
-                    let stop = shutdown.clone();
-                    connections.spawn(async move {
-                        handle_connection(socket, peer, shared, stop).await;
-                    });
-                }
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "Tyrant accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut stopping => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
+    let settings = &shared.settings;
+    let admission = Admission {
+        name: "Tyrant",
+        allows: &|ip| settings.allows(ip),
+        max_connections: settings.max_connections,
+    };
+    accept_loop(listener, admission, shutdown, |socket, peer, stop| {
+        handle_connection(socket, peer, shared.clone(), stop)
+    })
+    .await;
 }
 
 async fn handle_connection(
