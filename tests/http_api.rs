@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::http::{Http, header, send};
-use common::{T0, TestServer};
+use common::http::{Api, header, send};
+use common::T0;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Response};
 use serde_json::Value;
@@ -21,32 +21,7 @@ use tower::ServiceExt;
 const SECOND: u64 = 1_000_000;
 const PROBLEM_JSON: &str = "application/problem+json";
 
-/// A test server plus the shared client bound to it; the key calls (`api.put`,
-/// `api.get`, ...) are the shared client's.
-struct Api {
-    server: TestServer,
-    http: Http,
-}
-
-impl std::ops::Deref for Api {
-    type Target = Http;
-
-    fn deref(&self) -> &Http {
-        &self.http
-    }
-}
-
 impl Api {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(tweak: impl FnOnce(&mut tidemark::config::ServeConfig)) -> Self {
-        let server = TestServer::start_with(tweak).await;
-        let http = Http::of(&server);
-        Self { server, http }
-    }
-
     /// Every live key, following `next_cursor` with pages of `limit`.
     async fn list_all(&self, prefix: Option<&str>, limit: usize) -> (Vec<String>, usize) {
         let mut keys = Vec::new();
@@ -84,10 +59,6 @@ impl Api {
         assert_eq!(response.status(), 200);
         assert!(header(response.headers(), "content-type").starts_with("text/plain"));
         response.text().await.expect("metrics body")
-    }
-
-    async fn stop(self) {
-        self.server.stop().await;
     }
 }
 

@@ -12,9 +12,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{Http, header, send};
+use common::http::{Api, header, send};
 use common::tyrant::Tyrant;
-use common::{T0, TestServer};
+use common::T0;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -28,31 +28,7 @@ fn at(n: u64) -> u64 {
     T0 + n
 }
 
-/// A test server plus the shared client bound to it.
-struct Api {
-    server: TestServer,
-    http: Http,
-}
-
-impl std::ops::Deref for Api {
-    type Target = Http;
-
-    fn deref(&self) -> &Http {
-        &self.http
-    }
-}
-
 impl Api {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(tweak: impl FnOnce(&mut tidemark::config::ServeConfig)) -> Self {
-        let server = TestServer::start_with(tweak).await;
-        let http = Http::of(&server);
-        Self { server, http }
-    }
-
     /// Move the server clock to `T0 + secs` seconds.
     fn clock_at_secs(&self, secs: u64) {
         self.server.clock.set(T0 + secs * SECOND);
@@ -217,10 +193,6 @@ impl Api {
                 .body(json!({ "keys": keys }).to_string()),
         )
         .await
-    }
-
-    async fn stop(self) {
-        self.server.stop().await;
     }
 }
 

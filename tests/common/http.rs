@@ -159,3 +159,35 @@ pub fn header(headers: &HeaderMap, name: &str) -> String {
         .expect("header is visible ASCII")
         .to_owned()
 }
+
+/// A test server plus the shared client bound to it; the key calls (`api.put`,
+/// `api.get`, ...) are the shared client's. Suites add their own helpers in their own
+/// `impl Api` blocks.
+pub struct Api {
+    pub server: TestServer,
+    pub http: Http,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Api {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut tidemark::config::ServeConfig)) -> Self {
+        let server = TestServer::start_with(tweak).await;
+        let http = Http::of(&server);
+        Self { server, http }
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
