@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::http::{Api, header, send};
 use common::T0;
+use common::http::{Api, header, send};
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Response};
 use serde_json::Value;

@@ -12,9 +12,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::T0;
 use common::http::{Api, header, send};
 use common::tyrant::Tyrant;
-use common::T0;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};

@@ -39,6 +39,13 @@ const STORAGE_DESCRIPTION: &str = "The store could not complete the request \
     have been applied, and resending it with the same X-Write-Timestamp is safe).";
 
 const KEY_TOO_LONG_DESCRIPTION: &str = "Key over --max-key-bytes.";
+const IF_MATCH_PARAM: &str = "Compare-and-set: apply only if the stored value's ETag is \
+    one of these entity tags (or `*`: any live value); otherwise 412. The timestamp rule \
+    must pass as well.";
+const OWNER_PARAM: &str = "Record the session's owner (visible ASCII, at most 256 bytes); \
+    empty clears it; absent keeps it.";
+const LIFETIME_PARAM: &str = "On the write that creates the key: no TTL or touch moves its \
+    expiry past creation plus this many seconds (at most --max-session-lifetime).";
 const PRECONDITION_DESCRIPTION: &str = "If-Match named no ETag of the stored value (a \
     value that is not a list of entity tags names none), or If-None-Match named it (`*`: \
     any live value) (`precondition-failed`, with `current_etag` and an \
@@ -388,10 +395,10 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<&str>) {
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The write's timestamp: microseconds since the Unix epoch, decimal digits only."),
         ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Expire the value this many whole seconds from now (1 to ten years). Without it the value never expires."),
-        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Compare-and-set: apply only if the stored value's ETag is one of these entity tags (or `*`: any live value); otherwise 412. The timestamp rule must pass as well."),
+        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = IF_MATCH_PARAM),
         ("If-None-Match" = Option<String>, Header, example = "*", description = "`*`: create only, 412 when the key has a live value; entity tags: 412 when the stored value's ETag is one of them."),
-        ("X-Session-Owner" = Option<String>, Header, max_length = 256, pattern = r#"^[ -~]*$"#, example = "user:7", description = "Record the session's owner (visible ASCII, at most 256 bytes); empty clears it; absent keeps it."),
-        ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "On the write that creates the key: no TTL or touch moves its expiry past creation plus this many seconds (at most --max-session-lifetime)."),
+        ("X-Session-Owner" = Option<String>, Header, max_length = 256, pattern = r#"^[ -~]*$"#, example = "user:7", description = OWNER_PARAM),
+        ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = LIFETIME_PARAM),
     ),
     request_body(
         description = "The value: any bytes, up to --max-value-bytes. Any concrete media type \
@@ -578,7 +585,7 @@ fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
     params(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The delete's timestamp: microseconds since the Unix epoch, decimal digits only."),
-        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Apply only if the stored value's ETag is one of these (or `*`: any live value); otherwise 412."),
+        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = IF_MATCH_PARAM),
     ),
     responses(
         (status = 204, description = "Deleted (also for a key that never existed: the tombstone is written anyway, so an older write cannot create the key), or the same delete repeated. Fields a newer PATCH wrote survive it: the key then stays readable with just those.", headers(("X-Write-Timestamp" = inline(Micros), description = "The timestamp of the write, µs since the Unix epoch."), ("Cache-Control" = String, description = "no-store"))),
@@ -649,9 +656,9 @@ value_schema!(
         ("key" = String, Path, min_length = 1, description = KEY_PARAM),
         ("X-Write-Timestamp" = inline(Micros), Header, description = "The patch's timestamp: microseconds since the Unix epoch, decimal digits only. Each field is judged against its own timestamp."),
         ("X-TTL" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "Set the expiry to this many whole seconds from now (never past the absolute lifetime). Without it the expiry stays as it was (a created document never expires)."),
-        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = "Apply only if the stored document's ETag is one of these (or `*`: any live value); otherwise 412."),
-        ("X-Session-Owner" = Option<String>, Header, max_length = 256, pattern = r#"^[ -~]*$"#, example = "user:7", description = "Record the session's owner (visible ASCII); empty clears it; absent keeps it."),
-        ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = "On the write that creates the key: no TTL or touch moves its expiry past creation plus this many seconds (at most --max-session-lifetime)."),
+        ("If-Match" = Option<String>, Header, example = "\"1767225600000000\"", description = IF_MATCH_PARAM),
+        ("X-Session-Owner" = Option<String>, Header, max_length = 256, pattern = r#"^[ -~]*$"#, example = "user:7", description = OWNER_PARAM),
+        ("X-Max-Lifetime" = Option<u64>, Header, minimum = 1, maximum = 315_360_000, description = LIFETIME_PARAM),
     ),
     request_body(
         description = "A JSON object (RFC 7396 merge patch, top level only): each member sets that field of the stored JSON-object document, `null` removes it. Nested objects are stored whole as the field's value.",
