@@ -1,7 +1,7 @@
 //! The accept loop both binary-protocol ports (Tokyo Tyrant, memcached) run: an
 //! allow-list and a connection cap checked per connection, a back-off when `accept`
 //! fails, and — once shutdown is requested — no new connections while the open ones
-//! finish the request they are in.
+//! finish the request they are in. And the buffer bounds their connection loops share.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::shutdown::Shutdown;
+
+/// A connection's pending replies are sent once they reach this size, even
+/// mid-pipeline.
+pub const OUTBOX_FLUSH_BYTES: usize = 64 << 10;
+
+/// Largest read buffer an idle connection keeps.
+pub const INBOX_KEEP_BYTES: usize = 1 << 20;
 
 /// Who may connect, and how many at once.
 pub struct Admission<'a> {

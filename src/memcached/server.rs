@@ -10,18 +10,12 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::listener::{Admission, accept_loop};
+use crate::listener::{Admission, INBOX_KEEP_BYTES, OUTBOX_FLUSH_BYTES, accept_loop};
 use crate::shutdown::Shutdown;
 
 use super::Shared;
 use super::commands::{After, Connection};
 use super::request::decode;
-
-/// Pending replies are sent once they reach this size, even mid-pipeline.
-const OUTBOX_FLUSH_BYTES: usize = 64 << 10;
-
-/// Largest read buffer an idle connection keeps.
-const INBOX_KEEP_BYTES: usize = 1 << 20;
 
 /// Accept connections on `listener` until `shutdown` is requested; then wait for open
 /// connections to finish the request they are in and close.
