@@ -33,6 +33,10 @@ pub struct Meta {
     /// Per-field timestamps of a JSON-object document, kept only while some field is
     /// newer than the last whole-value write.
     pub fields: Option<FieldClocks>,
+    /// memcached client flags of the value (the 32-bit number PHP, pylibmc and Dalli
+    /// use to mark serialised or compressed values): set by a memcached storage
+    /// command, kept by append/prepend/incr/touch, 0 for a value written any other way.
+    pub flags: u32,
 }
 
 /// The field-level clocks of a JSON-object document (see `crate::guard::document`).

@@ -377,14 +377,51 @@ async fn keys_over_a_smaller_max_key_bytes_are_a_bad_command_line() {
 }
 
 #[tokio::test]
-async fn nonzero_client_flags_are_refused_until_they_are_stored() {
+async fn client_flags_are_stored_with_the_value_and_survive_a_restart() {
     let server = server().await;
     let mut mc = Mc::connect(&server).await;
+    // The largest 32-bit value, as PHP and pylibmc use the high bits.
     assert_eq!(
-        mc.line("set k 7 0 1\r\nx\r\n").await,
-        "SERVER_ERROR client flags other than 0 are not stored yet\r\n"
+        mc.line("set k 4294967295 0 2\r\n10\r\n").await,
+        "STORED\r\n"
     );
-    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 4294967295 2\r\n10\r\nEND\r\n"
+    );
+    // append, prepend, incr and touch keep the flags (and ignore their own).
+    assert_eq!(mc.line("append k 1 0 1\r\n0\r\n").await, "STORED\r\n");
+    assert_eq!(mc.line("prepend k 2 0 1\r\n1\r\n").await, "STORED\r\n");
+    assert_eq!(mc.line("incr k 1\r\n").await, "1101\r\n");
+    assert_eq!(mc.line("touch k 100\r\n").await, "TOUCHED\r\n");
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 4294967295 4\r\n1101\r\nEND\r\n"
+    );
+    // A set takes the flags it is given. 2^32 does not fit: memcached refuses the
+    // line and then reads the data block as a command of its own.
+    assert_eq!(mc.line("set k 7 0 1\r\nx\r\n").await, "STORED\r\n");
+    mc.send(b"set k 4294967296 0 1\r\nx\r\n").await;
+    assert_eq!(
+        mc.read_until("\r\nERROR\r\n").await,
+        "CLIENT_ERROR bad command line format\r\nERROR\r\n"
+    );
+    assert_eq!(mc.line("set other 0 0 1\r\ny\r\n").await, "STORED\r\n");
+    let server = server.restart().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(
+        mc.get("gets k other\r\n")
+            .await
+            .lines()
+            .filter(|l| l.starts_with("VALUE"))
+            .map(|l| l.rsplit_once(' ').map_or("", |(head, _)| head).to_string())
+            .collect::<Vec<_>>(),
+        ["VALUE k 7 1", "VALUE other 0 1"]
+    );
+    // A value written over HTTP has no client flags.
+    let http = Http::of(&server);
+    assert_eq!(http.put("k", T0 + SECOND, "z").await.status(), 204);
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nz\r\nEND\r\n");
     server.stop().await;
 }
 

@@ -891,7 +891,7 @@ async fn migrations_are_idempotent_and_concurrent_connects_are_safe() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
 }
 
 #[tokio::test]
@@ -910,7 +910,7 @@ async fn a_database_with_a_newer_schema_is_refused() {
             supported,
         } => {
             assert_eq!(*found, 99);
-            assert_eq!(*supported, 2);
+            assert_eq!(*supported, 3);
             assert_eq!(path.to_string_lossy(), store.location());
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
@@ -1257,6 +1257,7 @@ fn with_meta(mut record: Record, meta: Meta) -> Record {
 
 fn owner(name: &str) -> SessionWrite {
     SessionWrite {
+        flags: 0,
         owner: OwnerChange::Set(name.to_string()),
         lifetime_micros: None,
     }
@@ -1331,6 +1332,7 @@ fn document_with_clocks(now: u64) -> Record {
             None,
         ),
         Meta {
+            flags: 0,
             owner: None,
             created_at: Some(now - 10),
             lifetime_ends: None,
@@ -1361,6 +1363,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
             Some(with_meta(
                 plain(),
                 Meta {
+                    flags: 0,
                     created_at: Some(now - 1_000),
                     ..Meta::default()
                 },
@@ -1372,6 +1375,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
             Some(with_meta(
                 plain(),
                 Meta {
+                    flags: 0,
                     owner: Some("alice".into()),
                     created_at: Some(now - 1_000),
                     ..Meta::default()
@@ -1383,6 +1387,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
             Some(with_meta(
                 plain(),
                 Meta {
+                    flags: 0,
                     created_at: Some(now - 1_000),
                     lifetime_ends: Some(now + 5_000),
                     ..Meta::default()
@@ -1400,6 +1405,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
             Some(with_meta(
                 Record::live(100, b"a".to_vec(), "text/plain".into(), Some(now - 1_000)),
                 Meta {
+                    flags: 0,
                     owner: Some("alice".into()),
                     created_at: Some(now - 2_000),
                     lifetime_ends: Some(now - 1_000),
@@ -1423,6 +1429,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
         (
             "clear",
             SessionWrite {
+                flags: 0,
                 owner: OwnerChange::Clear,
                 lifetime_micros: None,
             },
@@ -1430,6 +1437,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
         (
             "lifetime",
             SessionWrite {
+                flags: 0,
                 owner: OwnerChange::Keep,
                 lifetime_micros: Some(3_000),
             },
@@ -1437,6 +1445,7 @@ async fn put_and_delete_store_what_the_rule_computes_for_every_session_write() {
         (
             "set+lifetime",
             SessionWrite {
+                flags: 0,
                 owner: OwnerChange::Set("bob".into()),
                 lifetime_micros: Some(20_000),
             },
@@ -1529,6 +1538,7 @@ async fn session_metadata_round_trips_through_every_write_and_read_path() {
         },
     );
     let full = |name: &str| Meta {
+        flags: 0,
         owner: Some(name.to_string()),
         created_at: Some(0),
         lifetime_ends: Some(u64::MAX),
@@ -1551,6 +1561,7 @@ async fn session_metadata_round_trips_through_every_write_and_read_path() {
         },
         condition: Condition::Always,
         session: SessionWrite {
+            flags: 0,
             owner: OwnerChange::Set("alice".into()),
             lifetime_micros: Some(1_000_000),
         },
@@ -1559,6 +1570,7 @@ async fn session_metadata_round_trips_through_every_write_and_read_path() {
     let upserted = with_meta(
         Record::live(5, b"v".to_vec(), "text/plain".into(), Some(T0 + 1_000_000)),
         Meta {
+            flags: 0,
             owner: Some("alice".into()),
             created_at: Some(T0),
             lifetime_ends: Some(T0 + 1_000_000),
@@ -1710,6 +1722,7 @@ async fn the_owner_index_follows_owner_changes_deletes_and_expiry() {
     check_against_rule(&store, &put(b"k2", 12, b"kept"), c, "owner kept").await;
     let cleared = GuardedWrite {
         session: SessionWrite {
+            flags: 0,
             owner: OwnerChange::Clear,
             lifetime_micros: None,
         },
@@ -1806,6 +1819,7 @@ async fn patches_store_what_the_rule_computes() {
             "patch creates",
             GuardedWrite {
                 session: SessionWrite {
+                    flags: 0,
                     owner: OwnerChange::Set("alice".into()),
                     lifetime_micros: Some(50_000_000),
                 },
@@ -1949,7 +1963,7 @@ async fn undecodable_field_clocks_are_corrupt() {
 }
 
 /// A database at schema version 1 with rows written the version-1 way upgrades to
-/// version 2 when tidemark connects, and reads its rows back exactly.
+/// the current version when tidemark connects, and reads its rows back exactly.
 #[tokio::test]
 async fn a_version_1_database_upgrades_and_keeps_its_rows() {
     let Some(db) = pg::database().await else {
@@ -2021,7 +2035,7 @@ async fn a_version_1_database_upgrades_and_keeps_its_rows() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     for (key, record) in &rows {
         assert_eq!(
             store.get(key).await.unwrap().as_ref(),
@@ -2044,7 +2058,7 @@ async fn a_version_1_database_upgrades_and_keeps_its_rows() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(count, 2);
+    assert_eq!(count, 3);
     // Version-1 rows take session writes like any other.
     let claimed = GuardedWrite {
         session: owner("alice"),
@@ -2054,4 +2068,43 @@ async fn a_version_1_database_upgrades_and_keeps_its_rows() {
     let found = store.owned("alice", None, 10).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].1.meta.created_at, None, "created before version 2");
+}
+
+/// memcached client flags (schema 3's `flags` column) are stored and read back, 0 as
+/// NULL; a guarded put onto a flagged row takes the write's flags (0 for a value
+/// written over HTTP), on the one-statement path exactly as the rule decides.
+#[tokio::test]
+async fn client_flags_round_trip_and_a_new_value_takes_the_writes_flags() {
+    let (store, db) = engine_or_skip!();
+    let mut flagged = made(1, b"v", T0);
+    flagged.meta.flags = u32::MAX;
+    let stored = flagged.clone();
+    store
+        .update(b"k".to_vec(), move |_| (Some(stored), ()))
+        .await
+        .unwrap();
+    assert_eq!(store.get(b"k").await.unwrap(), Some(flagged));
+    let column: Option<i64> = admin(&db.url)
+        .await
+        .query_one("SELECT flags FROM tidemark_records WHERE key = 'k'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(column, Some(i64::from(u32::MAX)));
+    check_against_rule(
+        &store,
+        &put(b"k", 2, b"w"),
+        clock(T0),
+        "plain put onto flags",
+    )
+    .await;
+    let after = store.get(b"k").await.unwrap().expect("live");
+    assert_eq!(after.meta.flags, 0);
+    let column: Option<i64> = admin(&db.url)
+        .await
+        .query_one("SELECT flags FROM tidemark_records WHERE key = 'k'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(column, None, "0 is stored as NULL");
 }

@@ -130,6 +130,7 @@ fn golden_v2_records() -> Vec<(&'static [u8], Record)> {
                     Some(T0 + 3601 * SECOND),
                 ),
                 Meta {
+                    flags: 0,
                     owner: Some("alice".into()),
                     created_at: Some(T0 + SECOND),
                     lifetime_ends: Some(T0 + SECOND + 86_400 * SECOND),
@@ -147,6 +148,7 @@ fn golden_v2_records() -> Vec<(&'static [u8], Record)> {
                     None,
                 ),
                 Meta {
+                    flags: 0,
                     owner: Some("alice".into()),
                     created_at: Some(T0 + 2 * SECOND),
                     lifetime_ends: None,
@@ -169,6 +171,7 @@ fn golden_v2_records() -> Vec<(&'static [u8], Record)> {
                     None,
                 ),
                 Meta {
+                    flags: 0,
                     owner: Some("bob".into()),
                     created_at: Some(T0 + 5 * SECOND),
                     ..Meta::default()
@@ -185,6 +188,7 @@ fn golden_v2_records() -> Vec<(&'static [u8], Record)> {
                     Some(T0 + 20 * SECOND),
                 ),
                 Meta {
+                    flags: 0,
                     owner: Some("alice".into()),
                     created_at: Some(T0 + 6 * SECOND),
                     ..Meta::default()
@@ -201,6 +205,7 @@ fn golden_v2_records() -> Vec<(&'static [u8], Record)> {
                     None,
                 ),
                 Meta {
+                    flags: 0,
                     created_at: Some(T0 + 7 * SECOND),
                     fields: Some(clocks(0, true, &[("step", T0 + 8, false)])),
                     ..Meta::default()
@@ -366,8 +371,9 @@ async fn golden_v1_file_is_upgraded_in_place_to_v2_and_reads_back_every_record_e
     store.close().await.expect("close");
     drop(store);
 
-    // Committed to the file: redb itself, read-only, sees version 2 and the new table.
-    assert_eq!(stored_version(&path), Some(2));
+    // Committed to the file: redb itself, read-only, sees the current version (v1 → 2
+    // → 3 in one transaction) and the new table.
+    assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
     assert_eq!(
         table_names(&path),
         ["expiries", "meta", "owners", "records", "tombstones"]
@@ -445,7 +451,7 @@ fn v1_file_stamped_with_a_newer_version_is_refused_and_not_upgraded() {
             error,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2,
+                supported: SCHEMA_VERSION,
                 ..
             }
         ),
@@ -681,7 +687,7 @@ fn golden_v1_file_matches_the_v1_layout_before_any_upgrade() {
 // ---- schema v2: the current layout ----
 
 #[tokio::test]
-async fn golden_v2_file_reads_back_every_record_exactly_with_its_metadata() {
+async fn golden_v2_file_is_upgraded_in_place_to_v3_and_reads_back_every_record_exactly() {
     let dir = golden_copy(2);
     let path = dir.path().join(DB_FILE_NAME);
     let raw_before = raw_records(&path);
@@ -689,8 +695,12 @@ async fn golden_v2_file_reads_back_every_record_exactly_with_its_metadata() {
     assert_reads_back_exactly(&store, &golden_v2_records());
     store.close().await.expect("close");
     drop(store);
-    assert_eq!(stored_version(&path), Some(2), "opening keeps the version");
-    assert_eq!(raw_records(&path), raw_before, "opening rewrites no record");
+    assert_eq!(stored_version(&path), Some(3), "opening upgrades v2 to v3");
+    assert_eq!(
+        raw_records(&path),
+        raw_before,
+        "every v2 record is a valid v3 record: nothing is rewritten"
+    );
 }
 
 /// A kind-03 record laid out as migrations/v2.md says, built here byte by byte
@@ -1078,7 +1088,7 @@ fn file_with_a_newer_schema_version_is_refused_naming_both_versions() {
             error,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2,
+                supported: SCHEMA_VERSION,
                 ..
             }
         ),
@@ -1086,7 +1096,10 @@ fn file_with_a_newer_schema_version_is_refused_naming_both_versions() {
     );
     let message = error.to_string();
     assert!(message.contains("schema version 99"), "{message}");
-    assert!(message.contains("version 2"), "{message}");
+    assert!(
+        message.contains(&format!("version {SCHEMA_VERSION}")),
+        "{message}"
+    );
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert_eq!(stored_version(&path), Some(99), "refusing must not restamp");
 }
@@ -1113,7 +1126,7 @@ fn file_with_schema_version_zero_is_refused_naming_both_versions() {
             error,
             StoreError::UnknownSchema {
                 found: 0,
-                supported: 2,
+                supported: SCHEMA_VERSION,
                 ..
             }
         ),
@@ -1121,15 +1134,18 @@ fn file_with_schema_version_zero_is_refused_naming_both_versions() {
     );
     let message = error.to_string();
     assert!(message.contains("schema version 0"), "{message}");
-    assert!(message.contains("version 2"), "{message}");
+    assert!(
+        message.contains(&format!("version {SCHEMA_VERSION}")),
+        "{message}"
+    );
     assert_eq!(stored_version(&path), Some(0), "refusing must not restamp");
 }
 
 #[tokio::test]
 async fn new_file_is_stamped_with_the_current_schema_version() {
     assert_eq!(
-        SCHEMA_VERSION, 2,
-        "a new version needs migrations/v3.md, a golden v2 upgrade test and a golden v3 file"
+        SCHEMA_VERSION, 3,
+        "a new version needs migrations/v4.md, a golden v3 upgrade test and a golden v4 file"
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(dir.path()).expect("opens");

@@ -127,6 +127,8 @@ pub struct SessionWrite {
     pub owner: OwnerChange,
     /// Absolute lifetime (µs) for a key this write creates; ignored otherwise.
     pub lifetime_micros: Option<u64>,
+    /// memcached client flags of the value written ([`Meta::flags`]); 0 elsewhere.
+    pub flags: u32,
 }
 
 /// `X-Session-Owner`: absent keeps the owner, a value sets it, empty clears it.
@@ -477,6 +479,7 @@ pub fn session_meta(live: Option<&Record>, session: &SessionWrite, now: u64) -> 
         created_at,
         lifetime_ends,
         fields: None,
+        flags: session.flags,
     }
 }
 

@@ -264,6 +264,7 @@ fn write_options(headers: &HeaderMap, creates: bool) -> Result<WriteOptions, Pro
         condition,
         owner,
         max_lifetime_secs,
+        flags: 0,
     })
 }
 

@@ -109,7 +109,9 @@ impl<'a> Connection<'a> {
                         for (key, item) in found {
                             out.extend_from_slice(b"VALUE ");
                             out.extend_from_slice(&key);
-                            out.extend_from_slice(format!(" 0 {}", item.value.len()).as_bytes());
+                            out.extend_from_slice(
+                                format!(" {} {}", item.flags, item.value.len()).as_bytes(),
+                            );
                             if with_cas {
                                 out.extend_from_slice(format!(" {}", item.cas).as_bytes());
                             }
@@ -132,21 +134,14 @@ impl<'a> Connection<'a> {
                 noreply,
             } => {
                 counters.cmd_set.fetch_add(1, Ordering::Relaxed);
-                if flags != 0 {
-                    reply(
-                        noreply,
-                        "SERVER_ERROR client flags other than 0 are not stored yet",
-                    );
-                    return (After::Continue, 0);
-                }
                 let guarded = self.shared.settings.guard == TyrantGuard::Prefix
                     && matches!(kind, StoreKind::Set | StoreKind::Add | StoreKind::Replace);
                 let result = if guarded {
-                    self.guarded_store(kind, key, value, exptime).await
+                    self.guarded_store(kind, key, value, flags, exptime).await
                 } else {
                     service
                         .mc_update(key, move |live, now| {
-                            store(kind, live, value, exptime, cas, now)
+                            store(kind, live, value, flags, exptime, cas, now)
                         })
                         .await
                 };
@@ -203,6 +198,7 @@ impl<'a> Connection<'a> {
                             value: number.to_string().into_bytes(),
                             expires_at: item.expires_at,
                             keep_content_type: true,
+                            flags: item.flags,
                         };
                         (Some(write), Ok(number))
                     })
@@ -269,6 +265,7 @@ impl Connection<'_> {
         kind: StoreKind,
         key: Vec<u8>,
         value: Vec<u8>,
+        flags: u32,
         exptime: i64,
     ) -> Result<Answer, ServiceError> {
         let service = &self.shared.service;
@@ -289,6 +286,7 @@ impl Connection<'_> {
             },
             _ => WriteOptions::default(),
         };
+        let options = WriteOptions { flags, ..options };
         let content_type = DEFAULT_CONTENT_TYPE.to_string();
         match service
             .put(key, value, content_type, timestamp, ttl_secs, options)
@@ -340,6 +338,7 @@ fn store(
     kind: StoreKind,
     live: Option<McItem>,
     value: Vec<u8>,
+    flags: u32,
     exptime: i64,
     cas: Option<u64>,
     now: u64,
@@ -348,6 +347,7 @@ fn store(
         value,
         expires_at: expiry(exptime, now),
         keep_content_type: false,
+        flags,
     };
     match (kind, live) {
         (StoreKind::Set, _) | (StoreKind::Add, None) | (StoreKind::Replace, Some(_)) => {
@@ -362,11 +362,12 @@ fn store(
             } else {
                 [value, item.value].concat()
             };
-            // append and prepend keep the item's expiry (and ignore their own).
+            // append and prepend keep the item's expiry and flags (and ignore their own).
             let write = McWrite::Put {
                 value: combined,
                 expires_at: item.expires_at,
                 keep_content_type: true,
+                flags: item.flags,
             };
             (Some(write), Answer::Stored)
         }

@@ -88,6 +88,14 @@ pub struct ExportLine {
     /// whole-value write; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<ExportFields>,
+    /// memcached client flags of the value; absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schema(minimum = 0, maximum = 4294967295_u64)]
+    pub flags: u32,
+}
+
+fn is_zero(flags: &u32) -> bool {
+    *flags == 0
 }
 
 /// A document's field clocks in the export format (see `FieldClocks`).
@@ -170,6 +178,7 @@ impl ExportLine {
             owner: meta.owner.clone(),
             created_at: meta.created_at,
             lifetime_ends: meta.lifetime_ends,
+            flags: meta.flags,
             fields: meta.fields.as_ref().map(|f| ExportFields {
                 base: f.base,
                 base_deleted: f.base_deleted,
@@ -203,8 +212,14 @@ impl ExportLine {
             if self.expires_at.is_some() {
                 return Err("a tombstone has no `expires_at` (expected null)".into());
             }
-            if self.owner.is_some() || self.lifetime_ends.is_some() || self.fields.is_some() {
-                return Err("a tombstone has no `owner`, `lifetime_ends` or `fields`".into());
+            if self.owner.is_some()
+                || self.lifetime_ends.is_some()
+                || self.fields.is_some()
+                || self.flags != 0
+            {
+                return Err(
+                    "a tombstone has no `owner`, `lifetime_ends`, `fields` or `flags`".into(),
+                );
             }
             Record::tombstone(self.timestamp, self.deleted_at.unwrap_or(now))
         } else {
@@ -225,6 +240,7 @@ impl ExportLine {
                 owner: self.owner,
                 created_at: self.created_at,
                 lifetime_ends: self.lifetime_ends,
+                flags: self.flags,
                 fields: self.fields.map(|f| FieldClocks {
                     base: f.base,
                     base_deleted: f.base_deleted,

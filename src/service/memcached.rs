@@ -20,6 +20,8 @@ pub struct McItem {
     pub cas: u64,
     /// Server time (µs) after which the value reads as absent.
     pub expires_at: Option<u64>,
+    /// The client flags stored with the value ([`crate::record::Meta::flags`]).
+    pub flags: u32,
 }
 
 /// What a [`Service::mc_update`] step leaves in place of the live value it saw.
@@ -27,11 +29,13 @@ pub struct McItem {
 pub enum McWrite {
     /// A whole new value expiring at `expires_at` (capped by the key's absolute
     /// lifetime). `keep_content_type` keeps the old value's content type (append,
-    /// prepend, incr); otherwise it is `application/octet-stream`.
+    /// prepend, incr); otherwise it is `application/octet-stream`. `flags` are the
+    /// client flags stored with it.
     Put {
         value: Vec<u8>,
         expires_at: Option<u64>,
         keep_content_type: bool,
+        flags: u32,
     },
     /// Only a new expiry (touch, gat): value, timestamp and CAS unique stay.
     Expiry(Option<u64>),
@@ -47,6 +51,7 @@ fn item_of(record: &Record, now: u64) -> Option<McItem> {
             value: value.clone(),
             cas: record.cas_unique(),
             expires_at: *expires_at,
+            flags: record.meta.flags,
         }),
         _ => None,
     }
@@ -95,6 +100,7 @@ impl Service {
                         value,
                         expires_at,
                         keep_content_type,
+                        flags,
                     } => {
                         if value.len() > max_value {
                             return (
@@ -105,7 +111,8 @@ impl Service {
                                 }),
                             );
                         }
-                        let meta = carried_meta(stored.as_ref(), now, lifetime);
+                        let mut meta = carried_meta(stored.as_ref(), now, lifetime);
+                        meta.flags = flags;
                         let content_type = match stored.as_ref().map(|r| &r.state) {
                             Some(State::Live { content_type, .. })
                                 if keep_content_type

@@ -72,6 +72,8 @@ pub struct WriteOptions {
     pub owner: OwnerChange,
     /// `X-Max-Lifetime` (seconds), for a write that creates the key.
     pub max_lifetime_secs: Option<u64>,
+    /// memcached client flags of the value ([`crate::record::Meta::flags`]).
+    pub flags: u32,
 }
 
 impl Default for WriteOptions {
@@ -80,6 +82,7 @@ impl Default for WriteOptions {
             condition: Condition::Always,
             owner: OwnerChange::Keep,
             max_lifetime_secs: None,
+            flags: 0,
         }
     }
 }
@@ -374,6 +377,7 @@ impl Service {
             session: SessionWrite {
                 owner: options.owner,
                 lifetime_micros,
+                flags: options.flags,
             },
         })
     }

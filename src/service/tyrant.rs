@@ -40,6 +40,7 @@ pub(super) fn carried_meta(stored: Option<&Record>, now: u64, lifetime: Option<u
     let session = SessionWrite {
         owner: OwnerChange::Keep,
         lifetime_micros: lifetime,
+        flags: 0,
     };
     guard::session_meta(live, &session, now)
 }

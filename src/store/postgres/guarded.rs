@@ -61,7 +61,7 @@ pub async fn upsert_on<C: GenericClient>(
     let now = to_sql(clock.now);
     let cutoff = lapse_cutoff(clock.now, clock.grace_micros).map(to_sql);
     let requested_expiry = requested_expiry.map(to_sql);
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(15);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(16);
     params.push(&write.key);
     params.extend(p.values());
     params.extend([

@@ -709,7 +709,7 @@ where
                 .await
                 .map_err(from_driver)?;
             let p = Params::of(&record);
-            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(11);
+            let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(12);
             params.push(&key);
             params.extend(p.values());
             txn.execute(&overwrite, &params)

@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[(u64, &str)] = &[
         2,
         include_str!("../../../migrations/postgres/0002_session_metadata.sql"),
     ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_client_flags.sql"),
+    ),
 ];
 
 /// The schema version this build reads and writes.

@@ -37,7 +37,7 @@ pub fn lapse_cutoff(now: u64, grace_micros: u64) -> Option<u64> {
 macro_rules! record_columns {
     () => {
         "ts, tombstone, value, content_type, expires_at, deleted_at, \
-         owner, created_at, lifetime_ends, fields"
+         owner, created_at, lifetime_ends, fields, flags"
     };
 }
 
@@ -62,9 +62,9 @@ pub const GET_MANY: &str = concat!(
 
 /// THE guarded write, deciding in one statement whether the incoming record applies.
 ///
-/// Parameters: $1 key, $2..$11 the incoming record ([`Params`]) as the rule writes it
-/// onto a key with no live value, $12 server `now`, $13 the lapse cutoff
-/// ([`lapse_cutoff`], NULL when nothing has lapsed), $14 `if_absent`, $15 the expiry
+/// Parameters: $1 key, $2..$12 the incoming record ([`Params`]) as the rule writes it
+/// onto a key with no live value, $13 server `now`, $14 the lapse cutoff
+/// ([`lapse_cutoff`], NULL when nothing has lapsed), $15 `if_absent`, $16 the expiry
 /// the write asked for (before a lifetime caps it). Inside `DO UPDATE`, `r.*` is the
 /// stored row and `EXCLUDED.*` the incoming one.
 ///
@@ -90,7 +90,7 @@ pub const GET_MANY: &str = concat!(
 ///   live value (`guard::session_meta(None, …)`, the expiry capped by the lifetime);
 /// * onto a live row (so without owner, lifetime or field clocks) a put keeps the
 ///   row's `created_at` and `lifetime_ends` (NULL: only the creating write starts a
-///   lifetime) and takes the requested, uncapped expiry $15; its owner is the
+///   lifetime) and takes the requested, uncapped expiry $16; its owner is the
 ///   incoming one either way (`Keep` keeps the row's NULL, `Set` sets, `Clear` is
 ///   NULL). A delete is a tombstone without metadata either way.
 ///
@@ -108,8 +108,8 @@ pub const GET_MANY: &str = concat!(
 pub const GUARDED_UPSERT: &str = "\
 INSERT INTO tidemark_records AS r
     (key, ts, tombstone, value, content_type, expires_at, deleted_at,
-     owner, created_at, lifetime_ends, fields, was_live)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, false)
+     owner, created_at, lifetime_ends, fields, flags, was_live)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, false)
 ON CONFLICT (key) DO UPDATE SET
     ts = EXCLUDED.ts,
     tombstone = EXCLUDED.tombstone,
@@ -117,39 +117,40 @@ ON CONFLICT (key) DO UPDATE SET
     content_type = EXCLUDED.content_type,
     expires_at = CASE
         WHEN NOT EXCLUDED.tombstone
-             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12)
-        THEN $15::bigint
+             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $13)
+        THEN $16::bigint
         ELSE EXCLUDED.expires_at END,
     deleted_at = EXCLUDED.deleted_at,
     owner = EXCLUDED.owner,
     created_at = CASE
         WHEN NOT EXCLUDED.tombstone
-             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12)
+             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $13)
         THEN r.created_at
         ELSE EXCLUDED.created_at END,
     lifetime_ends = CASE
         WHEN NOT EXCLUDED.tombstone
-             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12)
+             AND NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $13)
         THEN r.lifetime_ends
         ELSE EXCLUDED.lifetime_ends END,
     fields = EXCLUDED.fields,
-    was_live = (NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $12))
-WHERE (NOT $14 OR r.tombstone OR COALESCE(r.expires_at <= $12, false))
-  AND (r.tombstone OR COALESCE(r.expires_at <= $12, false)
+    flags = EXCLUDED.flags,
+    was_live = (NOT r.tombstone AND (r.expires_at IS NULL OR r.expires_at > $13))
+WHERE (NOT $15 OR r.tombstone OR COALESCE(r.expires_at <= $13, false))
+  AND (r.tombstone OR COALESCE(r.expires_at <= $13, false)
        OR (r.owner IS NULL AND r.lifetime_ends IS NULL AND r.fields IS NULL))
   AND (r.ts < EXCLUDED.ts
        OR COALESCE(
-            CASE WHEN r.tombstone THEN r.deleted_at ELSE r.expires_at END <= $13,
+            CASE WHEN r.tombstone THEN r.deleted_at ELSE r.expires_at END <= $14,
             false))
 RETURNING was_live";
 
 /// Unconditional write of a row the caller holds locked ([`PLACEHOLDER`] or
-/// [`GET_FOR_UPDATE`]): $1 key, $2..$11 the record ([`Params`]).
+/// [`GET_FOR_UPDATE`]): $1 key, $2..$12 the record ([`Params`]).
 pub const OVERWRITE: &str = "\
 UPDATE tidemark_records SET
     ts = $2, tombstone = $3, value = $4, content_type = $5,
     expires_at = $6, deleted_at = $7,
-    owner = $8, created_at = $9, lifetime_ends = $10, fields = $11,
+    owner = $8, created_at = $9, lifetime_ends = $10, fields = $11, flags = $12,
     was_live = false
 WHERE key = $1";
 
@@ -241,8 +242,8 @@ pub const CLEAR: &str = "DELETE FROM tidemark_records";
 /// The reachability probe.
 pub const PING: &str = "SELECT 1";
 
-/// A record as statement parameters $2..$11: ts, tombstone, value, content_type,
-/// expires_at, deleted_at, owner, created_at, lifetime_ends, fields.
+/// A record as statement parameters $2..$12: ts, tombstone, value, content_type,
+/// expires_at, deleted_at, owner, created_at, lifetime_ends, fields, flags.
 ///
 /// A tombstone's metadata is not stored (the schema keeps it NULL; a record's meta
 /// is always empty for tombstones).
@@ -258,6 +259,8 @@ pub struct Params<'a> {
     pub lifetime_ends: Option<i64>,
     /// [`FieldClocks::encode`] bytes.
     pub fields: Option<Vec<u8>>,
+    /// [`Meta::flags`]; 0 is NULL.
+    pub flags: Option<i64>,
 }
 
 impl<'a> Params<'a> {
@@ -284,6 +287,7 @@ impl<'a> Params<'a> {
                         fields.encode(&mut bytes);
                         bytes
                     }),
+                    flags: (meta.flags != 0).then_some(i64::from(meta.flags)),
                 }
             }
             State::Tombstone { deleted_at } => Params {
@@ -297,12 +301,13 @@ impl<'a> Params<'a> {
                 created_at: None,
                 lifetime_ends: None,
                 fields: None,
+                flags: None,
             },
         }
     }
 
-    /// The ten values, in parameter order ($2..$11 after the key).
-    pub fn values(&self) -> [&(dyn ToSql + Sync); 10] {
+    /// The eleven values, in parameter order ($2..$12 after the key).
+    pub fn values(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.ts,
             &self.tombstone,
@@ -314,6 +319,7 @@ impl<'a> Params<'a> {
             &self.created_at,
             &self.lifetime_ends,
             &self.fields,
+            &self.flags,
         ]
     }
 }
@@ -341,11 +347,15 @@ pub fn decode(row: &Row, first: usize) -> Result<Record, DecodeError> {
     let created_at: Option<i64> = row.try_get(col(7)).map_err(DecodeError::Column)?;
     let lifetime_ends: Option<i64> = row.try_get(col(8)).map_err(DecodeError::Column)?;
     let fields: Option<Vec<u8>> = row.try_get(col(9)).map_err(DecodeError::Column)?;
+    let flags: Option<i64> = row.try_get(col(10)).map_err(DecodeError::Column)?;
     let timestamp = from_sql(ts);
     if tombstone {
         let deleted_at = deleted_at.ok_or(DecodeError::Shape)?;
-        let no_meta =
-            owner.is_none() && created_at.is_none() && lifetime_ends.is_none() && fields.is_none();
+        let no_meta = owner.is_none()
+            && created_at.is_none()
+            && lifetime_ends.is_none()
+            && fields.is_none()
+            && flags.is_none();
         if !no_meta {
             return Err(DecodeError::Shape);
         }
@@ -358,8 +368,13 @@ pub fn decode(row: &Row, first: usize) -> Result<Record, DecodeError> {
         Some(bytes) => Some(FieldClocks::decode(&bytes).ok_or(DecodeError::Shape)?),
         None => None,
     };
+    let flags = match flags {
+        None => 0,
+        Some(flags) => u32::try_from(flags).map_err(|_| DecodeError::Shape)?,
+    };
     let mut record = Record::live(timestamp, value, content_type, expires_at.map(from_sql));
     record.meta = Meta {
+        flags,
         owner,
         created_at: created_at.map(from_sql),
         lifetime_ends: lifetime_ends.map(from_sql),

@@ -1,4 +1,4 @@
-//! On-disk encoding of a [`Record`] (schema v2; see migrations/v2.md).
+//! On-disk encoding of a [`Record`] (schema v3; see migrations/v3.md).
 //!
 //! ```text
 //! live:      01 | timestamp u64 BE | expires_at u64 BE (0 = never) | ct_len u16 BE | content type | value
@@ -6,6 +6,7 @@
 //! session:   03 | timestamp u64 BE | expires_at u64 BE | flags u8
 //!               | [created_at u64 BE] (flag 0x01) | [lifetime_ends u64 BE] (flag 0x02)
 //!               | [owner_len u16 BE | owner] (flag 0x04) | [fields_len u32 BE | field clocks] (flag 0x08)
+//!               | [client flags u32 BE] (flag 0x10, schema v3)
 //!               | ct_len u16 BE | content type | value
 //! ```
 //!
@@ -23,7 +24,8 @@ const HAS_CREATED: u8 = 0x01;
 const HAS_LIFETIME: u8 = 0x02;
 const HAS_OWNER: u8 = 0x04;
 const HAS_FIELDS: u8 = 0x08;
-const KNOWN_FLAGS: u8 = HAS_CREATED | HAS_LIFETIME | HAS_OWNER | HAS_FIELDS;
+const HAS_CLIENT_FLAGS: u8 = 0x10;
+const KNOWN_FLAGS: u8 = HAS_CREATED | HAS_LIFETIME | HAS_OWNER | HAS_FIELDS | HAS_CLIENT_FLAGS;
 
 pub fn encode(record: &Record, out: &mut Vec<u8>) {
     out.clear();
@@ -81,6 +83,7 @@ fn encode_meta(meta: &Meta, out: &mut Vec<u8>) {
     };
     flags |= if meta.owner.is_some() { HAS_OWNER } else { 0 };
     flags |= if meta.fields.is_some() { HAS_FIELDS } else { 0 };
+    flags |= if meta.flags != 0 { HAS_CLIENT_FLAGS } else { 0 };
     out.push(flags);
     if let Some(at) = meta.created_at {
         out.extend_from_slice(&at.to_be_bytes());
@@ -102,6 +105,9 @@ fn encode_meta(meta: &Meta, out: &mut Vec<u8>) {
         out.extend_from_slice(&(clocks.len() as u32).to_be_bytes());
         out.extend_from_slice(&clocks);
     }
+    if meta.flags != 0 {
+        out.extend_from_slice(&meta.flags.to_be_bytes());
+    }
 }
 
 /// Reads a record's bytes front to back.
@@ -121,6 +127,10 @@ impl<'a> Reader<'a> {
         Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
 
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
     fn u16(&mut self) -> Option<u16> {
         Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
     }
@@ -130,7 +140,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decode a stored record; `None` means the bytes are not a v1 or v2 record
+/// Decode a stored record; `None` means the bytes are not a v1, v2 or v3 record
 /// (corruption).
 pub fn decode(bytes: &[u8]) -> Option<Record> {
     let mut r = Reader { bytes, at: 0 };
@@ -172,8 +182,12 @@ fn decode_meta(r: &mut Reader<'_>) -> Option<Meta> {
         meta.owner = Some(String::from_utf8(r.take(len)?.to_vec()).ok()?);
     }
     if flags & HAS_FIELDS != 0 {
-        let len = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
+        let len = r.u32()? as usize;
         meta.fields = Some(FieldClocks::decode(r.take(len)?)?);
+    }
+    if flags & HAS_CLIENT_FLAGS != 0 {
+        // Never 0: a record without client flags leaves the bit clear.
+        meta.flags = r.u32().filter(|f| *f != 0)?;
     }
     Some(meta)
 }
@@ -193,8 +207,10 @@ mod tests {
                 any::<bool>(),
                 proptest::collection::btree_map("[a-z]{0,6}", (any::<u64>(), any::<bool>()), 0..4),
             )),
+            prop_oneof![Just(0u32), any::<u32>()],
         )
-            .prop_map(|(owner, created_at, lifetime_ends, fields)| Meta {
+            .prop_map(|(owner, created_at, lifetime_ends, fields, flags)| Meta {
+                flags,
                 owner,
                 created_at,
                 lifetime_ends,
