@@ -1,12 +1,14 @@
-//! The on-disk schema. Two golden files, each written by tidemark at its schema version
+//! The on-disk schema. Three golden files, each written by tidemark at its schema version
 //! and never regenerated, hold the code to the documents in migrations/:
 //!
 //! * tests/data/v1/tidemark.redb (migrations/v1.md) is the upgrade path: this build
-//!   opens it, upgrades it in place to version 2 inside the opening transaction, and
+//!   opens it, upgrades it in place (1 → 2 → 3) inside the opening transaction, and
 //!   reads every record back exactly; a failed open leaves it at version 1.
-//! * tests/data/v2/tidemark.redb (migrations/v2.md) is the current layout: every
-//!   record (metadata included) reads back exactly, its bytes and its `owners` index
-//!   are as documented.
+//! * tests/data/v2/tidemark.redb (migrations/v2.md): every record (metadata
+//!   included) reads back exactly, its bytes and its `owners` index are as
+//!   documented, and this build upgrades it in place to version 3, rewriting nothing.
+//! * tests/data/v3/tidemark.redb (migrations/v3.md) is the current layout: records
+//!   with memcached client flags read back exactly and their bytes are as documented.
 //!
 //! Files from a newer (or no) schema version must be refused with a clear error instead
 //! of being misread. Tables are reached here with redb directly, through the layout the
@@ -703,7 +705,7 @@ async fn golden_v2_file_is_upgraded_in_place_to_v3_and_reads_back_every_record_e
     );
 }
 
-/// A kind-03 record laid out as migrations/v2.md says, built here byte by byte
+/// A kind-03 record laid out as migrations/v2.md and v3.md say, built here byte by byte
 /// (independently of the store's codec).
 fn kind_03(record: &Record) -> Vec<u8> {
     let tidemark::record::State::Live {
@@ -721,7 +723,8 @@ fn kind_03(record: &Record) -> Vec<u8> {
     let flags = u8::from(meta.created_at.is_some())
         | u8::from(meta.lifetime_ends.is_some()) << 1
         | u8::from(meta.owner.is_some()) << 2
-        | u8::from(meta.fields.is_some()) << 3;
+        | u8::from(meta.fields.is_some()) << 3
+        | u8::from(meta.flags != 0) << 4;
     out.push(flags);
     if let Some(at) = meta.created_at {
         out.extend_from_slice(&at.to_be_bytes());
@@ -745,6 +748,9 @@ fn kind_03(record: &Record) -> Vec<u8> {
         }
         out.extend_from_slice(&(clocks.len() as u32).to_be_bytes());
         out.extend_from_slice(&clocks);
+    }
+    if meta.flags != 0 {
+        out.extend_from_slice(&meta.flags.to_be_bytes());
     }
     out.extend_from_slice(&(content_type.len() as u16).to_be_bytes());
     out.extend_from_slice(content_type.as_bytes());
@@ -1227,4 +1233,100 @@ async fn corrupt_record_fails_only_the_writes_to_its_own_key() {
         );
     }
     service.close().await.expect("close");
+}
+
+// ---- schema v3: the current layout ----
+
+/// Every record in the golden v3 file, exactly as it was written (migrations/v3.md,
+/// "Golden file").
+fn golden_v3_records() -> Vec<(&'static [u8], Record)> {
+    let octets = || "application/octet-stream".to_string();
+    let created = |at: u64, flags: u32| Meta {
+        created_at: Some(at),
+        flags,
+        ..Meta::default()
+    };
+    vec![
+        (
+            b"mc:php",
+            with_meta(
+                Record::live(T0, b"a:1:{s:4:\"user\";i:42;}".to_vec(), octets(), None),
+                created(T0, 0xDEAD_BEEF),
+            ),
+        ),
+        (
+            b"mc:ttl",
+            with_meta(
+                Record::live(
+                    T0 + SECOND,
+                    b"x\x9c\x01".to_vec(),
+                    octets(),
+                    Some(T0 + 61 * SECOND),
+                ),
+                created(T0 + SECOND, 2),
+            ),
+        ),
+        (
+            b"mc:zero",
+            with_meta(
+                Record::live(T0 + 2 * SECOND, b"plain".to_vec(), octets(), None),
+                created(T0 + 2 * SECOND, 0),
+            ),
+        ),
+        (
+            b"session:bob",
+            with_meta(
+                Record::live(T0 + 3, b"1767225600000003|bob".to_vec(), octets(), None),
+                Meta {
+                    owner: Some("bob".into()),
+                    ..created(T0 + 3 * SECOND, 1)
+                },
+            ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn golden_v3_file_reads_back_every_record_with_its_client_flags() {
+    let dir = golden_copy(3);
+    let path = dir.path().join(DB_FILE_NAME);
+    let raw_before = raw_records(&path);
+    let store = open_store(dir.path()).expect("golden v3 file opens");
+    assert_reads_back_exactly(&store, &golden_v3_records());
+    assert_eq!(scanned_keys(&store).len(), golden_v3_records().len());
+    store.close().await.expect("close");
+    drop(store);
+    assert_eq!(stored_version(&path), Some(3), "opening keeps the version");
+    assert_eq!(raw_records(&path), raw_before, "opening rewrites no record");
+}
+
+#[test]
+fn golden_v3_file_matches_the_documented_layout() {
+    let dir = golden_copy(3);
+    let path = dir.path().join(DB_FILE_NAME);
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "owners", "records", "tombstones"]
+    );
+    assert_eq!(stored_version(&path), Some(3));
+    let raw = raw_records(&path);
+    let golden = golden_v3_records();
+    assert_eq!(raw.len(), golden.len());
+    for (key, record) in &golden {
+        assert_eq!(
+            raw[*key],
+            kind_03(record),
+            "{}",
+            String::from_utf8_lossy(key)
+        );
+    }
+    // The worked example in migrations/v3.md, byte for byte.
+    assert_eq!(
+        raw[b"mc:ttl".as_slice()],
+        hex(
+            "03 | 00 06 47 48 46 2f 82 40 | 00 06 47 48 49 c3 09 40 | 11 | 00 06 47 48 46 2f 82 40 \
+             | 00 00 00 02 | 00 18 61 70 70 6c 69 63 61 74 69 6f 6e 2f 6f 63 74 65 74 2d 73 74 72 65 61 6d \
+             | 78 9c 01"
+        )
+    );
 }
