@@ -606,6 +606,32 @@ mod tests {
     }
 
     #[test]
+    fn client_flags_travel_as_flags_and_only_when_not_zero() {
+        let mut record = Record::live(7, b"v".to_vec(), "a/b".into(), None);
+        record.meta.flags = u32::MAX;
+        let mut line = Vec::new();
+        encode_line(b"k", &record, &mut line);
+        let text = String::from_utf8(line.clone()).expect("utf-8");
+        assert!(text.contains("\"flags\":4294967295"), "{text}");
+        let decoded = decode_line(&line[..line.len() - 1], 0).expect("decodes");
+        assert_eq!(decoded, (b"k".to_vec(), record));
+
+        let mut line = Vec::new();
+        encode_line(
+            b"k",
+            &Record::live(7, b"v".to_vec(), "a/b".into(), None),
+            &mut line,
+        );
+        assert!(!String::from_utf8(line).expect("utf-8").contains("flags"));
+
+        let flagged_tombstone = r#"{"key":"YQ==","timestamp":1,"tombstone":true,"value":null,"content_type":null,"expires_at":null,"deleted_at":3,"flags":2}"#;
+        let error = decode_line(flagged_tombstone.as_bytes(), 0).expect_err("refused");
+        assert!(error.contains("`flags`"), "{error}");
+        let too_big = r#"{"key":"YQ==","timestamp":1,"tombstone":false,"value":"","content_type":null,"expires_at":null,"deleted_at":null,"flags":4294967296}"#;
+        assert!(decode_line(too_big.as_bytes(), 0).is_err());
+    }
+
+    #[test]
     fn a_tombstone_without_deleted_at_is_stamped_with_now() {
         let line = r#"{"key":"YQ==","timestamp":1,"tombstone":true,"value":null,"content_type":null,"expires_at":null,"deleted_at":null}"#;
         let (_, record) = decode_line(line.as_bytes(), 42).expect("decodes");
