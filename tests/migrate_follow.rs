@@ -3,8 +3,8 @@
 //! It forwards every ordinary request (the copy's iterinit/iternext/mget, stat, the
 //! follow's read-back `get`s) to that port, and answers `repl` (`C8 A0`) itself in
 //! the stream format of PROTOCOL.md §7: it checks ts and sid, sends its server id,
-//! then the scripted log records at or after the requested timestamp, then a `CA`
-//! keep-alive every 100 ms. Each test checks what each logged command did in the
+//! then the scripted log records at or after the requested timestamp, then, every
+//! 20 ms, the records logged since or else a `CA` keep-alive. Each test checks what each logged command did in the
 //! target, the timestamps of each `--timestamps` mode, and where a second run resumes.
 
 mod common;
@@ -134,18 +134,34 @@ impl Master {
             return;
         }
         let mut out = MASTER_SID.to_be_bytes().to_vec();
-        for record in self.log.lock().expect("log").iter() {
-            if record.timestamp >= ts {
-                record.encode(&mut out);
+        let mut sent = {
+            let log = self.log.lock().expect("log");
+            for record in log.iter() {
+                if record.timestamp >= ts {
+                    record.encode(&mut out);
+                }
             }
-        }
+            log.len()
+        };
         if socket.write_all(&out).await.is_err() || (first && self.close_first) {
             return;
         }
-        // Keep-alives until the follower goes away; bounded.
-        for _ in 0..600 {
-            sleep(Duration::from_millis(100)).await;
-            if socket.write_all(&[0xCA]).await.is_err() {
+        // As a live master: records logged since, as they come, and a keep-alive
+        // whenever there are none; until the follower goes away, bounded.
+        for _ in 0..3000 {
+            sleep(Duration::from_millis(20)).await;
+            out.clear();
+            {
+                let log = self.log.lock().expect("log");
+                for record in &log[sent..] {
+                    record.encode(&mut out);
+                }
+                sent = log.len();
+            }
+            if out.is_empty() {
+                out.push(0xCA);
+            }
+            if socket.write_all(&out).await.is_err() {
                 return;
             }
         }
@@ -568,4 +584,111 @@ async fn offline_into_a_data_dir_the_follow_applies_and_resumes_from_the_stored_
     assert_eq!(stored(&http, "o3").await, Some((b"three".to_vec(), at(4))));
     assert!(server.stop().success());
     source.stop().await;
+}
+
+/// The cutover of the README: a master that keeps taking writes during the copy and
+/// the follow (each write applied to its data and logged, as ttserver does) ends with
+/// tidemark holding exactly the master's data, every key at its last write's
+/// timestamp: nothing written during the move is lost or rolled back.
+#[tokio::test]
+async fn a_master_taking_writes_through_copy_and_follow_loses_none_of_them() {
+    const KEYS: u64 = 200;
+    const WRITES: u64 = 1200;
+    let source = TestServer::start().await;
+    let master = Master::start(source.tyrant, false).await;
+    let mut tyrant = Tyrant::connect(source.tyrant).await;
+    let value = |i: u64, key: u64| format!("{:016}|session {key} write {i}", at(i));
+    // The sessions already there before the move, each logged as it was written.
+    for key in 0..KEYS {
+        let i = key + 1;
+        let v = value(i, key);
+        assert_eq!(
+            tyrant.put(format!("s{key}").as_bytes(), v.as_bytes()).await,
+            OK
+        );
+        master.append([put(i, &format!("s{key}"), v.as_bytes())]);
+    }
+    let target = TestServer::start().await;
+    let (from, server, sid) = (master.from(), target.url(""), SID.to_string());
+    let child = tokio::process::Command::new(BIN)
+        .args([
+            "migrate",
+            "--from",
+            &from,
+            "--server",
+            &server,
+            "--follow",
+            "--sid",
+            &sid,
+            "--timestamps",
+            "prefix",
+        ])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tidemark starts");
+    // The app servers keep writing through the copy and the follow: updates of the
+    // existing sessions and new ones, a few every millisecond.
+    let mut last = std::collections::BTreeMap::new();
+    for i in KEYS + 1..=KEYS + WRITES {
+        let key = (i * 7919) % (KEYS + 100);
+        let v = value(i, key);
+        assert_eq!(
+            tyrant.put(format!("s{key}").as_bytes(), v.as_bytes()).await,
+            OK
+        );
+        master.append([put(i, &format!("s{key}"), v.as_bytes())]);
+        last.insert(key, v);
+        if i % 8 == 0 {
+            sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for key in 0..KEYS {
+        last.entry(key).or_insert_with(|| value(key + 1, key));
+    }
+    // Wait (bounded) until the follower has applied the last logged write.
+    let http = Http::of(&target);
+    let final_key = format!("s{}", ((KEYS + WRITES) * 7919) % (KEYS + 100));
+    for _ in 0..400 {
+        if stored(&http, &final_key).await.map(|(_, ts)| ts) == Some(at(KEYS + WRITES)) {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    let output = timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("migrate --follow stops in time")
+        .expect("tidemark runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("a summary");
+    let followed = &summary["follow"];
+    assert_eq!(count(&summary, "failed"), 0, "{summary}");
+    assert_eq!(count(followed, "position"), at(KEYS + WRITES), "{summary}");
+    assert_eq!(count(followed, "log_records"), KEYS + WRITES, "{summary}");
+    for (key, v) in &last {
+        let name = format!("s{key}");
+        let expected = v[..16].parse::<u64>().expect("digits");
+        assert_eq!(
+            stored(&http, &name).await,
+            Some((v.clone().into_bytes(), expected)),
+            "{name}"
+        );
+        assert_eq!(
+            tyrant.get(name.as_bytes()).await.as_deref(),
+            Some(v.as_bytes())
+        );
+    }
+    source.stop().await;
+    target.stop().await;
 }
