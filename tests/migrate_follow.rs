@@ -21,6 +21,7 @@ use serde_json::Value;
 use tidemark::tyrant::client::{LogRecord, Request, double_to_wire, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Child;
 use tokio::time::{sleep, timeout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
@@ -194,13 +195,30 @@ async fn follow(
     extra: &[&str],
     terminate_after: Option<Duration>,
 ) -> Run {
+    let asked = master.requests().len();
+    let child = start_follow(master, target, extra);
+    let Some(wait) = terminate_after else {
+        return finish(child).await;
+    };
+    // Once the feed is open (bounded wait), and a little more for its records.
+    for _ in 0..200 {
+        if master.requests().len() > asked {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(wait).await;
+    terminate(child).await
+}
+
+/// The follower started, not waited for.
+fn start_follow(master: &Master, target: &TestServer, extra: &[&str]) -> Child {
     let (from, server, sid) = (master.from(), target.url(""), SID.to_string());
     let mut args = vec![
         "migrate", "--from", &from, "--server", &server, "--follow", "--sid", &sid,
     ];
     args.extend_from_slice(extra);
-    let asked = master.requests().len();
-    let child = tokio::process::Command::new(BIN)
+    tokio::process::Command::new(BIN)
         .args(&args)
         .env_clear()
         .stdin(Stdio::null())
@@ -208,24 +226,23 @@ async fn follow(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("tidemark starts");
-    if let Some(wait) = terminate_after {
-        // Once the feed is open (bounded wait), and a little more for its records.
-        for _ in 0..200 {
-            if master.requests().len() > asked {
-                break;
-            }
-            sleep(Duration::from_millis(50)).await;
-        }
-        sleep(wait).await;
-        let pid = child.id().expect("running").to_string();
-        let killed = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(killed.success());
-    }
+        .expect("tidemark starts")
+}
+
+/// SIGTERM, then its output.
+async fn terminate(child: Child) -> Run {
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    finish(child).await
+}
+
+/// Its output once it stops by itself (bounded).
+async fn finish(child: Child) -> Run {
     let output = timeout(RUN_LIMIT, child.wait_with_output())
         .await
         .expect("migrate --follow stops in time")
@@ -609,27 +626,7 @@ async fn a_master_taking_writes_through_copy_and_follow_loses_none_of_them() {
         master.append([put(i, &format!("s{key}"), v.as_bytes())]);
     }
     let target = TestServer::start().await;
-    let (from, server, sid) = (master.from(), target.url(""), SID.to_string());
-    let child = tokio::process::Command::new(BIN)
-        .args([
-            "migrate",
-            "--from",
-            &from,
-            "--server",
-            &server,
-            "--follow",
-            "--sid",
-            &sid,
-            "--timestamps",
-            "prefix",
-        ])
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("tidemark starts");
+    let child = start_follow(&master, &target, &["--timestamps", "prefix"]);
     // The app servers keep writing through the copy and the follow: updates of the
     // existing sessions and new ones, a few every millisecond.
     let mut last = std::collections::BTreeMap::new();
@@ -658,20 +655,9 @@ async fn a_master_taking_writes_through_copy_and_follow_loses_none_of_them() {
         }
         sleep(Duration::from_millis(50)).await;
     }
-    let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
-    let output = timeout(RUN_LIMIT, child.wait_with_output())
-        .await
-        .expect("migrate --follow stops in time")
-        .expect("tidemark runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let summary: Value = serde_json::from_slice(&output.stdout).expect("a summary");
+    let run = terminate(child).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let summary = run.summary();
     let followed = &summary["follow"];
     assert_eq!(count(&summary, "failed"), 0, "{summary}");
     assert_eq!(count(followed, "position"), at(KEYS + WRITES), "{summary}");

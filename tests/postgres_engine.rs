@@ -2084,13 +2084,15 @@ async fn client_flags_round_trip_and_a_new_value_takes_the_writes_flags() {
         .await
         .unwrap();
     assert_eq!(store.get(b"k").await.unwrap(), Some(flagged));
-    let column: Option<i64> = admin(&db.url)
-        .await
-        .query_one("SELECT flags FROM tidemark_records WHERE key = 'k'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(column, Some(i64::from(u32::MAX)));
+    let flags_column = || async {
+        let row = admin(&db.url)
+            .await
+            .query_one("SELECT flags FROM tidemark_records WHERE key = 'k'", &[])
+            .await
+            .unwrap();
+        row.get::<_, Option<i64>>(0)
+    };
+    assert_eq!(flags_column().await, Some(i64::from(u32::MAX)));
     check_against_rule(
         &store,
         &put(b"k", 2, b"w"),
@@ -2100,11 +2102,5 @@ async fn client_flags_round_trip_and_a_new_value_takes_the_writes_flags() {
     .await;
     let after = store.get(b"k").await.unwrap().expect("live");
     assert_eq!(after.meta.flags, 0);
-    let column: Option<i64> = admin(&db.url)
-        .await
-        .query_one("SELECT flags FROM tidemark_records WHERE key = 'k'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(column, None, "0 is stored as NULL");
+    assert_eq!(flags_column().await, None, "0 is stored as NULL");
 }
