@@ -25,7 +25,7 @@ pub enum After {
 }
 
 pub struct Connection<'a> {
-    shared: &'a Shared,
+    pub(super) shared: &'a Shared,
 }
 
 /// The expiry (server µs) an exptime asks for at `now`: 0 = never; up to 30 days,
@@ -42,7 +42,7 @@ pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
 }
 
 /// A stored value incr/decr can count: decimal digits only, within 64 bits.
-fn counter(value: &[u8]) -> Option<u64> {
+pub(super) fn counter(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -51,7 +51,7 @@ fn counter(value: &[u8]) -> Option<u64> {
 
 /// A storage command's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub(super) enum Answer {
     Stored,
     NotStored,
     Exists,
@@ -240,6 +240,7 @@ impl<'a> Connection<'a> {
                 &format!("VERSION 1.6.0-tidemark-{}", env!("CARGO_PKG_VERSION")),
             ),
             Request::Verbosity { noreply } => reply(noreply, "OK"),
+            Request::Meta(meta) => self.meta(meta, out).await,
             Request::FlushAll { noreply } => {
                 if !self.shared.settings.allow_flush {
                     reply(noreply, "CLIENT_ERROR flush_all not allowed");
@@ -260,7 +261,7 @@ impl Connection<'_> {
     /// rule, on every port the same) at the timestamp in the value's leading digits.
     /// A value without them, a stale or tied timestamp, a failed add/replace condition
     /// or an exptime already past is `NOT_STORED`.
-    async fn guarded_store(
+    pub(super) async fn guarded_store(
         &self,
         kind: StoreKind,
         key: Vec<u8>,
@@ -334,7 +335,7 @@ async fn gat(
 }
 
 /// The write a storage command makes of the live value it finds.
-fn store(
+pub(super) fn store(
     kind: StoreKind,
     live: Option<McItem>,
     value: Vec<u8>,
@@ -378,7 +379,7 @@ fn store(
     }
 }
 
-fn server_error(error: &ServiceError) -> String {
+pub(super) fn server_error(error: &ServiceError) -> String {
     match error {
         ServiceError::KeyTooLong { .. } => super::request::BAD_FORMAT.to_string(),
         ServiceError::ValueTooLarge { .. } => "SERVER_ERROR object too large for cache".into(),

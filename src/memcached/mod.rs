@@ -2,12 +2,15 @@
 //! (`--memcached-addr`), over the same [`Service`] as HTTP and Tyrant.
 //!
 //! Data flows one way: `server` reads the socket, [`request`] decodes a line and
-//! its data block (length-capped), `commands` runs it as service calls
-//! ([`Service::mc_update`], [`Service::mc_get_many`]) and writes the answer. What is
-//! served, and what is not yet (client flags other than 0, meta commands): README,
-//! "memcached port".
+//! its data block (length-capped; `meta` the meta commands `mg ms md ma me mn`),
+//! `commands` and `meta_commands` run it as service calls ([`Service::mc_update`],
+//! [`Service::mc_update_cas`], [`Service::mc_get_many`]) and write the answer. What is
+//! served, and each deliberate difference from memcached 1.6 (the meta flags `h`, `l`,
+//! `E`, `I` and `mg`'s `N`/`R` are refused): README, "memcached port".
 
 mod commands;
+mod meta;
+mod meta_commands;
 pub mod request;
 mod server;
 

@@ -73,6 +73,8 @@ pub enum Request {
     },
     /// Close without a reply.
     Quit,
+    /// `mg ms md ma me mn` (decoded in `meta.rs`).
+    Meta(super::meta::Meta),
     /// Answer `reply` (unless `noreply`) and carry on with the next line. memcached
     /// reads the data block of a too-large value and throws it away; `discard` is how
     /// many bytes of it (CRLF included) follow this request.
@@ -119,6 +121,9 @@ pub fn decode(buf: &[u8], max_value_bytes: usize) -> Result<Option<(Request, usi
     let Some((&command, args)) = tokens.split_first() else {
         return Ok(Some((error, next)));
     };
+    if command.len() == 2 && command[0] == b'm' {
+        return super::meta::decode(command, args, buf, next, max_value_bytes);
+    }
     let noreply = args.last().is_some_and(|t| *t == b"noreply");
     let request = match command {
         b"get" | b"gets" | b"gat" | b"gats" => {
