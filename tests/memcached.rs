@@ -1047,3 +1047,45 @@ async fn under_the_prefix_guard_ms_set_add_replace_follow_the_timestamp_rule() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn stats_arguments_answer_settings_reset_and_memcacheds_empty_lists() {
+    let server = server_with(|config| {
+        config.limits.max_value_bytes = 4096;
+        config.memcached_allow_flush = true;
+    })
+    .await;
+    let port = server.memcached.expect("memcached port").port();
+    let mut mc = Mc::connect(&server).await;
+    let settings = mc.get("stats settings\r\n").await;
+    for line in [
+        "STAT item_size_max 4096\r\n".to_string(),
+        format!("STAT tcpport {port}\r\n"),
+        "STAT flush_enabled yes\r\n".to_string(),
+        "STAT cas_enabled yes\r\n".to_string(),
+        "STAT evictions off\r\n".to_string(),
+    ] {
+        assert!(settings.contains(&line), "{line:?} in {settings}");
+    }
+    assert!(settings.contains("STAT maxconns "), "{settings}");
+    mc.line("mg a v\r\n").await;
+    mc.line("ms a 1\r\nx\r\n").await;
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_get 1\r\n"), "{stats}");
+    assert!(stats.contains("STAT cmd_set 1\r\n"), "{stats}");
+    assert_eq!(mc.line("stats reset\r\n").await, "RESET\r\n");
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_get 0\r\n"), "{stats}");
+    assert!(stats.contains("STAT cmd_set 0\r\n"), "{stats}");
+    assert!(stats.contains("STAT curr_connections 1\r\n"), "{stats}");
+    assert_eq!(mc.get("stats items\r\n").await, "END\r\n");
+    assert_eq!(mc.get("stats slabs\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.get("stats sizes\r\n").await,
+        "STAT sizes_status disabled\r\nEND\r\n"
+    );
+    assert_eq!(mc.line("stats conns\r\n").await, "ERROR\r\n");
+    assert_eq!(mc.line("stats bogus\r\n").await, "ERROR\r\n");
+    assert_eq!(mc.line("mn\r\n").await, "MN\r\n");
+    server.stop().await;
+}

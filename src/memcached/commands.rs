@@ -229,12 +229,7 @@ impl<'a> Connection<'a> {
                 };
                 reply(noreply, &text);
             }
-            Request::Stats { args } => {
-                if !args {
-                    out.extend_from_slice(stats(self.shared).as_bytes());
-                }
-                out.extend_from_slice(b"END\r\n");
-            }
+            Request::Stats { arg } => stats_of(self.shared, arg.as_deref(), out),
             Request::Version => reply(
                 false,
                 &format!("VERSION 1.6.0-tidemark-{}", env!("CARGO_PKG_VERSION")),
@@ -388,6 +383,53 @@ pub(super) fn server_error(error: &ServiceError) -> String {
             "SERVER_ERROR temporary failure".into()
         }
     }
+}
+
+/// `stats [arg]`, answered as memcached 1.6 answers it where tidemark has the
+/// numbers: the general statistics; `settings`; `reset`; `items` and `slabs` (no slab
+/// classes, so nothing before `END`, as memcached answers with none in use); `sizes`
+/// (not tracked: `sizes_status disabled`, as memcached without `-o track_sizes`).
+/// Anything else, `conns` included (connections are not listed), is `ERROR`.
+fn stats_of(shared: &Shared, arg: Option<&[u8]>, out: &mut Vec<u8>) {
+    let text = match arg {
+        None => stats(shared),
+        Some(b"settings") => settings(shared),
+        Some(b"reset") => {
+            shared.counters.reset();
+            out.extend_from_slice(b"RESET\r\n");
+            return;
+        }
+        Some(b"items" | b"slabs") => String::new(),
+        Some(b"sizes") => "STAT sizes_status disabled\r\n".to_string(),
+        Some(_) => {
+            out.extend_from_slice(b"ERROR\r\n");
+            return;
+        }
+    };
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats settings`: the settings tidemark has, in memcached's names.
+fn settings(shared: &Shared) -> String {
+    let s = &shared.settings;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let lines = [
+        ("maxconns", s.max_connections.to_string()),
+        ("tcpport", s.port.to_string()),
+        ("udpport", "0".to_string()),
+        ("item_size_max", s.max_value_bytes.to_string()),
+        ("evictions", "off".to_string()),
+        ("cas_enabled", "yes".to_string()),
+        ("flush_enabled", yes_no(s.allow_flush).to_string()),
+        ("binding_protocol", "ascii".to_string()),
+        ("idle_timeout", "0".to_string()),
+        ("verbosity", "0".to_string()),
+    ];
+    lines
+        .iter()
+        .map(|(name, value)| format!("STAT {name} {value}\r\n"))
+        .collect()
 }
 
 fn stats(shared: &Shared) -> String {

@@ -43,6 +43,8 @@ pub struct Settings {
     pub guard: TyrantGuard,
     /// How many leading digits carry the timestamp (`--tyrant-ts-digits`).
     pub ts_digits: usize,
+    /// The port the listener is bound to (`stats settings`' `tcpport`).
+    pub port: u16,
 }
 
 impl Settings {
@@ -53,7 +55,7 @@ impl Settings {
     }
 }
 
-/// What `stats` counts.
+/// What `stats` counts. `stats reset` zeroes all but `curr_connections`.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub total_connections: AtomicU64,
@@ -63,6 +65,23 @@ pub struct Counters {
     pub cmd_touch: AtomicU64,
     pub get_hits: AtomicU64,
     pub get_misses: AtomicU64,
+}
+
+impl Counters {
+    /// `stats reset`: every counter but the connections open now back to zero.
+    pub fn reset(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for counter in [
+            &self.total_connections,
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_touch,
+            &self.get_hits,
+            &self.get_misses,
+        ] {
+            counter.store(0, Relaxed);
+        }
+    }
 }
 
 /// State shared by every connection of the port.

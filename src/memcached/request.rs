@@ -61,8 +61,9 @@ pub enum Request {
         noreply: bool,
     },
     Stats {
-        /// Any arguments (`stats items`, …): only the general statistics are served.
-        args: bool,
+        /// The first argument (`stats settings`, `stats reset`, …); `None` for the
+        /// general statistics.
+        arg: Option<Vec<u8>>,
     },
     Version,
     Verbosity {
@@ -268,7 +269,7 @@ pub fn decode(buf: &[u8], max_value_bytes: usize) -> Result<Option<(Request, usi
             _ => error,
         },
         b"stats" => Request::Stats {
-            args: !args.is_empty(),
+            arg: args.first().map(|a| a.to_vec()),
         },
         b"version" if args.is_empty() => Request::Version,
         b"quit" if args.is_empty() => Request::Quit,
