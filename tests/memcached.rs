@@ -1089,3 +1089,85 @@ async fn stats_arguments_answer_settings_reset_and_memcacheds_empty_lists() {
     assert_eq!(mc.line("mn\r\n").await, "MN\r\n");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_delayed_flush_all_removes_at_its_deadline_what_exists_then() {
+    let server = server_with(|config| config.memcached_allow_flush = true).await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set before 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all 10\r\n").await, "OK\r\n");
+    assert_eq!(
+        mc.get("get before\r\n").await,
+        "VALUE before 0 1\r\nx\r\nEND\r\n"
+    );
+    server.clock.advance(5 * SECOND);
+    mc.line("set during 0 0 1\r\ny\r\n").await;
+    server.clock.advance(5 * SECOND);
+    // The next request runs the due flush first.
+    assert_eq!(mc.get("get before during\r\n").await, "END\r\n");
+    mc.line("set after 0 0 1\r\nz\r\n").await;
+    server.clock.advance(60 * SECOND);
+    assert_eq!(
+        mc.get("get after\r\n").await,
+        "VALUE after 0 1\r\nz\r\nEND\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_flush_all_runs_without_a_memcached_request_and_a_later_one_replaces_it() {
+    let server = server_with(|config| config.memcached_allow_flush = true).await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all 10\r\n").await, "OK\r\n");
+    assert_eq!(mc.line("flush_all 100 noreply\r\nmn\r\n").await, "MN\r\n");
+    server.clock.advance(10 * SECOND);
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 0 1\r\nx\r\nEND\r\n",
+        "replaced"
+    );
+    server.clock.advance(90 * SECOND);
+    // Only HTTP looks now: the port's ticker runs the flush within a bounded wait.
+    let http = Http::of(&server);
+    let gone = async {
+        while http.get("k").await.status() != 404 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gone)
+        .await
+        .expect("flushed by the ticker");
+    // An immediate flush cancels a pending one.
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all 10\r\n").await, "OK\r\n");
+    assert_eq!(mc.line("flush_all 0\r\n").await, "OK\r\n");
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    server.clock.advance(10 * SECOND);
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(mc.line("flush_all -1\r\n").await, "OK\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.line("flush_all soon\r\n").await,
+        "CLIENT_ERROR invalid exptime argument\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_flush_all_is_refused_unless_allowed() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    for request in ["flush_all 10\r\n", "flush_all soon\r\n"] {
+        assert_eq!(
+            mc.line(request).await,
+            "CLIENT_ERROR flush_all not allowed\r\n",
+            "{request:?}"
+        );
+    }
+    assert_eq!(mc.line("flush_all 10 noreply\r\nmn\r\n").await, "MN\r\n");
+    server.clock.advance(20 * SECOND);
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
+    server.stop().await;
+}

@@ -236,13 +236,27 @@ impl<'a> Connection<'a> {
             ),
             Request::Verbosity { noreply } => reply(noreply, "OK"),
             Request::Meta(meta) => self.meta(meta, out).await,
-            Request::FlushAll { noreply } => {
-                if !self.shared.settings.allow_flush {
-                    reply(noreply, "CLIENT_ERROR flush_all not allowed");
-                } else {
-                    match service.vanish().await {
-                        Ok(()) => reply(noreply, "OK"),
-                        Err(e) => reply(noreply, &server_error(&e)),
+            Request::FlushAll { delay, noreply } => {
+                let now = service.now();
+                // As memcached: refused before the delay is even read.
+                match delay.map(|d| expiry(d, now).filter(|at| *at > now)) {
+                    _ if !self.shared.settings.allow_flush => {
+                        reply(noreply, "CLIENT_ERROR flush_all not allowed");
+                    }
+                    None => reply(noreply, "CLIENT_ERROR invalid exptime argument"),
+                    Some(Some(at)) => {
+                        self.shared.schedule_flush(Some(at));
+                        reply(noreply, "OK");
+                    }
+                    Some(None) => {
+                        let _flushing = self.shared.flushing.lock().await;
+                        match service.vanish().await {
+                            Ok(()) => {
+                                self.shared.schedule_flush(None);
+                                reply(noreply, "OK");
+                            }
+                            Err(e) => reply(noreply, &server_error(&e)),
+                        }
                     }
                 }
             }

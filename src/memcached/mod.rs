@@ -15,7 +15,7 @@ pub mod request;
 mod server;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::TyrantGuard;
@@ -91,6 +91,11 @@ pub struct Shared {
     pub settings: Settings,
     pub counters: Counters,
     pub started: Instant,
+    /// When (server µs) a delayed `flush_all` is due; 0 = none pending. Like
+    /// memcached's one `oldest_live`, a later `flush_all` replaces it.
+    flush_at: AtomicU64,
+    /// Held while a due flush runs, so that no request of this port runs beside it.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -100,6 +105,42 @@ impl Shared {
             settings,
             counters: Counters::default(),
             started: Instant::now(),
+            flush_at: AtomicU64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
         })
     }
+
+    /// Schedule a flush at `at` (server µs), replacing any pending one; `None`
+    /// cancels it (an immediate flush has just run).
+    pub fn schedule_flush(&self, at: Option<u64>) {
+        self.flush_at
+            .store(at.map_or(0, |at| at.max(1)), Ordering::SeqCst);
+    }
+
+    /// Run the pending flush if the service clock has reached it: the same `vanish`
+    /// as an immediate `flush_all`. Called before every request of the port and by
+    /// the port's ticker ([`FLUSH_TICK`]); a failed vanish stays pending.
+    pub async fn run_due_flush(&self) {
+        let due = |at: u64| at != 0 && self.service.now() >= at;
+        if !due(self.flush_at.load(Ordering::SeqCst)) {
+            return;
+        }
+        let _flushing = self.flushing.lock().await;
+        let at = self.flush_at.load(Ordering::SeqCst);
+        if !due(at) {
+            return; // another request ran it, or a later flush_all replaced it
+        }
+        match self.service.vanish().await {
+            Ok(()) => {
+                let _ = self
+                    .flush_at
+                    .compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst);
+                tracing::info!("memcached delayed flush_all ran");
+            }
+            Err(e) => tracing::warn!(error = %e, "memcached delayed flush_all failed; will retry"),
+        }
+    }
 }
+
+/// How often the port checks for a due delayed `flush_all` when no request comes.
+pub const FLUSH_TICK: Duration = Duration::from_millis(100);

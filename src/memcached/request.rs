@@ -70,6 +70,9 @@ pub enum Request {
         noreply: bool,
     },
     FlushAll {
+        /// The delay (an exptime: seconds up to 30 days, then a Unix time; 0 or less
+        /// is now), `None` when it is not a number.
+        delay: Option<i64>,
         noreply: bool,
     },
     /// Close without a reply.
@@ -281,11 +284,14 @@ pub fn decode(buf: &[u8], max_value_bytes: usize) -> Result<Option<(Request, usi
             _ => error,
         },
         b"flush_all" => match args {
-            [] | [b"noreply"] => Request::FlushAll { noreply },
-            [delay] | [delay, b"noreply"] if parse_i64(delay).is_some() => {
-                Request::FlushAll { noreply }
-            }
-            [_] | [_, b"noreply"] => refused(BAD_FORMAT, noreply),
+            [] | [b"noreply"] => Request::FlushAll {
+                delay: Some(0),
+                noreply,
+            },
+            [delay] | [delay, b"noreply"] => Request::FlushAll {
+                delay: parse_i64(delay),
+                noreply,
+            },
             _ => error,
         },
         _ => error,
