@@ -1171,3 +1171,75 @@ async fn a_delayed_flush_all_is_refused_unless_allowed() {
     assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_independent_meta_client_round_trips_every_meta_command() {
+    use async_memcached::MetaProtocol;
+    let server = server().await;
+    let addr = server.memcached.expect("memcached port");
+    let mut client = async_memcached::Client::new(format!("tcp://{addr}"))
+        .await
+        .expect("connects");
+    let stored = client
+        .meta_set("k", "hello", false, Some(b"7"), Some(&["T100", "F5", "c"]))
+        .await
+        .expect("ms")
+        .expect("an answer");
+    let cas = stored.cas.expect("c answered");
+    let got = client
+        .meta_get("k", false, None, Some(&["v", "f", "c", "t", "s", "k"]))
+        .await
+        .expect("mg")
+        .expect("a hit");
+    assert_eq!(got.data.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(got.flags, Some(5));
+    assert_eq!(got.cas, Some(cas));
+    assert_eq!(got.ttl_remaining, Some(100));
+    assert_eq!(got.size, Some(5));
+    assert_eq!(got.key.as_deref(), Some(&b"k"[..]));
+    assert!(
+        client
+            .meta_get("nope", true, None, Some(&["v"]))
+            .await
+            .expect("quiet mg")
+            .is_none()
+    );
+    let refused = client
+        .meta_set_multi(&[("a", "1"), ("b", "22"), ("k", "x")], Some(&["ME"]))
+        .await
+        .expect("quiet ms pipeline");
+    assert_eq!(refused.len(), 1, "only the add over k fails: {refused:?}");
+    let hits = client
+        .meta_get_multi(&["a", "missing", "b"], Some(&["v"]))
+        .await
+        .expect("quiet mg pipeline");
+    let values: Vec<_> = hits
+        .iter()
+        .map(|v| v.data.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(values, vec![b"1".to_vec(), b"22".to_vec()]);
+    let counted = client
+        .meta_increment("n", false, None, Some(5), Some(&["N0", "J10", "v"]))
+        .await
+        .expect("ma")
+        .expect("an answer");
+    assert_eq!(counted.data.as_deref(), Some(&b"10"[..]));
+    let counted = client
+        .meta_decrement("n", false, None, Some(3), Some(&["v"]))
+        .await
+        .expect("ma MD")
+        .expect("an answer");
+    assert_eq!(counted.data.as_deref(), Some(&b"7"[..]));
+    client
+        .meta_delete("k", false, None, None)
+        .await
+        .expect("md");
+    assert!(
+        client
+            .meta_get("k", false, None, Some(&["v"]))
+            .await
+            .expect("mg after md")
+            .is_none()
+    );
+    server.stop().await;
+}
