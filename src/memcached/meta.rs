@@ -142,13 +142,14 @@ pub fn decode(
         _ => return done(refused("ERROR", 0)),
     };
     if command == MetaCommand::Noop {
-        return done(meta(
+        let noop = meta(
             command,
             Vec::new(),
             false,
             Vec::new(),
             MetaOptions::default(),
-        ));
+        );
+        return done(Request::Meta(noop));
     }
     let Some((&key, rest)) = args.split_first() else {
         return done(refused(
@@ -176,13 +177,8 @@ pub fn decode(
         } else {
             return done(refused(BAD_FORMAT, 0));
         };
-        return done(meta(
-            command,
-            key,
-            binary,
-            Vec::new(),
-            MetaOptions::default(),
-        ));
+        let debug = meta(command, key, binary, Vec::new(), MetaOptions::default());
+        return done(Request::Meta(debug));
     }
     let (size, flag_tokens) = if command == MetaCommand::Set {
         let Some((&size, flags)) = rest.split_first() else {
@@ -232,7 +228,9 @@ pub fn decode(
         return done(refused(reply, discard));
     }
     let Some(size) = size else {
-        return done(meta(command, key, binary_key, flags, options));
+        return done(Request::Meta(meta(
+            command, key, binary_key, flags, options,
+        )));
     };
     if size > max_value_bytes {
         return done(refused("SERVER_ERROR object too large for cache", discard));
@@ -244,15 +242,10 @@ pub fn decode(
     if &block[size..] != b"\r\n" {
         return Ok(Some((refused("CLIENT_ERROR bad data chunk", 0), end + 2)));
     }
-    let mut request = Meta {
-        command,
-        key,
-        binary_key,
-        flags,
-        options,
-        data: Vec::new(),
+    let request = Meta {
+        data: block[..size].to_vec(),
+        ..meta(command, key, binary_key, flags, options)
     };
-    request.data = block[..size].to_vec();
     Ok(Some((Request::Meta(request), end + 2)))
 }
 
@@ -262,15 +255,15 @@ fn meta(
     binary_key: bool,
     flags: Vec<(u8, Vec<u8>)>,
     options: MetaOptions,
-) -> Request {
-    Request::Meta(Meta {
+) -> Meta {
+    Meta {
         command,
         key,
         binary_key,
         flags,
         options,
         data: Vec::new(),
-    })
+    }
 }
 
 type Parsed = (Vec<u8>, bool, Vec<(u8, Vec<u8>)>, MetaOptions);

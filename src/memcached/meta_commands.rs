@@ -77,6 +77,17 @@ fn answer_line(out: &mut Vec<u8>, code: &str, meta: &Meta, letters: &[u8], seen:
     out.extend_from_slice(b"\r\n");
 }
 
+/// A hit's answer: `VA <size>` and the data with `v`, otherwise `HD`.
+fn hit_answer(out: &mut Vec<u8>, meta: &Meta, letters: &[u8], seen: &Reported, value: &[u8]) {
+    if meta.options.value {
+        answer_line(out, &format!("VA {}", value.len()), meta, letters, seen);
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        answer_line(out, "HD", meta, letters, seen);
+    }
+}
+
 /// What `ma` found.
 enum Counted {
     Done(McItem),
@@ -139,21 +150,12 @@ impl Connection<'_> {
         let now = service.now();
         match found {
             Some(item) => {
-                let code = if meta.options.value {
-                    format!("VA {}", item.value.len())
-                } else {
-                    "HD".to_string()
-                };
                 let seen = Reported {
                     item: Some(&item),
                     cas: None,
                     now,
                 };
-                answer_line(out, &code, meta, b"stcfOk", &seen);
-                if meta.options.value {
-                    out.extend_from_slice(&item.value);
-                    out.extend_from_slice(b"\r\n");
-                }
+                hit_answer(out, meta, b"stcfOk", &seen, &item.value);
             }
             None if meta.options.quiet => {}
             None => answer_line(out, "EN", meta, b"Ok", &Reported::default()),
@@ -344,21 +346,12 @@ impl Connection<'_> {
         match counted {
             Counted::Done(_) if meta.options.quiet => {}
             Counted::Done(item) => {
-                let code = if meta.options.value {
-                    format!("VA {}", item.value.len())
-                } else {
-                    "HD".to_string()
-                };
                 let seen = Reported {
                     item: Some(&item),
                     cas,
                     now,
                 };
-                answer_line(out, &code, meta, b"ctOk", &seen);
-                if meta.options.value {
-                    out.extend_from_slice(&item.value);
-                    out.extend_from_slice(b"\r\n");
-                }
+                hit_answer(out, meta, b"ctOk", &seen, &item.value);
             }
             Counted::NotFound => answer_line(out, "NF", meta, b"Ok", &Reported::default()),
             Counted::Exists => answer_line(out, "EX", meta, b"Ok", &Reported::default()),
