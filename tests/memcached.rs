@@ -1160,6 +1160,7 @@ async fn a_delayed_flush_all_is_refused_unless_allowed() {
     let mut mc = Mc::connect(&server).await;
     mc.line("set k 0 0 1\r\nx\r\n").await;
     for request in ["flush_all 10\r\n", "flush_all soon\r\n"] {
+        // (counted in cmd_flush even when refused, as memcached counts them)
         assert_eq!(
             mc.line(request).await,
             "CLIENT_ERROR flush_all not allowed\r\n",
@@ -1167,6 +1168,8 @@ async fn a_delayed_flush_all_is_refused_unless_allowed() {
         );
     }
     assert_eq!(mc.line("flush_all 10 noreply\r\nmn\r\n").await, "MN\r\n");
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_flush 3\r\n"), "{stats}");
     server.clock.advance(20 * SECOND);
     assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
     server.stop().await;

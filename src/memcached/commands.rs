@@ -237,6 +237,7 @@ impl<'a> Connection<'a> {
             Request::Verbosity { noreply } => reply(noreply, "OK"),
             Request::Meta(meta) => self.meta(meta, out).await,
             Request::FlushAll { delay, noreply } => {
+                counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
                 let now = service.now();
                 // As memcached: refused before the delay is even read.
                 match delay.map(|d| expiry(d, now).filter(|at| *at > now)) {
@@ -461,6 +462,7 @@ fn stats(shared: &Shared) -> String {
         ("cmd_get", get(&c.cmd_get)),
         ("cmd_set", get(&c.cmd_set)),
         ("cmd_touch", get(&c.cmd_touch)),
+        ("cmd_flush", get(&c.cmd_flush)),
         ("get_hits", get(&c.get_hits)),
         ("get_misses", get(&c.get_misses)),
     ];

@@ -211,7 +211,7 @@ pub fn decode(
     };
     let discard = size.map_or(0, |n| n + 2);
     let parsed = parse_flags(command, key, flag_tokens);
-    let (key, binary_key, flags, options) = match parsed {
+    let (decoded, flags, options) = match parsed {
         Ok(parsed) => parsed,
         Err(reply) => {
             let reply = match command {
@@ -223,6 +223,13 @@ pub fn decode(
             };
             return done(refused(reply, discard));
         }
+    };
+    let binary_key = decoded.is_some();
+    let key = match decoded {
+        Some(key) => key,
+        None if valid_key(key) => key.to_vec(),
+        // A control character: as a classic command's key.
+        None => return done(refused(BAD_FORMAT, discard)),
     };
     if let Some(reply) = check_mode(command, options.mode) {
         return done(refused(reply, discard));
@@ -266,7 +273,8 @@ fn meta(
     }
 }
 
-type Parsed = (Vec<u8>, bool, Vec<(u8, Vec<u8>)>, MetaOptions);
+/// The base64-decoded key (with `b`), the flags in order, what they ask for.
+type Parsed = (Option<Vec<u8>>, Vec<(u8, Vec<u8>)>, MetaOptions);
 
 /// memcached's `_meta_flag_preparse`: a duplicate or unknown letter stops at once;
 /// a bad token is noted and the rest still read (the last such error is answered).
@@ -333,13 +341,7 @@ fn parse_flags(command: MetaCommand, key: &[u8], tokens: &[&[u8]]) -> Result<Par
     if let Some(error) = error {
         return Err(error);
     }
-    let binary_key = decoded.is_some();
-    let key = match decoded {
-        Some(key) => key,
-        None if valid_key(key) => key.to_vec(),
-        None => return Err(BAD_FORMAT),
-    };
-    Ok((key, binary_key, flags, options))
+    Ok((decoded, flags, options))
 }
 
 fn check_mode(command: MetaCommand, mode: Option<u8>) -> Option<&'static str> {
@@ -426,6 +428,11 @@ mod tests {
         assert_eq!(reply(b"me\r\n"), BAD_FORMAT);
         assert_eq!(reply(b"ms k\r\n"), BAD_FORMAT);
         assert_eq!(reply(b"ms k -1\r\n"), BAD_FORMAT);
+        assert_eq!(
+            reply(b"md k\x01 q\r\n"),
+            BAD_FORMAT,
+            "a key, not a flag, error"
+        );
     }
 
     #[test]

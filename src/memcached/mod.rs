@@ -63,6 +63,8 @@ pub struct Counters {
     pub cmd_get: AtomicU64,
     pub cmd_set: AtomicU64,
     pub cmd_touch: AtomicU64,
+    /// Every `flush_all`, refused ones included, as memcached counts them.
+    pub cmd_flush: AtomicU64,
     pub get_hits: AtomicU64,
     pub get_misses: AtomicU64,
 }
@@ -76,6 +78,7 @@ impl Counters {
             &self.cmd_get,
             &self.cmd_set,
             &self.cmd_touch,
+            &self.cmd_flush,
             &self.get_hits,
             &self.get_misses,
         ] {
