@@ -168,6 +168,7 @@ pub async fn start(config: &ServeConfig, clock: Arc<dyn Clock>) -> Result<Runnin
                 allow_flush: config.memcached_allow_flush,
                 guard: config.memcached_guard,
                 ts_digits: config.tyrant_ts_digits,
+                port: bound.port(),
             },
         );
         servers.push(tokio::spawn(memcached::serve(

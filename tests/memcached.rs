@@ -618,3 +618,631 @@ async fn an_independent_client_round_trips_every_classic_command() {
     .expect("client thread");
     server.stop().await;
 }
+
+// ---- meta commands (mg ms md ma me mn) ----
+
+impl Mc {
+    /// Send a request and read its answer, which ends with `last` (a line of its own
+    /// or the end of a value line).
+    async fn meta(&mut self, request: &str, last: &str) -> String {
+        self.send(request.as_bytes()).await;
+        self.read_until(last).await
+    }
+}
+
+#[tokio::test]
+async fn mg_answers_the_requested_flags_in_request_order() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 5 100 5\r\nhello\r\n").await;
+    let cas = mc.cas_of("k").await;
+    assert_eq!(
+        mc.meta("mg k s v t f c k Oab\r\n", "hello\r\n").await,
+        format!("VA 5 s5 t100 f5 c{cas} kk Oab\r\nhello\r\n")
+    );
+    assert_eq!(mc.line("mg k\r\n").await, "HD\r\n", "a hit without v");
+    assert_eq!(mc.line("mg k Oz k f\r\n").await, "HD Oz kk f5\r\n");
+    mc.line("set forever 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("mg forever t\r\n").await, "HD t-1\r\n");
+    assert_eq!(mc.line("mg nope v\r\n").await, "EN\r\n");
+    assert_eq!(
+        mc.line("mg nope v k O1 s\r\n").await,
+        "EN knope O1\r\n",
+        "a miss echoes only k and O"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mg_with_t_touches_and_counts_as_a_touch() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    let cas = mc.cas_of("k").await;
+    assert_eq!(
+        mc.line("mg k T10 t c\r\n").await,
+        format!("HD t10 c{cas}\r\n")
+    );
+    server.clock.advance(11 * SECOND);
+    assert_eq!(mc.line("mg k v\r\n").await, "EN\r\n");
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_touch 1\r\n"), "{stats}");
+    assert!(stats.contains("STAT get_misses 1\r\n"), "{stats}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_mode_hides_the_uninteresting_answers_until_mn() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    // As Dalli 3 pipelines a multi-get and a multi-set: q on each, mn to end.
+    let answer = mc
+        .meta(
+            "ms a 1 c q MS\r\n1\r\nms b 2 q MS T0\r\n22\r\nms a 1 q ME\r\nx\r\nmn\r\n",
+            "MN\r\n",
+        )
+        .await;
+    assert_eq!(answer, "NS\r\nMN\r\n", "only the failed add answers");
+    let answer = mc
+        .meta(
+            "mg a v f q k\r\nmg nope v f q k\r\nmg b v f q k\r\nmn\r\n",
+            "MN\r\n",
+        )
+        .await;
+    assert_eq!(answer, "VA 1 f0 ka\r\n1\r\nVA 2 f0 kb\r\n22\r\nMN\r\n");
+    let answer = mc
+        .meta("md a q\r\nmd nope q\r\nma c q\r\nmn\r\n", "MN\r\n")
+        .await;
+    assert_eq!(
+        answer, "NF\r\nNF\r\nMN\r\n",
+        "misses of md and ma still answer"
+    );
+    assert_eq!(mc.line("mn\r\n").await, "MN\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ms_modes_follow_set_add_replace_append_prepend() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("ms k 1 MR\r\nx\r\n").await, "NS\r\n");
+    assert_eq!(mc.line("ms k 1 MA\r\nx\r\n").await, "NS\r\n");
+    assert_eq!(mc.line("ms k 3 ME\r\nmid\r\n").await, "HD\r\n");
+    assert_eq!(mc.line("ms k 1 ME\r\nx\r\n").await, "NS\r\n");
+    assert_eq!(mc.line("ms k 2 MA\r\n>>\r\n").await, "HD\r\n");
+    assert_eq!(mc.line("ms k 2 MP\r\n<<\r\n").await, "HD\r\n");
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 0 7\r\n<<mid>>\r\nEND\r\n"
+    );
+    assert_eq!(mc.line("ms k 3 MR F9 T50\r\nnew\r\n").await, "HD\r\n");
+    assert_eq!(
+        mc.meta("mg k v f t\r\n", "new\r\n").await,
+        "VA 3 f9 t50\r\nnew\r\n"
+    );
+    assert_eq!(mc.line("ms k 1 MS Oo k\r\ns\r\n").await, "HD Oo kk\r\n");
+    assert_eq!(
+        mc.line("ms k 0\r\n\r\n").await,
+        "HD\r\n",
+        "default mode is set"
+    );
+    // N in append mode creates the item on a miss, with N's exptime.
+    assert_eq!(mc.line("ms log 2 MA N30\r\nab\r\n").await, "HD\r\n");
+    assert_eq!(mc.line("ms log 2 MA N30\r\ncd\r\n").await, "HD\r\n");
+    assert_eq!(
+        mc.meta("mg log v t\r\n", "abcd\r\n").await,
+        "VA 4 t30\r\nabcd\r\n"
+    );
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_set 11\r\n"), "{stats}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ms_compares_and_returns_cas_uniques() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("ms k 1 C1\r\nx\r\n").await, "NF\r\n");
+    let first = mc.line("ms k 2 c\r\nv1\r\n").await;
+    let cas: u64 = first
+        .trim_end()
+        .strip_prefix("HD c")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no cas in {first:?}"));
+    assert_eq!(mc.cas_of("k").await, cas, "c is the stored value's unique");
+    assert_eq!(
+        mc.line(&format!("ms k 2 C{}\r\nv2\r\n", cas + 1)).await,
+        "EX\r\n"
+    );
+    assert_eq!(
+        mc.line(&format!("ms k 2 MA C{}\r\nv2\r\n", cas + 1)).await,
+        "EX\r\n",
+        "append compares too"
+    );
+    let second = mc.line(&format!("ms k 2 C{cas} c\r\nv2\r\n")).await;
+    assert!(second.starts_with("HD c"), "{second}");
+    assert_ne!(second, first);
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 2\r\nv2\r\nEND\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ms_errors_swallow_the_data_and_keep_the_connection() {
+    let server = server_with(|config| config.limits.max_value_bytes = 16).await;
+    let mut mc = Mc::connect(&server).await;
+    let cases = [
+        (
+            "ms k 3 MX\r\nabc\r\n",
+            "CLIENT_ERROR invalid mode for ms M token",
+        ),
+        (
+            "ms k 3 MSS\r\nabc\r\n",
+            "CLIENT_ERROR incorrect length for M token",
+        ),
+        ("ms k 3 T1 T2\r\nabc\r\n", "CLIENT_ERROR duplicate flag"),
+        ("ms k 3 !\r\nabc\r\n", "CLIENT_ERROR invalid flag"),
+        (
+            "ms k 3 Fx\r\nabc\r\n",
+            "CLIENT_ERROR bad command line format",
+        ),
+        ("ms k 3 I\r\nabc\r\n", "CLIENT_ERROR invalid flag"),
+        ("ms k 3 E5\r\nabc\r\n", "CLIENT_ERROR invalid flag"),
+        (
+            "ms k 3 q MX\r\nabc\r\n",
+            "CLIENT_ERROR invalid mode for ms M token",
+        ),
+        (
+            "ms k 17\r\n01234567890123456\r\n",
+            "SERVER_ERROR object too large for cache",
+        ),
+        ("ms k 3\r\nabcde", "CLIENT_ERROR bad data chunk"),
+        ("ms k\r\n", "CLIENT_ERROR bad command line format"),
+        ("ms k x\r\n", "CLIENT_ERROR bad command line format"),
+    ];
+    for (request, reply) in cases {
+        assert_eq!(
+            mc.line(request).await,
+            format!("{reply}\r\n"),
+            "{request:?}"
+        );
+        assert_eq!(mc.line("mn\r\n").await, "MN\r\n", "after {request:?}");
+    }
+    assert_eq!(mc.line("mg k\r\n").await, "EN\r\n", "nothing was stored");
+    mc.line("ms k 10\r\n0123456789\r\n").await;
+    assert_eq!(
+        mc.line("ms k 10 MA\r\n0123456789\r\n").await,
+        "SERVER_ERROR out of memory storing object\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn md_deletes_compares_empties_and_echoes() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("md k\r\n").await, "NF\r\n");
+    mc.line("set k 7 0 5\r\nhello\r\n").await;
+    let cas = mc.cas_of("k").await;
+    assert_eq!(mc.line(&format!("md k C{}\r\n", cas + 1)).await, "EX\r\n");
+    assert_eq!(mc.line("md k x Oq k\r\n").await, "HD Oq kk\r\n");
+    assert_eq!(
+        mc.meta("mg k v s f\r\n", "\r\n\r\n").await,
+        "VA 0 s0 f0\r\n\r\n",
+        "x empties the value and its flags, and keeps the item"
+    );
+    let cas = mc.cas_of("k").await;
+    assert_eq!(mc.line(&format!("md k C{cas} T30\r\n")).await, "HD\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.line("md k h\r\n").await,
+        "CLIENT_ERROR invalid or duplicate flag\r\n"
+    );
+    assert_eq!(
+        mc.line("md k q q\r\n").await,
+        "CLIENT_ERROR invalid or duplicate flag\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ma_counts_vivifies_and_compares() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("ma n\r\n").await, "NF\r\n");
+    assert_eq!(mc.line("ma n O1 k\r\n").await, "NF O1 kn\r\n");
+    // As Dalli 3 sends incr with an initial value.
+    assert_eq!(
+        mc.meta("ma n v N0 J10 MI\r\n", "10\r\n").await,
+        "VA 2\r\n10\r\n"
+    );
+    assert_eq!(mc.meta("ma n v\r\n", "11\r\n").await, "VA 2\r\n11\r\n");
+    assert_eq!(
+        mc.meta("ma n v MD D5 t\r\n", "6\r\n").await,
+        "VA 1 t-1\r\n6\r\n"
+    );
+    assert_eq!(
+        mc.meta("ma n v M- D100\r\n", "0\r\n").await,
+        "VA 1\r\n0\r\n"
+    );
+    assert_eq!(mc.line("ma n M+ D7\r\n").await, "HD\r\n");
+    assert_eq!(mc.get("get n\r\n").await, "VALUE n 0 1\r\n7\r\nEND\r\n");
+    let cas = mc.cas_of("n").await;
+    assert_eq!(mc.line(&format!("ma n C{}\r\n", cas + 1)).await, "EX\r\n");
+    let answer = mc.line(&format!("ma n C{cas} c T20 t\r\n")).await;
+    let new_cas = mc.cas_of("n").await;
+    assert_eq!(answer, format!("HD c{new_cas} t20\r\n"));
+    assert_ne!(new_cas, cas);
+    assert_eq!(
+        mc.meta("ma n q\r\nmn\r\n", "MN\r\n").await,
+        "MN\r\n",
+        "q hides the success"
+    );
+    mc.line("set word 0 0 3\r\nabc\r\n").await;
+    assert_eq!(
+        mc.line("ma word\r\n").await,
+        "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+    );
+    assert_eq!(
+        mc.line("ma n MX\r\n").await,
+        "CLIENT_ERROR invalid mode for ma M token\r\n"
+    );
+    assert_eq!(
+        mc.line("ma n Dx\r\n").await,
+        "CLIENT_ERROR invalid or duplicate flag\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn base64_keys_are_decoded_and_answered_in_base64() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    // "foo bar" (a space: only a base64 key can hold it) and "foo".
+    assert_eq!(mc.line("ms Zm9vIGJhcg== 2 b\r\nhi\r\n").await, "HD\r\n");
+    assert_eq!(
+        mc.meta("mg Zm9vIGJhcg== b v k\r\n", "hi\r\n").await,
+        "VA 2 kZm9vIGJhcg== b\r\nhi\r\n"
+    );
+    assert_eq!(mc.line("ms Zm9v 1 b k\r\nx\r\n").await, "HD kZm9v b\r\n");
+    assert_eq!(mc.get("get foo\r\n").await, "VALUE foo 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(
+        mc.line("me Zm9v b\r\n").await.split(' ').nth(1),
+        Some("Zm9v")
+    );
+    assert_eq!(mc.line("md Zm9v b q\r\nmn\r\n").await, "MN\r\n");
+    assert_eq!(mc.get("get foo\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.line("mg !!!! b v\r\n").await,
+        "CLIENT_ERROR error decoding key\r\n"
+    );
+    assert_eq!(
+        mc.line("ma !!!! b\r\n").await,
+        "CLIENT_ERROR invalid or duplicate flag\r\n"
+    );
+    assert_eq!(
+        mc.line("me !!!! b\r\n").await,
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn meta_flag_errors_are_memcacheds_and_keep_the_connection() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    let long_key = "k".repeat(251);
+    let opaque = format!("O{}", "x".repeat(32));
+    let many = "k ".repeat(18);
+    let cases = [
+        ("mg k v v\r\n".to_string(), "CLIENT_ERROR duplicate flag"),
+        ("mg k !\r\n".to_string(), "CLIENT_ERROR invalid flag"),
+        (
+            "mg k Tx\r\n".to_string(),
+            "CLIENT_ERROR bad token in command line format",
+        ),
+        (
+            format!("mg k {opaque}\r\n"),
+            "CLIENT_ERROR opaque token too long",
+        ),
+        (
+            format!("mg {long_key} v\r\n"),
+            "CLIENT_ERROR bad command line format",
+        ),
+        (
+            format!("mg k {many}\r\n"),
+            "CLIENT_ERROR options flags are too long",
+        ),
+        (
+            format!("md k {many}\r\n"),
+            "CLIENT_ERROR options flags too long",
+        ),
+        // Flags tidemark does not keep the state for are refused as unknown ones.
+        ("mg k h\r\n".to_string(), "CLIENT_ERROR invalid flag"),
+        ("mg k l\r\n".to_string(), "CLIENT_ERROR invalid flag"),
+        ("mg k N30\r\n".to_string(), "CLIENT_ERROR invalid flag"),
+        ("mg k R30\r\n".to_string(), "CLIENT_ERROR invalid flag"),
+        ("mg k E5\r\n".to_string(), "CLIENT_ERROR invalid flag"),
+        (
+            "md k I\r\n".to_string(),
+            "CLIENT_ERROR invalid or duplicate flag",
+        ),
+        ("mg\r\n".to_string(), "ERROR"),
+        ("mz k\r\n".to_string(), "ERROR"),
+        ("me\r\n".to_string(), "CLIENT_ERROR bad command line format"),
+    ];
+    for (request, reply) in &cases {
+        assert_eq!(
+            mc.line(request).await,
+            format!("{reply}\r\n"),
+            "{request:?}"
+        );
+    }
+    // Errors are answered even in quiet mode.
+    assert_eq!(
+        mc.line("mg k q v v\r\n").await,
+        "CLIENT_ERROR duplicate flag\r\n"
+    );
+    assert_eq!(mc.line("mn\r\n").await, "MN\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn me_answers_the_debug_values_tidemark_has() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("me k\r\n").await, "EN\r\n");
+    mc.line("set k 0 30 5\r\nhello\r\n").await;
+    let cas = mc.cas_of("k").await;
+    assert_eq!(
+        mc.line("me k\r\n").await,
+        format!("ME k exp=30 cas={cas} size=5\r\n")
+    );
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert!(mc.line("me k\r\n").await.starts_with("ME k exp=-1 cas="));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn meta_writes_and_classic_reads_share_the_same_items() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    assert_eq!(mc.line("ms k 5 F3 T100\r\nhello\r\n").await, "HD\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 3 5\r\nhello\r\nEND\r\n");
+    let http = Http::of(&server);
+    let body = http.get("k").await.text().await.expect("body");
+    assert_eq!(body, "hello");
+    assert_eq!(mc.line("set k 0 0 2\r\nhi\r\n").await, "STORED\r\n");
+    assert_eq!(mc.meta("mg k v f\r\n", "hi\r\n").await, "VA 2 f0\r\nhi\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn under_the_prefix_guard_ms_set_add_replace_follow_the_timestamp_rule() {
+    let server = server_with(|config| {
+        config.memcached_guard = tidemark::config::TyrantGuard::Prefix;
+    })
+    .await;
+    let mut mc = Mc::connect(&server).await;
+    let ts = |t: u64, rest: &str| format!("{t:016}{rest}");
+    let ms = |key: &str, flags: &str, value: &str| {
+        format!("ms {key} {} {flags}\r\n{value}\r\n", value.len())
+    };
+    let newer = ts(T0, "b");
+    let older = ts(T0 - SECOND, "a");
+    let first = mc.line(&ms("k", "c", &newer)).await;
+    assert_eq!(first, format!("HD c{}\r\n", mc.cas_of("k").await));
+    assert_eq!(mc.line(&ms("k", "MS", &older)).await, "NS\r\n", "stale");
+    assert_eq!(mc.line(&ms("k", "", "no digits")).await, "NS\r\n");
+    assert_eq!(mc.line(&ms("k", "", &newer)).await, "HD\r\n", "repeated");
+    let later = ts(T0 + SECOND, "c");
+    assert_eq!(mc.line(&ms("k", "ME", &later)).await, "NS\r\n");
+    assert_eq!(mc.line(&ms("nope", "MR", &later)).await, "NS\r\n");
+    server.clock.advance(2 * SECOND);
+    assert_eq!(mc.line(&ms("k", "MR", &later)).await, "HD\r\n");
+    // Append mode carries no timestamp and stays unguarded.
+    assert_eq!(mc.line(&ms("k", "MA", "!")).await, "HD\r\n");
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        format!("VALUE k 0 {}\r\n{later}!\r\nEND\r\n", later.len() + 1)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stats_arguments_answer_settings_reset_and_memcacheds_empty_lists() {
+    let server = server_with(|config| {
+        config.limits.max_value_bytes = 4096;
+        config.memcached_allow_flush = true;
+    })
+    .await;
+    let port = server.memcached.expect("memcached port").port();
+    let mut mc = Mc::connect(&server).await;
+    let settings = mc.get("stats settings\r\n").await;
+    for line in [
+        "STAT item_size_max 4096\r\n".to_string(),
+        format!("STAT tcpport {port}\r\n"),
+        "STAT flush_enabled yes\r\n".to_string(),
+        "STAT cas_enabled yes\r\n".to_string(),
+        "STAT evictions off\r\n".to_string(),
+    ] {
+        assert!(settings.contains(&line), "{line:?} in {settings}");
+    }
+    assert!(settings.contains("STAT maxconns "), "{settings}");
+    mc.line("mg a v\r\n").await;
+    mc.line("ms a 1\r\nx\r\n").await;
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_get 1\r\n"), "{stats}");
+    assert!(stats.contains("STAT cmd_set 1\r\n"), "{stats}");
+    assert_eq!(mc.line("stats reset\r\n").await, "RESET\r\n");
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_get 0\r\n"), "{stats}");
+    assert!(stats.contains("STAT cmd_set 0\r\n"), "{stats}");
+    assert!(stats.contains("STAT curr_connections 1\r\n"), "{stats}");
+    assert_eq!(mc.get("stats items\r\n").await, "END\r\n");
+    assert_eq!(mc.get("stats slabs\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.get("stats sizes\r\n").await,
+        "STAT sizes_status disabled\r\nEND\r\n"
+    );
+    assert_eq!(mc.line("stats conns\r\n").await, "ERROR\r\n");
+    assert_eq!(mc.line("stats bogus\r\n").await, "ERROR\r\n");
+    assert_eq!(mc.line("mn\r\n").await, "MN\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_flush_all_removes_at_its_deadline_what_exists_then() {
+    let server = server_with(|config| config.memcached_allow_flush = true).await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set before 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all 10\r\n").await, "OK\r\n");
+    assert_eq!(
+        mc.get("get before\r\n").await,
+        "VALUE before 0 1\r\nx\r\nEND\r\n"
+    );
+    server.clock.advance(5 * SECOND);
+    mc.line("set during 0 0 1\r\ny\r\n").await;
+    server.clock.advance(5 * SECOND);
+    // The next request runs the due flush first.
+    assert_eq!(mc.get("get before during\r\n").await, "END\r\n");
+    mc.line("set after 0 0 1\r\nz\r\n").await;
+    server.clock.advance(60 * SECOND);
+    assert_eq!(
+        mc.get("get after\r\n").await,
+        "VALUE after 0 1\r\nz\r\nEND\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_flush_all_runs_without_a_memcached_request_and_a_later_one_replaces_it() {
+    let server = server_with(|config| config.memcached_allow_flush = true).await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all 10\r\n").await, "OK\r\n");
+    assert_eq!(mc.line("flush_all 100 noreply\r\nmn\r\n").await, "MN\r\n");
+    server.clock.advance(10 * SECOND);
+    assert_eq!(
+        mc.get("get k\r\n").await,
+        "VALUE k 0 1\r\nx\r\nEND\r\n",
+        "replaced"
+    );
+    server.clock.advance(90 * SECOND);
+    // Only HTTP looks now: the port's ticker runs the flush within a bounded wait.
+    let http = Http::of(&server);
+    let gone = async {
+        while http.get("k").await.status() != 404 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gone)
+        .await
+        .expect("flushed by the ticker");
+    // An immediate flush cancels a pending one.
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    assert_eq!(mc.line("flush_all 10\r\n").await, "OK\r\n");
+    assert_eq!(mc.line("flush_all 0\r\n").await, "OK\r\n");
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    server.clock.advance(10 * SECOND);
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(mc.line("flush_all -1\r\n").await, "OK\r\n");
+    assert_eq!(mc.get("get k\r\n").await, "END\r\n");
+    assert_eq!(
+        mc.line("flush_all soon\r\n").await,
+        "CLIENT_ERROR invalid exptime argument\r\n"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_flush_all_is_refused_unless_allowed() {
+    let server = server().await;
+    let mut mc = Mc::connect(&server).await;
+    mc.line("set k 0 0 1\r\nx\r\n").await;
+    for request in ["flush_all 10\r\n", "flush_all soon\r\n"] {
+        // (counted in cmd_flush even when refused, as memcached counts them)
+        assert_eq!(
+            mc.line(request).await,
+            "CLIENT_ERROR flush_all not allowed\r\n",
+            "{request:?}"
+        );
+    }
+    assert_eq!(mc.line("flush_all 10 noreply\r\nmn\r\n").await, "MN\r\n");
+    let stats = mc.get("stats\r\n").await;
+    assert!(stats.contains("STAT cmd_flush 3\r\n"), "{stats}");
+    server.clock.advance(20 * SECOND);
+    assert_eq!(mc.get("get k\r\n").await, "VALUE k 0 1\r\nx\r\nEND\r\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_independent_meta_client_round_trips_every_meta_command() {
+    use async_memcached::MetaProtocol;
+    let server = server().await;
+    let addr = server.memcached.expect("memcached port");
+    let mut client = async_memcached::Client::new(format!("tcp://{addr}"))
+        .await
+        .expect("connects");
+    let stored = client
+        .meta_set("k", "hello", false, Some(b"7"), Some(&["T100", "F5", "c"]))
+        .await
+        .expect("ms")
+        .expect("an answer");
+    let cas = stored.cas.expect("c answered");
+    let got = client
+        .meta_get("k", false, None, Some(&["v", "f", "c", "t", "s", "k"]))
+        .await
+        .expect("mg")
+        .expect("a hit");
+    assert_eq!(got.data.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(got.flags, Some(5));
+    assert_eq!(got.cas, Some(cas));
+    assert_eq!(got.ttl_remaining, Some(100));
+    assert_eq!(got.size, Some(5));
+    assert_eq!(got.key.as_deref(), Some(&b"k"[..]));
+    assert!(
+        client
+            .meta_get("nope", true, None, Some(&["v"]))
+            .await
+            .expect("quiet mg")
+            .is_none()
+    );
+    let refused = client
+        .meta_set_multi(&[("a", "1"), ("b", "22"), ("k", "x")], Some(&["ME"]))
+        .await
+        .expect("quiet ms pipeline");
+    assert_eq!(refused.len(), 1, "only the add over k fails: {refused:?}");
+    let hits = client
+        .meta_get_multi(&["a", "missing", "b"], Some(&["v"]))
+        .await
+        .expect("quiet mg pipeline");
+    let values: Vec<_> = hits
+        .iter()
+        .map(|v| v.data.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(values, vec![b"1".to_vec(), b"22".to_vec()]);
+    let counted = client
+        .meta_increment("n", false, None, Some(5), Some(&["N0", "J10", "v"]))
+        .await
+        .expect("ma")
+        .expect("an answer");
+    assert_eq!(counted.data.as_deref(), Some(&b"10"[..]));
+    let counted = client
+        .meta_decrement("n", false, None, Some(3), Some(&["v"]))
+        .await
+        .expect("ma MD")
+        .expect("an answer");
+    assert_eq!(counted.data.as_deref(), Some(&b"7"[..]));
+    client
+        .meta_delete("k", false, None, None)
+        .await
+        .expect("md");
+    assert!(
+        client
+            .meta_get("k", false, None, Some(&["v"]))
+            .await
+            .expect("mg after md")
+            .is_none()
+    );
+    server.stop().await;
+}

@@ -25,7 +25,7 @@ pub enum After {
 }
 
 pub struct Connection<'a> {
-    shared: &'a Shared,
+    pub(super) shared: &'a Shared,
 }
 
 /// The expiry (server µs) an exptime asks for at `now`: 0 = never; up to 30 days,
@@ -42,7 +42,7 @@ pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
 }
 
 /// A stored value incr/decr can count: decimal digits only, within 64 bits.
-fn counter(value: &[u8]) -> Option<u64> {
+pub(super) fn counter(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -51,7 +51,7 @@ fn counter(value: &[u8]) -> Option<u64> {
 
 /// A storage command's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub(super) enum Answer {
     Stored,
     NotStored,
     Exists,
@@ -229,24 +229,35 @@ impl<'a> Connection<'a> {
                 };
                 reply(noreply, &text);
             }
-            Request::Stats { args } => {
-                if !args {
-                    out.extend_from_slice(stats(self.shared).as_bytes());
-                }
-                out.extend_from_slice(b"END\r\n");
-            }
+            Request::Stats { arg } => stats_of(self.shared, arg.as_deref(), out),
             Request::Version => reply(
                 false,
                 &format!("VERSION 1.6.0-tidemark-{}", env!("CARGO_PKG_VERSION")),
             ),
             Request::Verbosity { noreply } => reply(noreply, "OK"),
-            Request::FlushAll { noreply } => {
-                if !self.shared.settings.allow_flush {
-                    reply(noreply, "CLIENT_ERROR flush_all not allowed");
-                } else {
-                    match service.vanish().await {
-                        Ok(()) => reply(noreply, "OK"),
-                        Err(e) => reply(noreply, &server_error(&e)),
+            Request::Meta(meta) => self.meta(meta, out).await,
+            Request::FlushAll { delay, noreply } => {
+                counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
+                let now = service.now();
+                // As memcached: refused before the delay is even read.
+                match delay.map(|d| expiry(d, now).filter(|at| *at > now)) {
+                    _ if !self.shared.settings.allow_flush => {
+                        reply(noreply, "CLIENT_ERROR flush_all not allowed");
+                    }
+                    None => reply(noreply, "CLIENT_ERROR invalid exptime argument"),
+                    Some(Some(at)) => {
+                        self.shared.schedule_flush(Some(at));
+                        reply(noreply, "OK");
+                    }
+                    Some(None) => {
+                        let _flushing = self.shared.flushing.lock().await;
+                        match service.vanish().await {
+                            Ok(()) => {
+                                self.shared.schedule_flush(None);
+                                reply(noreply, "OK");
+                            }
+                            Err(e) => reply(noreply, &server_error(&e)),
+                        }
                     }
                 }
             }
@@ -260,7 +271,7 @@ impl Connection<'_> {
     /// rule, on every port the same) at the timestamp in the value's leading digits.
     /// A value without them, a stale or tied timestamp, a failed add/replace condition
     /// or an exptime already past is `NOT_STORED`.
-    async fn guarded_store(
+    pub(super) async fn guarded_store(
         &self,
         kind: StoreKind,
         key: Vec<u8>,
@@ -334,7 +345,7 @@ async fn gat(
 }
 
 /// The write a storage command makes of the live value it finds.
-fn store(
+pub(super) fn store(
     kind: StoreKind,
     live: Option<McItem>,
     value: Vec<u8>,
@@ -378,7 +389,7 @@ fn store(
     }
 }
 
-fn server_error(error: &ServiceError) -> String {
+pub(super) fn server_error(error: &ServiceError) -> String {
     match error {
         ServiceError::KeyTooLong { .. } => super::request::BAD_FORMAT.to_string(),
         ServiceError::ValueTooLarge { .. } => "SERVER_ERROR object too large for cache".into(),
@@ -387,6 +398,53 @@ fn server_error(error: &ServiceError) -> String {
             "SERVER_ERROR temporary failure".into()
         }
     }
+}
+
+/// `stats [arg]`, answered as memcached 1.6 answers it where tidemark has the
+/// numbers: the general statistics; `settings`; `reset`; `items` and `slabs` (no slab
+/// classes, so nothing before `END`, as memcached answers with none in use); `sizes`
+/// (not tracked: `sizes_status disabled`, as memcached without `-o track_sizes`).
+/// Anything else, `conns` included (connections are not listed), is `ERROR`.
+fn stats_of(shared: &Shared, arg: Option<&[u8]>, out: &mut Vec<u8>) {
+    let text = match arg {
+        None => stats(shared),
+        Some(b"settings") => settings(shared),
+        Some(b"reset") => {
+            shared.counters.reset();
+            out.extend_from_slice(b"RESET\r\n");
+            return;
+        }
+        Some(b"items" | b"slabs") => String::new(),
+        Some(b"sizes") => "STAT sizes_status disabled\r\n".to_string(),
+        Some(_) => {
+            out.extend_from_slice(b"ERROR\r\n");
+            return;
+        }
+    };
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats settings`: the settings tidemark has, in memcached's names.
+fn settings(shared: &Shared) -> String {
+    let s = &shared.settings;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let lines = [
+        ("maxconns", s.max_connections.to_string()),
+        ("tcpport", s.port.to_string()),
+        ("udpport", "0".to_string()),
+        ("item_size_max", s.max_value_bytes.to_string()),
+        ("evictions", "off".to_string()),
+        ("cas_enabled", "yes".to_string()),
+        ("flush_enabled", yes_no(s.allow_flush).to_string()),
+        ("binding_protocol", "ascii".to_string()),
+        ("idle_timeout", "0".to_string()),
+        ("verbosity", "0".to_string()),
+    ];
+    lines
+        .iter()
+        .map(|(name, value)| format!("STAT {name} {value}\r\n"))
+        .collect()
 }
 
 fn stats(shared: &Shared) -> String {
@@ -404,6 +462,7 @@ fn stats(shared: &Shared) -> String {
         ("cmd_get", get(&c.cmd_get)),
         ("cmd_set", get(&c.cmd_set)),
         ("cmd_touch", get(&c.cmd_touch)),
+        ("cmd_flush", get(&c.cmd_flush)),
         ("get_hits", get(&c.get_hits)),
         ("get_misses", get(&c.get_misses)),
     ];

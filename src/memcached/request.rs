@@ -61,18 +61,24 @@ pub enum Request {
         noreply: bool,
     },
     Stats {
-        /// Any arguments (`stats items`, …): only the general statistics are served.
-        args: bool,
+        /// The first argument (`stats settings`, `stats reset`, …); `None` for the
+        /// general statistics.
+        arg: Option<Vec<u8>>,
     },
     Version,
     Verbosity {
         noreply: bool,
     },
     FlushAll {
+        /// The delay (an exptime: seconds up to 30 days, then a Unix time; 0 or less
+        /// is now), `None` when it is not a number.
+        delay: Option<i64>,
         noreply: bool,
     },
     /// Close without a reply.
     Quit,
+    /// `mg ms md ma me mn` (decoded in `meta.rs`).
+    Meta(super::meta::Meta),
     /// Answer `reply` (unless `noreply`) and carry on with the next line. memcached
     /// reads the data block of a too-large value and throws it away; `discard` is how
     /// many bytes of it (CRLF included) follow this request.
@@ -119,6 +125,9 @@ pub fn decode(buf: &[u8], max_value_bytes: usize) -> Result<Option<(Request, usi
     let Some((&command, args)) = tokens.split_first() else {
         return Ok(Some((error, next)));
     };
+    if command.len() == 2 && command[0] == b'm' {
+        return super::meta::decode(command, args, buf, next, max_value_bytes);
+    }
     let noreply = args.last().is_some_and(|t| *t == b"noreply");
     let request = match command {
         b"get" | b"gets" | b"gat" | b"gats" => {
@@ -263,7 +272,7 @@ pub fn decode(buf: &[u8], max_value_bytes: usize) -> Result<Option<(Request, usi
             _ => error,
         },
         b"stats" => Request::Stats {
-            args: !args.is_empty(),
+            arg: args.first().map(|a| a.to_vec()),
         },
         b"version" if args.is_empty() => Request::Version,
         b"quit" if args.is_empty() => Request::Quit,
@@ -275,11 +284,14 @@ pub fn decode(buf: &[u8], max_value_bytes: usize) -> Result<Option<(Request, usi
             _ => error,
         },
         b"flush_all" => match args {
-            [] | [b"noreply"] => Request::FlushAll { noreply },
-            [delay] | [delay, b"noreply"] if parse_i64(delay).is_some() => {
-                Request::FlushAll { noreply }
-            }
-            [_] | [_, b"noreply"] => refused(BAD_FORMAT, noreply),
+            [] | [b"noreply"] => Request::FlushAll {
+                delay: Some(0),
+                noreply,
+            },
+            [delay] | [delay, b"noreply"] => Request::FlushAll {
+                delay: parse_i64(delay),
+                noreply,
+            },
             _ => error,
         },
         _ => error,

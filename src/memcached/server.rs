@@ -13,20 +13,21 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::listener::{Admission, INBOX_KEEP_BYTES, OUTBOX_FLUSH_BYTES, accept_loop};
 use crate::shutdown::Shutdown;
 
-use super::Shared;
 use super::commands::{After, Connection};
 use super::request::decode;
+use super::{FLUSH_TICK, Shared};
 
 /// Accept connections on `listener` until `shutdown` is requested; then wait for open
 /// connections to finish the request they are in and close.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    let ticker = flush_ticker(&shared, shutdown.clone());
     let settings = &shared.settings;
     let admission = Admission {
         name: "memcached",
         allows: &|ip| settings.allows(ip),
         max_connections: settings.max_connections,
     };
-    accept_loop(listener, admission, shutdown, |socket, peer, stop| {
+    let accepting = accept_loop(listener, admission, shutdown, |socket, peer, stop| {
         let shared = shared.clone();
         async move {
             let counters = &shared.counters;
@@ -42,8 +43,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdow
                 Err(e) => tracing::debug!(%peer, error = %e, "memcached connection dropped"),
             }
         }
-    })
-    .await;
+    });
+    tokio::join!(accepting, ticker);
+}
+
+/// Runs a delayed `flush_all` when it falls due even while no request arrives (every
+/// request also checks first), until shutdown.
+async fn flush_ticker(shared: &Shared, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(FLUSH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.run_due_flush().await,
+            () = shutdown.requested() => return,
+        }
+    }
 }
 
 async fn run_connection(
@@ -74,6 +88,7 @@ async fn run_connection(
                 Ok(Some((request, used))) => {
                     inbox.advance(used);
                     frame_deadline = None;
+                    shared.run_due_flush().await;
                     let (after, skip) = conn.execute(request, &mut outbox).await;
                     discard = skip;
                     if after == After::Close {

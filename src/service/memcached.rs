@@ -83,6 +83,21 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(Option<McItem>, u64) -> (Option<McWrite>, T) + Send + 'static,
     {
+        Ok(self.mc_update_cas(key, decide).await?.0)
+    }
+
+    /// [`Service::mc_update`], also answering the CAS unique the key has after the
+    /// step when it wrote a value (`None` when it wrote nothing or a tombstone): the
+    /// meta commands' `c` flag reports it.
+    pub async fn mc_update_cas<T, F>(
+        &self,
+        key: Vec<u8>,
+        decide: F,
+    ) -> Result<(T, Option<u64>), ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Option<McItem>, u64) -> (Option<McWrite>, T) + Send + 'static,
+    {
         self.check_key(&key)?;
         let now = self.now();
         let lifetime = self.policy.max_lifetime_micros;
@@ -92,7 +107,7 @@ impl Service {
                 let live = stored.as_ref().and_then(|r| item_of(r, now));
                 let (write, answer) = decide(live, now);
                 let Some(write) = write else {
-                    return (None, Ok(answer));
+                    return (None, Ok((answer, None)));
                 };
                 let timestamp = server_stamp(stored.as_ref(), now);
                 let record = match write {
@@ -129,7 +144,7 @@ impl Service {
                     }
                     McWrite::Expiry(wanted) => {
                         let Some(mut record) = stored.filter(|r| r.is_live(now)) else {
-                            return (None, Ok(answer));
+                            return (None, Ok((answer, None)));
                         };
                         let cap = record.meta.lifetime_ends;
                         if let State::Live { expires_at, .. } = &mut record.state {
@@ -139,7 +154,8 @@ impl Service {
                     }
                     McWrite::Delete => Record::tombstone(timestamp, now),
                 };
-                (Some(record), Ok(answer))
+                let cas = matches!(record.state, State::Live { .. }).then(|| record.cas_unique());
+                (Some(record), Ok((answer, cas)))
             })
             .await?
     }
