@@ -319,7 +319,7 @@ impl Connection<'_> {
 }
 
 /// gat/gats: each key's expiry set, then its value read, in one step per key.
-async fn gat(
+pub(super) async fn gat(
     shared: &Shared,
     keys: Vec<Vec<u8>>,
     exptime: i64,

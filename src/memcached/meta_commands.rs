@@ -13,7 +13,7 @@ use crate::config::TyrantGuard;
 use crate::service::ServiceError;
 use crate::service::memcached::{McItem, McWrite};
 
-use super::commands::{Answer, Connection, counter, expiry, server_error, store};
+use super::commands::{Answer, Connection, counter, expiry, gat, server_error, store};
 use super::meta::{Meta, MetaCommand};
 use super::request::StoreKind;
 
@@ -124,15 +124,8 @@ impl Connection<'_> {
         let found = match meta.options.ttl {
             Some(exptime) => {
                 counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
-                service
-                    .mc_update(meta.key.clone(), move |live, now| match live {
-                        Some(mut item) => {
-                            item.expires_at = expiry(exptime, now);
-                            (Some(McWrite::Expiry(item.expires_at)), Some(item))
-                        }
-                        None => (None, None),
-                    })
-                    .await?
+                let found = gat(self.shared, vec![meta.key.clone()], exptime).await?;
+                found.into_iter().next().map(|(_, item)| item)
             }
             None => {
                 counters.cmd_get.fetch_add(1, Ordering::Relaxed);

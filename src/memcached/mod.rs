@@ -97,7 +97,8 @@ pub struct Shared {
     /// When (server µs) a delayed `flush_all` is due; 0 = none pending. Like
     /// memcached's one `oldest_live`, a later `flush_all` replaces it.
     flush_at: AtomicU64,
-    /// Held while a due flush runs, so that no request of this port runs beside it.
+    /// Held while a flush (immediate or due) runs, so two never run at once and a due
+    /// one is not run twice.
     flushing: tokio::sync::Mutex<()>,
 }
 
