@@ -158,6 +158,10 @@ async fn run_connection(
         let read = if inbox.is_empty() {
             // Idle between requests: wait as long as the client likes, or until shutdown.
             tokio::select! {
+                // The socket first: a read that is ready needs no look at the stop
+                // signal (nor a random branch order); the loop checks it between
+                // requests anyway.
+                biased;
                 read = socket.read_buf(&mut inbox) => read?,
                 () = &mut stopping => return Ok(()),
             }
