@@ -489,9 +489,9 @@ pub async fn put_key(
 pub async fn get_key(
     State(state): State<AppState>,
     Key(key): Key,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let if_none_match = headers.get(header::IF_NONE_MATCH).map(entity_tags);
+    let if_none_match = if_none_match.as_ref().map(entity_tags);
     let Some(entry) = state.service.get(key).await? else {
         return Err(Problem::not_found("no live value for this key"));
     };
@@ -535,10 +535,24 @@ pub async fn get_key(
 pub async fn head_key(
     state: State<AppState>,
     key: Key,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, Problem> {
     // axum drops the body of every HEAD response and keeps its Content-Length.
-    get_key(state, key, headers).await
+    get_key(state, key, if_none_match).await
+}
+
+/// The request's `If-None-Match`, the one header a read looks at: extracted alone,
+/// because the `HeaderMap` extractor clones every header of the request.
+pub struct IfNoneMatch(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts.headers.get(header::IF_NONE_MATCH).cloned(),
+        ))
+    }
 }
 
 /// `/keys/` and `/keys//touch`: the path names the empty key, which HTTP cannot store.

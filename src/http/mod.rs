@@ -16,12 +16,12 @@ pub mod state;
 
 pub use state::{AppState, Readiness};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get, post};
@@ -31,6 +31,8 @@ use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::config::Secret;
+use prometheus::Histogram;
+
 use problem::Problem;
 use routes::{Access, Routes, Rules};
 
@@ -112,6 +114,7 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
                 token: auth,
                 timeout: request_timeout,
                 rules,
+                seconds: OnceLock::new(),
             }),
             front,
         ))
@@ -234,6 +237,9 @@ struct Front {
     token: Option<Arc<Secret>>,
     timeout: Duration,
     rules: Rules,
+    /// `tidemark_request_duration_seconds{door="http"}`, looked up once (created on
+    /// first use, as before).
+    seconds: OnceLock<Histogram>,
 }
 
 /// Every request passes here once: header limits (431), then the token (401) if its
@@ -259,19 +265,35 @@ async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) ->
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let metrics = front.state.service.metrics();
-    metrics
-        .requests
-        .with_label_values(&[
-            "http",
-            &format!("{method} {route}"),
-            response.status().as_str(),
-        ])
-        .inc();
-    metrics
-        .request_seconds
-        .with_label_values(&["http"])
+    with_route_label(&method, route, |label| {
+        metrics
+            .requests
+            .with_label_values(&["http", label, response.status().as_str()])
+            .inc();
+    });
+    front
+        .seconds
+        .get_or_init(|| metrics.request_seconds.with_label_values(&["http"]))
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Calls `f` with the metrics' route label, `"<method> <route template>"`, built on
+/// the stack for the usual short ones instead of in a new `String` per request.
+fn with_route_label<R>(method: &Method, route: &str, f: impl FnOnce(&str) -> R) -> R {
+    let (method, route) = (method.as_str(), route);
+    let len = method.len() + 1 + route.len();
+    let mut buf = [0u8; 128];
+    if let Some(out) = buf.get_mut(..len) {
+        out[..method.len()].copy_from_slice(method.as_bytes());
+        out[method.len()] = b' ';
+        out[method.len() + 1..].copy_from_slice(route.as_bytes());
+        // Two `str`s joined by an ASCII space are UTF-8.
+        if let Ok(label) = std::str::from_utf8(out) {
+            return f(label);
+        }
+    }
+    f(&format!("{method} {route}"))
 }
 
 /// The 401 answer when `request`, on a route that needs the token, does not present it.
@@ -344,4 +366,18 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         "the server hit a bug handling this request; it has been logged",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn the_route_label_is_method_space_route_at_any_length() {
+        let long = format!("/{}", "r".repeat(300));
+        for route in ["/keys/{key}", "unmatched", "", long.as_str()] {
+            let label = with_route_label(&Method::PUT, route, str::to_string);
+            assert_eq!(label, format!("PUT {route}"));
+        }
+    }
 }

@@ -264,6 +264,16 @@ impl Service {
         Ok(record.and_then(|r| live_entry(r, now)))
     }
 
+    /// The live value of `key` alone, for answers that carry nothing else (Tyrant
+    /// `get` and `vsiz`): the same read as [`Service::get`] without building the
+    /// validator and metadata an [`Entry`] holds.
+    pub async fn get_value(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, ServiceError> {
+        self.check_key(&key)?;
+        let now = self.now();
+        let record = self.store.get(&key).await?;
+        Ok(record.and_then(|r| live_value(r, now)))
+    }
+
     /// Guarded put: applies only when `timestamp` is newer than what guards the key
     /// (for a JSON-object document with newer fields, field by field: see
     /// [`crate::guard::document`]), and only when `options.condition` holds.
@@ -705,6 +715,17 @@ fn expiry(now: u64, ttl_secs: u64) -> Result<u64, ServiceError> {
         return Err(ServiceError::TtlOutOfRange);
     }
     Ok(now.saturating_add(ttl_secs * 1_000_000))
+}
+
+/// The value of `record` if it reads as present at `now` (as [`live_entry`] decides).
+fn live_value(record: Record, now: u64) -> Option<Vec<u8>> {
+    if !record.is_live(now) {
+        return None;
+    }
+    match record.state {
+        State::Live { value, .. } => Some(value),
+        State::Tombstone { .. } => None,
+    }
 }
 
 fn live_entry(record: Record, now: u64) -> Option<Entry> {

@@ -100,27 +100,24 @@ impl<'a> Connection<'a> {
     /// Execute one request, appending its reply (if any) to `out`.
     pub async fn execute(&mut self, request: Request, out: &mut Vec<u8>) -> After {
         let command = request.command();
-        let name = command.name();
         self.shared.counters.count(command);
         let started = std::time::Instant::now();
+        let metrics = self.shared.service.metrics();
         let after = if self.shared.denied.contains(command) {
             masked(command, &self.shared.counters, out)
         } else {
             let before = out.len();
             let after = self.run(request, out).await;
             let ok = out.get(before).is_none_or(|status| *status == 0);
-            let metrics = self.shared.service.metrics();
-            metrics
-                .requests
-                .with_label_values(&["tyrant", name, if ok { "ok" } else { "fail" }])
+            self.shared
+                .request_metrics
+                .outcome(metrics, command, ok)
                 .inc();
             after
         };
         self.shared
-            .service
-            .metrics()
-            .request_seconds
-            .with_label_values(&["tyrant"])
+            .request_metrics
+            .seconds(metrics)
             .observe(started.elapsed().as_secs_f64());
         after
     }
@@ -202,8 +199,8 @@ impl Connection<'_> {
     }
 
     async fn on_get(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
-        match self.shared.service.get(key).await {
-            Ok(Some(entry)) => reply::blob(out, &entry.value),
+        match self.shared.service.get_value(key).await {
+            Ok(Some(value)) => reply::blob(out, &value),
             _ => {
                 self.shared.counters.get_miss();
                 reply::status(out, false);
@@ -223,10 +220,8 @@ impl Connection<'_> {
     }
 
     async fn on_vsiz(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
-        match self.shared.service.get(key).await {
-            Ok(Some(entry)) => {
-                reply::u32_ok(out, u32::try_from(entry.value.len()).unwrap_or(u32::MAX))
-            }
+        match self.shared.service.get_value(key).await {
+            Ok(Some(value)) => reply::u32_ok(out, u32::try_from(value.len()).unwrap_or(u32::MAX)),
             _ => reply::status(out, false),
         }
     }
@@ -274,7 +269,7 @@ impl Connection<'_> {
         let result = self.ext_call(&name, key, value).await;
         match result {
             // The result is the timestamp now in force, in µs, as decimal text.
-            Ok(timestamp) => reply::blob(out, timestamp.to_string().as_bytes()),
+            Ok(timestamp) => reply::decimal(out, timestamp),
             Err(_) => reply::status(out, false),
         }
     }

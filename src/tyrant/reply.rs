@@ -20,6 +20,23 @@ pub fn blob(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// `00 len:u32 digits`: `n` as decimal text (ext's answer, the timestamp now in
+/// force), written without an intermediate `String`.
+pub fn decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    blob(out, &digits[at..]);
+}
+
 /// `00 n:u32`: vsiz.
 pub fn u32_ok(out: &mut Vec<u8>, n: u32) {
     out.push(0);
@@ -99,4 +116,19 @@ fn counted<T>(
         n += 1;
     }
     out[at..at + 4].copy_from_slice(&wire_len(n));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_is_the_blob_of_the_number_as_text() {
+        for n in [0, 7, 10, 99, 1_767_225_600_000_000, u64::MAX] {
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            decimal(&mut got, n);
+            blob(&mut want, n.to_string().as_bytes());
+            assert_eq!(got, want, "{n}");
+        }
+    }
 }

@@ -98,6 +98,9 @@ async fn run_connection(
     // bytes are seen, not per read: a client trickling one byte at a time must not
     // keep a half-sent request (and its buffer) alive forever.
     let mut frame_deadline: Option<Instant> = None;
+    // One wait for the stop signal for the whole connection, not a new one per read.
+    let stopping = stop.requested();
+    tokio::pin!(stopping);
     loop {
         // Answer every complete request already buffered (pipelining), in order.
         loop {
@@ -155,8 +158,12 @@ async fn run_connection(
         let read = if inbox.is_empty() {
             // Idle between requests: wait as long as the client likes, or until shutdown.
             tokio::select! {
+                // The socket first: a read that is ready needs no look at the stop
+                // signal (nor a random branch order); the loop checks it between
+                // requests anyway.
+                biased;
                 read = socket.read_buf(&mut inbox) => read?,
-                () = stop.requested() => return Ok(()),
+                () = &mut stopping => return Ok(()),
             }
         } else {
             // Inside a request: all of it must arrive within the frame timeout.

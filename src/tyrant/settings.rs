@@ -2,11 +2,14 @@
 //! state built from them.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use prometheus::{Histogram, IntCounter};
+
 use crate::config::TyrantGuard;
+use crate::metrics::Metrics;
 use crate::service::Service;
 
 use super::command::{Command, Dialect, TextCommand};
@@ -106,6 +109,44 @@ pub struct Shared {
     pub counters: stat::Counters,
     pub started: Instant,
     pub(super) next_connection_id: AtomicU64,
+    pub(super) request_metrics: RequestMetrics,
+}
+
+/// The port's series of the request metrics, looked up once each instead of by label
+/// values on every request (hashing three labels and a map lookup under a lock cost
+/// about as much as decoding a `get`). Each series is still created on first use, so
+/// `/metrics` shows the same series as before.
+#[derive(Debug)]
+pub(super) struct RequestMetrics {
+    /// `tidemark_requests_total{door="tyrant", route=<command>, outcome=ok|fail}`.
+    outcomes: [[OnceLock<IntCounter>; 2]; Command::COUNT],
+    /// `tidemark_request_duration_seconds{door="tyrant"}`.
+    seconds: OnceLock<Histogram>,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        Self {
+            outcomes: std::array::from_fn(|_| [OnceLock::new(), OnceLock::new()]),
+            seconds: OnceLock::new(),
+        }
+    }
+
+    /// The request counter of a binary `command` with this outcome.
+    pub(super) fn outcome(&self, metrics: &Metrics, command: Command, ok: bool) -> &IntCounter {
+        let label = if ok { "ok" } else { "fail" };
+        self.outcomes[command.index()][usize::from(!ok)].get_or_init(|| {
+            metrics
+                .requests
+                .with_label_values(&["tyrant", command.name(), label])
+        })
+    }
+
+    /// The port's request latency histogram.
+    pub(super) fn seconds(&self, metrics: &Metrics) -> &Histogram {
+        self.seconds
+            .get_or_init(|| metrics.request_seconds.with_label_values(&["tyrant"]))
+    }
 }
 
 impl Shared {
@@ -117,6 +158,7 @@ impl Shared {
             counters: stat::Counters::default(),
             started: Instant::now(),
             next_connection_id: AtomicU64::new(1),
+            request_metrics: RequestMetrics::new(),
         })
     }
 }

@@ -59,12 +59,15 @@ pub enum Entry {
 
 /// Append the encoding of a put to a batch payload.
 pub fn log_put(payload: &mut Vec<u8>, key: &[u8], record: &[u8]) {
+    // One allocation for the entry, not a doubling per field of a fresh payload.
+    payload.reserve(1 + 4 + key.len() + 4 + record.len());
     payload.push(PUT);
     push_bytes(payload, key);
     push_bytes(payload, record);
 }
 
 pub fn log_remove(payload: &mut Vec<u8>, key: &[u8]) {
+    payload.reserve(1 + 4 + key.len());
     payload.push(REMOVE);
     push_bytes(payload, key);
 }
@@ -148,6 +151,7 @@ impl Wal {
     /// Append one batch to the active file (not yet synced).
     pub fn append(&mut self, lsn: u64, payload: &[u8]) -> std::io::Result<()> {
         self.frame.clear();
+        self.frame.reserve(HEADER + payload.len());
         self.frame.extend_from_slice(&MAGIC.to_be_bytes());
         self.frame
             .extend_from_slice(&(payload.len() as u32).to_be_bytes());

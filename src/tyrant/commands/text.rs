@@ -37,9 +37,9 @@ impl Connection<'_> {
             .requests
             .with_label_values(&["tyrant", name, if ok { "ok" } else { "fail" }])
             .inc();
-        metrics
-            .request_seconds
-            .with_label_values(&["tyrant"])
+        self.shared
+            .request_metrics
+            .seconds(metrics)
             .observe(started.elapsed().as_secs_f64());
         after
     }
