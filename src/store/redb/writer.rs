@@ -553,6 +553,7 @@ impl Core {
                 leftover,
             )
         };
+        let started = Instant::now();
         let txn = self.db.begin_write()?;
         {
             let mut tables = Tables::open(&txn)?;
@@ -569,7 +570,9 @@ impl Core {
             }
             txn.open_table(META)?.insert(APPLIED_LSN_KEY, upto)?;
         }
+        let written = started.elapsed();
         txn.commit()?;
+        let committed = started.elapsed();
         let snapshot = Arc::new(Snapshot::open(&self.db)?);
         {
             let mut state = lock(&self.state);
@@ -579,6 +582,13 @@ impl Core {
         }
         // Everything up to `upto` is durable in redb now, synced or not.
         self.publish_synced(upto);
+        tracing::debug!(
+            entries = frozen.len(),
+            memtable_bytes = frozen.bytes(),
+            write_ms = written.as_millis() as u64,
+            commit_ms = (committed - written).as_millis() as u64,
+            "checkpoint"
+        );
         if let Some(file) = old_log
             && let Err(e) = wal::recycle_file(&file, file_id)
         {
