@@ -560,7 +560,10 @@ impl Core {
             if frozen.cleared() {
                 tables.clear()?;
             }
-            for (key, slot) in frozen.iter() {
+            // In key order, so that consecutive changes land on the same or the next
+            // leaf while it is still in redb's write buffer; in the hash map's order
+            // every change is a walk to a random leaf (see `sorted_changes`).
+            for (key, slot) in sorted_changes(&frozen) {
                 match slot {
                     Slot::Put(record) => tables.put(key, record)?,
                     Slot::Removed => {
@@ -598,6 +601,13 @@ impl Core {
         }
         Ok(leftover)
     }
+}
+
+/// The changes of `table` in key order.
+fn sorted_changes(table: &Memtable) -> Vec<(&[u8], &Slot)> {
+    let mut changes: Vec<(&[u8], &Slot)> = table.iter().collect();
+    changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    changes
 }
 
 /// What a write closure staged, applied only when it returns `Ok`.
@@ -745,5 +755,20 @@ impl<'a> WriteBatch<'a> {
             }
         }
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_writes_its_changes_in_key_order() {
+        let mut table = Memtable::default();
+        for key in [b"c".as_slice(), b"a", b"bb", b"b"] {
+            table.insert(key.to_vec(), Slot::Removed);
+        }
+        let keys: Vec<&[u8]> = sorted_changes(&table).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [b"a".as_slice(), b"b", b"bb", b"c"]);
     }
 }
