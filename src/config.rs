@@ -95,6 +95,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub keys: u64,
 
+    /// Send every request to one of this many keys, spread evenly over the keyspace
+    /// (every keys/N-th key), instead of to any key: a hot set, as when 1 % of the
+    /// sessions are active. 0 = every key is equally likely.
+    #[arg(long, default_value_t = 0)]
+    pub hot_keys: u64,
+
+    /// Width of the throughput windows in the report (ops/s per window of the
+    /// measured time, for finding stalls).
+    #[arg(long, default_value = "1s", value_parser = parse_bounded_duration)]
+    pub window: Duration,
+
     /// Value bytes per write (a tyrant guarded-put value is at least its 16 timestamp digits).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub value_size: u32,

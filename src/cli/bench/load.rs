@@ -27,6 +27,8 @@ pub struct Shared {
     pub connections: usize,
     pub pipeline: usize,
     pub keys: u64,
+    /// Load requests go to this many keys, spread evenly over `keys` (0 = to any key).
+    pub hot_keys: u64,
     pub value: Vec<u8>,
     pub script_sha: String,
     /// Longest wait for a connect, a write or the next bytes of a reply.
@@ -52,6 +54,8 @@ pub enum Plan {
         measure_end: Instant,
         /// 0 = no cap.
         max_ops: u64,
+        /// Width of the throughput windows the tally counts replies in.
+        window: Duration,
     },
 }
 
@@ -65,11 +69,15 @@ pub struct Tally {
     /// When the last measured reply arrived.
     pub last_reply: Option<Instant>,
     pub first_error: Option<String>,
+    /// Measured replies per window of the measured time (window `i` starts `i`
+    /// widths after the measured time does); replies after its end are not in any.
+    pub windows: Vec<u64>,
 }
 
 impl Tally {
     fn new() -> Self {
         Self {
+            windows: Vec::new(),
             latency_ns: Histogram::new(),
             ok: 0,
             stale: 0,
@@ -91,9 +99,45 @@ impl Tally {
         self.miss += other.miss;
         self.error += other.error;
         self.last_reply = self.last_reply.max(other.last_reply);
+        if self.windows.len() < other.windows.len() {
+            self.windows.resize(other.windows.len(), 0);
+        }
+        for (mine, theirs) in self.windows.iter_mut().zip(&other.windows) {
+            *mine += theirs;
+        }
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
+    }
+
+    /// Count one measured reply that arrived at `now` in its window.
+    fn count_in_window(&mut self, plan: Plan, now: Instant) {
+        let Plan::Load {
+            measure_start,
+            measure_end,
+            window,
+            ..
+        } = plan
+        else {
+            return;
+        };
+        if now >= measure_end || window.is_zero() {
+            return;
+        }
+        let at = now.saturating_duration_since(measure_start).as_nanos() / window.as_nanos();
+        let Ok(at) = usize::try_from(at) else { return };
+        // Only whole windows: a last one cut short by the end would read as a stall.
+        let whole = measure_end
+            .saturating_duration_since(measure_start)
+            .as_nanos()
+            / window.as_nanos();
+        if at as u128 >= whole {
+            return;
+        }
+        if self.windows.len() <= at {
+            self.windows.resize(at + 1, 0);
+        }
+        self.windows[at] += 1;
     }
 
     fn note_error(&mut self, why: String) {
@@ -168,6 +212,7 @@ impl Keys {
                 measure_start,
                 measure_end,
                 max_ops,
+                ..
             } => {
                 if now >= measure_end {
                     self.done = true;
@@ -185,10 +230,20 @@ impl Keys {
                 self.rng ^= self.rng << 25;
                 self.rng ^= self.rng >> 27;
                 let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-                Some((r % shared.keys, measured))
+                Some((pick(r, shared.keys, shared.hot_keys), measured))
             }
         }
     }
+}
+
+/// Key index for the random number `r`: uniform over `keys`, or over a hot set of
+/// `hot` keys spread evenly over them (every `keys / hot`-th key), so the hot keys sit
+/// in as many different places of an ordered store as they would at random.
+fn pick(r: u64, keys: u64, hot: u64) -> u64 {
+    if hot == 0 || hot >= keys {
+        return r % keys;
+    }
+    (r % hot) * (keys / hot)
 }
 
 /// Key `index` as sent on the wire: `bk` and ten digits, so it needs no escaping in
@@ -333,6 +388,7 @@ impl Conn {
                         Outcome::Error => tally.error += 1,
                     }
                     tally.last_reply = Some(now);
+                    tally.count_in_window(keys.plan, now);
                 }
             }
             self.input.drain(..used);
@@ -379,5 +435,38 @@ pub async fn redis_load_script(
             }
             Some((other, _)) => return Err(format!("SCRIPT LOAD answered {other:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hot_set_is_spread_over_the_keyspace() {
+        let picked: std::collections::BTreeSet<u64> =
+            (0..10_000u64).map(|r| pick(r, 1_000, 10)).collect();
+        assert_eq!(
+            picked.into_iter().collect::<Vec<_>>(),
+            (0..10).map(|i| i * 100).collect::<Vec<_>>()
+        );
+        assert_eq!(pick(12_345, 1_000, 0), 345);
+        assert_eq!(pick(12_345, 1_000, 5_000), 345);
+    }
+
+    #[test]
+    fn replies_count_in_whole_windows_only() {
+        let start = Instant::now();
+        let plan = Plan::Load {
+            measure_start: start,
+            measure_end: start + Duration::from_millis(2_500),
+            max_ops: 0,
+            window: Duration::from_secs(1),
+        };
+        let mut tally = Tally::new();
+        for ms in [0, 999, 1_000, 2_100, 2_600] {
+            tally.count_in_window(plan, start + Duration::from_millis(ms));
+        }
+        assert_eq!(tally.windows, vec![2, 1]);
     }
 }

@@ -135,6 +135,16 @@ struct Report {
     error: u64,
     /// Microseconds, from the log-bucket histogram (±1.6 %).
     latency_us: Latency,
+    /// Load requests went to this many keys spread over the keyspace (0: to any key).
+    hot_keys: u64,
+    /// Width of the throughput windows, seconds.
+    window_s: f64,
+    /// Measured replies per second in each whole window of the measured time, in order.
+    windows_ops_per_sec: Vec<f64>,
+    /// The slowest and the median window (ops/s), and slowest / median.
+    window_min: f64,
+    window_median: f64,
+    window_min_over_median: f64,
     prefill: Option<PrefillReport>,
     /// Wall time of the load phase (warm-up + measured + drain), without the prefill.
     load_wall_s: f64,
@@ -201,6 +211,7 @@ async fn measure(args: &BenchArgs) -> Result<ExitCode, String> {
         connections: args.connections as usize,
         pipeline: args.pipeline as usize,
         keys: args.keys,
+        hot_keys: args.hot_keys,
         value: vec![b'v'; args.value_size as usize],
         script_sha: script_sha.clone(),
         io_timeout: args.io_timeout,
@@ -242,6 +253,7 @@ async fn measure(args: &BenchArgs) -> Result<ExitCode, String> {
             measure_start,
             measure_end: measure_start + args.duration,
             max_ops: args.max_ops,
+            window: args.window,
         };
         let tally = load::run(shared, plan).await;
         let elapsed = tally
@@ -283,6 +295,18 @@ fn build_report(
     tally: Option<&(Tally, Duration)>,
 ) -> Report {
     let us = |ns: u64| ns as f64 / 1000.0;
+    let window_s = args.window.as_secs_f64();
+    let windows: Vec<f64> = match tally {
+        Some((t, _)) if window_s > 0.0 => {
+            // Windows nobody replied in are stalls too: count them as zeros.
+            let whole = (args.duration.as_secs_f64() / window_s).floor() as usize;
+            let mut counts = t.windows.clone();
+            counts.resize(whole.max(counts.len()), 0);
+            counts.iter().map(|&n| n as f64 / window_s).collect()
+        }
+        _ => Vec::new(),
+    };
+    let (window_min, window_median) = window_stats(&windows);
     let (ops, elapsed, latency, counts, first_error) = match tally {
         Some((t, elapsed)) => (
             t.ops(),
@@ -342,10 +366,31 @@ fn build_report(
         miss: counts.2,
         error: counts.3,
         latency_us: latency,
+        hot_keys: args.hot_keys,
+        window_s,
+        windows_ops_per_sec: windows,
+        window_min,
+        window_median,
+        window_min_over_median: if window_median > 0.0 {
+            window_min / window_median
+        } else {
+            0.0
+        },
         prefill,
         load_wall_s: 0.0,
         client_cpu_s: None,
         first_error,
+    }
+}
+
+/// The slowest and the median of `windows` (0 for none; the upper median of an even
+/// count).
+fn window_stats(windows: &[f64]) -> (f64, f64) {
+    let mut sorted = windows.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match (sorted.first(), sorted.get(sorted.len() / 2)) {
+        (Some(&min), Some(&median)) => (min, median),
+        _ => (0.0, 0.0),
     }
 }
 
@@ -381,6 +426,16 @@ fn print_human(r: &Report) {
         "latency   p50 {:.1}µs  p90 {:.1}µs  p99 {:.1}µs  p99.9 {:.1}µs  max {:.1}µs  mean {:.1}µs",
         l.p50, l.p90, l.p99, l.p999, l.max, l.mean
     );
+    if !r.windows_ops_per_sec.is_empty() {
+        println!(
+            "windows   {} of {:.1}s: slowest {:.0} ops/s, median {:.0} ops/s ({:.2})",
+            r.windows_ops_per_sec.len(),
+            r.window_s,
+            r.window_min,
+            r.window_median,
+            r.window_min_over_median
+        );
+    }
     if let Some(cpu) = r.client_cpu_s {
         println!(
             "client    {:.2}s CPU over {:.2}s of load ({:.0}% of one core)",
@@ -414,6 +469,13 @@ mod tests {
         );
         assert!(resolve_op(BenchTarget::TidemarkHttp, BenchOp::PlainPut).is_err());
         assert!(resolve_op(BenchTarget::Tyrant, BenchOp::Set).is_err());
+    }
+
+    #[test]
+    fn window_stats_take_the_slowest_and_the_median() {
+        assert_eq!(window_stats(&[]), (0.0, 0.0));
+        assert_eq!(window_stats(&[5.0, 1.0, 3.0]), (1.0, 3.0));
+        assert_eq!(window_stats(&[4.0, 2.0]), (2.0, 4.0));
     }
 
     #[tokio::test]

@@ -99,7 +99,6 @@ impl Memtable {
         self.map.is_empty() && !self.cleared
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
