@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -101,7 +101,8 @@ pub fn decode_segment(segment: &str) -> Result<Vec<u8>, Problem> {
             "the key has a malformed percent-escape (use %XX with two hex digits)",
         ));
     }
-    let key: Vec<u8> = percent_decode_str(segment).collect();
+    let mut key = Vec::with_capacity(segment.len());
+    key.extend(percent_decode_str(segment));
     if key.is_empty() {
         return Err(Problem::bad_request(
             "invalid-key",
@@ -429,23 +430,32 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<&str>) {
 pub async fn put_key(
     State(state): State<AppState>,
     Key(key): Key,
-    headers: HeaderMap,
-    value: Result<Bytes, BytesRejection>,
+    mut request: Request,
 ) -> Result<Response, Problem> {
+    // The headers are moved out, not copied as the HeaderMap extractor would; reading
+    // the body needs only the body and the limit in the extensions.
+    let headers = std::mem::take(request.headers_mut());
+    let value = Bytes::from_request(request, &state).await;
     let timestamp = write_timestamp(&headers)?;
     let ttl = ttl(&headers)?;
     let options = write_options(&headers, true)?;
     let value = body(value, state.service.policy().max_value_bytes)?;
     let content_type = value_content_type(&headers)?;
-    let location = format!("/keys/{}", encode_segment(&key));
     let outcome = state
         .service
-        .put(key, value.to_vec(), content_type, timestamp, ttl, options)
+        .put(
+            key.clone(),
+            value.to_vec(),
+            content_type,
+            timestamp,
+            ttl,
+            options,
+        )
         .await?;
     let mut response = match outcome {
         WriteOutcome::Created => {
             let mut r = StatusCode::NO_CONTENT.into_response();
-            created(&mut r, &location);
+            created(&mut r, &format!("/keys/{}", encode_segment(&key)));
             r
         }
         WriteOutcome::Replaced | WriteOutcome::Repeated | WriteOutcome::Merged => {
@@ -454,9 +464,20 @@ pub async fn put_key(
     };
     // A merged write's document is this value with newer fields: its ETag is not the
     // write's (GET tells it).
-    let etag = (outcome != WriteOutcome::Merged).then(|| format!("\"{timestamp}\""));
+    let etag = (outcome != WriteOutcome::Merged).then(|| quoted(timestamp));
     stamp_headers(response.headers_mut(), timestamp, etag.as_deref());
     Ok(response)
+}
+
+/// `"<timestamp>"`, a whole-value write's ETag, without the formatting machinery.
+fn quoted(timestamp: u64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(timestamp);
+    let mut etag = String::with_capacity(digits.len() + 2);
+    etag.push('"');
+    etag.push_str(digits);
+    etag.push('"');
+    etag
 }
 
 /// Read a live value.
@@ -897,4 +918,16 @@ fn decode_query_bytes(name: &str, text: &str) -> Result<Vec<u8>, Problem> {
         ));
     }
     Ok(percent_decode_str(text).collect())
+}
+
+#[cfg(test)]
+mod quoted_tests {
+    use super::quoted;
+
+    #[test]
+    fn quoted_is_the_timestamp_in_double_quotes() {
+        for t in [0, 9, 10, 1_767_225_600_000_000, u64::MAX] {
+            assert_eq!(quoted(t), format!("\"{t}\""));
+        }
+    }
 }
