@@ -1,8 +1,8 @@
 //! Prometheus metrics, all prefixed `tidemark_`, rendered at `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every series the server exports. Cheap to clone handles out of; shared via `Arc`.
@@ -19,6 +19,10 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     /// Time to commit one batch (including fsync when durable).
     pub commit_seconds: Histogram,
+    /// Embedded engine: time of one checkpoint of the memtable into the database file.
+    pub checkpoint_seconds: Histogram,
+    /// Embedded engine: time writers were slowed down because checkpoints fell behind.
+    pub write_throttle_seconds: Counter,
     /// Records purged by the sweeper: kind = expired | tombstone.
     pub swept: IntCounterVec,
     /// Records in the store (live, expired-not-yet-purged and tombstones).
@@ -80,6 +84,21 @@ impl Metrics {
             .buckets(latency_buckets()),
         )
         .expect("static metric definition");
+        let checkpoint_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tidemark_checkpoint_duration_seconds",
+                "Time of one checkpoint of the memtable into the database file (embedded engine)",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("static metric definition");
+        let write_throttle_seconds = Counter::new(
+            "tidemark_write_throttle_seconds_total",
+            "Time writes were held back because checkpoints fell behind (embedded engine)",
+        )
+        .expect("static metric definition");
         let swept = IntCounterVec::new(
             Opts::new(
                 "tidemark_swept_records_total",
@@ -133,6 +152,8 @@ impl Metrics {
             Box::new(guard_refusals.clone()),
             Box::new(commit_batch_size.clone()),
             Box::new(commit_seconds.clone()),
+            Box::new(checkpoint_seconds.clone()),
+            Box::new(write_throttle_seconds.clone()),
             Box::new(swept.clone()),
             Box::new(records.clone()),
             Box::new(keys.clone()),
@@ -153,6 +174,8 @@ impl Metrics {
             guard_refusals,
             commit_batch_size,
             commit_seconds,
+            checkpoint_seconds,
+            write_throttle_seconds,
             swept,
             records,
             keys,

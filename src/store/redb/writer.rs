@@ -18,7 +18,7 @@
 //! checkpoint instead of once per write.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,15 @@ const CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
 /// Memtable size at which writers wait for the checkpointer (bounds memory when redb
 /// cannot keep up).
 const MEMTABLE_LIMIT: usize = 128 << 20;
+/// Changes not yet in redb (active and frozen memtables together) from which writes
+/// are slowed down, more the more there are, so that they settle at the pace of the
+/// checkpoints instead of running into `MEMTABLE_LIMIT` and stopping (see
+/// `throttle_micros`).
+const PENDING_SOFT_LIMIT: usize = MEMTABLE_LIMIT / 2;
+/// Pending changes at which the delay per write reaches its maximum: both tables full.
+const PENDING_HARD_LIMIT: usize = 2 * MEMTABLE_LIMIT;
+/// Delay per write at `PENDING_HARD_LIMIT`.
+const THROTTLE_MAX_MICROS: u64 = 4_000;
 /// Longest a write waits for the checkpointer before it fails.
 const BACKPRESSURE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -193,6 +202,10 @@ pub struct Core {
     checkpointing: Mutex<()>,
     /// Approximate bytes in the active memtable, readable without the lock.
     active_bytes: AtomicUsize,
+    /// Approximate bytes in the frozen memtable (0 when there is none).
+    frozen_bytes: AtomicUsize,
+    /// Delay owed by throttled writes, in µs; paid in whole timer ticks (see `throttle`).
+    throttle_debt: AtomicU64,
     synced: watch::Sender<Synced>,
     sync: Wakeup,
     checkpoint: Wakeup,
@@ -230,6 +243,8 @@ pub fn start(
         metrics,
         checkpointing: Mutex::new(()),
         active_bytes: AtomicUsize::new(0),
+        frozen_bytes: AtomicUsize::new(0),
+        throttle_debt: AtomicU64::new(0),
         synced: watch::Sender::new(Synced {
             lsn: last_lsn,
             broken: None,
@@ -312,6 +327,7 @@ impl Core {
     where
         F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
     {
+        self.throttle().await;
         let waiting_since = Instant::now();
         while self.active_bytes.load(Ordering::Relaxed) >= MEMTABLE_LIMIT {
             // redb is behind: wait for the checkpointer rather than grow without bound,
@@ -350,6 +366,47 @@ impl Core {
             self.wait_synced(upto).await?;
         }
         Ok(value)
+    }
+
+    /// Slow this write down when the changes waiting for redb are past the soft limit:
+    /// checkpoints are behind. Measured over both tables, not the active one alone:
+    /// that one empties at every checkpoint, and writes would race ahead then and stop
+    /// short at the end of each checkpoint, a saw-tooth of one-second windows. Each write owes `throttle_micros` of delay; the debt is shared by all
+    /// writers and paid a timer tick (1 ms) at a time by whichever write crosses it, so
+    /// that delays shorter than the timer's resolution still slow writes on average.
+    async fn throttle(&self) {
+        let pending =
+            self.active_bytes.load(Ordering::Relaxed) + self.frozen_bytes.load(Ordering::Relaxed);
+        let owed = throttle_micros(pending);
+        if owed == 0 {
+            return;
+        }
+        const TICK: u64 = 1_000;
+        let debt = self.throttle_debt.fetch_add(owed, Ordering::Relaxed) + owed;
+        let ticks = debt / TICK;
+        if ticks == 0 {
+            return;
+        }
+        // Several writers may see the same debt: only the one whose subtraction lands
+        // pays it. Losing the race is harmless (the debt stays for the next writer).
+        if self
+            .throttle_debt
+            .compare_exchange(
+                debt,
+                debt - ticks * TICK,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let delay = Duration::from_micros(ticks * TICK);
+        self.metrics
+            .write_throttle_seconds
+            .inc_by(delay.as_secs_f64());
+        self.checkpoint.want();
+        tokio::time::sleep(delay).await;
     }
 
     fn apply(&self, state: &mut State, staged: Staged) -> Result<(), StoreError> {
@@ -537,7 +594,8 @@ impl Core {
                     return Ok(false);
                 }
                 let table = std::mem::take(&mut state.active);
-                self.active_bytes.store(0, Ordering::Relaxed);
+                let bytes = self.active_bytes.swap(0, Ordering::Relaxed);
+                self.frozen_bytes.store(bytes, Ordering::Relaxed);
                 state.frozen = Some(Arc::new(table));
                 state.frozen_upto = state.last_lsn;
                 state.frozen_log = Some(state.wal.rotate());
@@ -576,11 +634,15 @@ impl Core {
         let written = started.elapsed();
         txn.commit()?;
         let committed = started.elapsed();
+        self.metrics
+            .checkpoint_seconds
+            .observe(committed.as_secs_f64());
         let snapshot = Arc::new(Snapshot::open(&self.db)?);
         {
             let mut state = lock(&self.state);
             state.frozen = None;
             state.frozen_log = None;
+            self.frozen_bytes.store(0, Ordering::Relaxed);
             state.snapshot = snapshot;
         }
         // Everything up to `upto` is durable in redb now, synced or not.
@@ -601,6 +663,21 @@ impl Core {
         }
         Ok(leftover)
     }
+}
+
+/// Delay a write owes with `pending` bytes of changes not yet in redb: none up to the
+/// soft limit, then growing with the square of how far past it they are, up to
+/// `THROTTLE_MAX_MICROS` at the hard limit. Gentle at first, so that writes settle a
+/// little past the soft limit at the checkpoints' pace.
+fn throttle_micros(pending: usize) -> u64 {
+    if pending <= PENDING_SOFT_LIMIT {
+        return 0;
+    }
+    let span = (PENDING_HARD_LIMIT - PENDING_SOFT_LIMIT) as u64;
+    let over = ((pending - PENDING_SOFT_LIMIT) as u64).min(span);
+    // over² · max / span², in thousandths of the span so that it cannot overflow.
+    let fraction = over * 1_000 / span;
+    fraction * fraction * THROTTLE_MAX_MICROS / 1_000_000
 }
 
 /// The changes of `table` in key order.
@@ -770,5 +847,23 @@ mod tests {
         }
         let keys: Vec<&[u8]> = sorted_changes(&table).into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [b"a".as_slice(), b"b", b"bb", b"c"]);
+    }
+
+    #[test]
+    fn writes_are_slowed_past_the_soft_limit_more_the_more_changes_wait_for_redb() {
+        assert_eq!(throttle_micros(0), 0);
+        assert_eq!(throttle_micros(PENDING_SOFT_LIMIT), 0);
+        let quarter = (PENDING_HARD_LIMIT - PENDING_SOFT_LIMIT) / 4;
+        let steps: Vec<u64> = (1..=4)
+            .map(|n| throttle_micros(PENDING_SOFT_LIMIT + n * quarter))
+            .collect();
+        assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+        assert_eq!(
+            steps[1],
+            THROTTLE_MAX_MICROS / 4,
+            "quadratic: half way costs a quarter"
+        );
+        assert_eq!(steps[3], THROTTLE_MAX_MICROS);
+        assert_eq!(throttle_micros(usize::MAX), THROTTLE_MAX_MICROS);
     }
 }
