@@ -18,8 +18,7 @@
 # RSS (now and peak), the database file's size, and the checkpoints the server logged
 # during the run (entries, time writing into redb, time committing) from its debug
 # log, and the cores each of its threads used (by thread name: the checkpointer's
-# share against the runtime workers').
-# log. Results: $OUT/windows.jsonl (one line per run), $OUT/windows.md (the tables,
+# share against the runtime workers'). Results: $OUT/windows.jsonl (one line per run), $OUT/windows.md (the tables,
 # also printed), $OUT/server-<keys>.log (the server's log, checkpoints included).
 #
 # Environment (defaults in brackets):
