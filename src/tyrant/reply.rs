@@ -23,18 +23,7 @@ pub fn blob(out: &mut Vec<u8>, bytes: &[u8]) {
 /// `00 len:u32 digits`: `n` as decimal text (ext's answer, the timestamp now in
 /// force), written without an intermediate `String`.
 pub fn decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20]; // u64::MAX has 20 digits
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    blob(out, &digits[at..]);
+    blob(out, itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `00 n:u32`: vsiz.
