@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Instructions per request, repeatable on a noisy machine: run the tidemark server
+# under callgrind, prefill, warm up, then count the server's user-space instructions
+# (every thread: connection tasks, syncer, checkpointer) over exactly OPS requests
+# sent by tidemark-bench (--max-ops), and print Ir per request. Wall-clock figures
+# drift between days; these do not, so compare two builds with this.
+#
+# Environment (defaults in brackets):
+#   BIN [target/release]   directory holding tidemark and tidemark-bench
+#   TARGET [tyrant]  OP [guarded-put]   as tidemark bench --target / --op
+#   OPS [20000]  CONNECTIONS [16]  KEYS [20000]  VALUE_SIZE [200]
+#   DURABILITY [relaxed]  PORT_BASE [27900]
+# Prints one line: target, op, ops, total Ir, Ir per request.
+#
+# Bounded: the prefill writes each key once, warm-up and measured load stop after a
+# fixed number of requests (and after 120 s at worst), and the server is killed and
+# its files removed on exit. valgrind is installed from Debian if missing.
+#   OLD=/tmp/old NEW=target; for b in $OLD $NEW; do BIN=$b/release OP=get bench/callgrind.sh; done
+set -euo pipefail
+
+BIN=${BIN:-target/release}
+TARGET=${TARGET:-tyrant}
+OP=${OP:-guarded-put}
+OPS=${OPS:-20000}
+CONNECTIONS=${CONNECTIONS:-16}
+KEYS=${KEYS:-20000}
+VALUE_SIZE=${VALUE_SIZE:-200}
+DURABILITY=${DURABILITY:-relaxed}
+PORT_BASE=${PORT_BASE:-27900}
+
+if ! command -v valgrind >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+fi
+
+WORK=$(mktemp -d /tmp/tidemark-callgrind.XXXXXX)
+SERVER_PID=
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill -9 "$SERVER_PID" 2>/dev/null
+    wait 2>/dev/null || true
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+HTTP=$PORT_BASE
+TYRANT=$((PORT_BASE + 1))
+mkdir -p "$WORK/data"
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
+    "$BIN/tidemark" serve --data-dir "$WORK/data" --http-addr "127.0.0.1:$HTTP" \
+    --tyrant-addr "127.0.0.1:$TYRANT" --durability "$DURABILITY" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$HTTP") 2>/dev/null && break
+    sleep 0.1
+done
+
+case "$TARGET" in
+    tyrant) ADDR=127.0.0.1:$TYRANT ;;
+    tidemark-http) ADDR=127.0.0.1:$HTTP ;;
+    *) echo "TARGET must be tyrant or tidemark-http" >&2; exit 1 ;;
+esac
+common=(--target "$TARGET" --addr "$ADDR" --keys "$KEYS" --value-size "$VALUE_SIZE"
+    --connections "$CONNECTIONS")
+"$BIN/tidemark-bench" "${common[@]}" --op put --prefill --duration 0 >/dev/null
+# Warm-up: the same requests, uncounted.
+"$BIN/tidemark-bench" "${common[@]}" --op "$OP" --warmup 0s --duration 120 --max-ops "$((OPS / 4))" >/dev/null
+callgrind_control --instr=on "$SERVER_PID" >/dev/null
+"$BIN/tidemark-bench" "${common[@]}" --op "$OP" --warmup 0s --duration 120 --max-ops "$OPS" >"$WORK/bench.txt"
+callgrind_control --instr=off "$SERVER_PID" >/dev/null
+callgrind_control --dump "$SERVER_PID" >/dev/null
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" 2>/dev/null || true
+SERVER_PID=
+total=$(cat "$WORK"/callgrind.out* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')
+echo "$TARGET $OP ops=$OPS Ir=$total Ir/op=$((total / OPS))"
