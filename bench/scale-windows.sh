@@ -160,7 +160,7 @@ for keys in $SIZES; do
             hot_args=()
             [ "$spread" = hot ] && hot_args=(--hot-keys "$hot")
             cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-            io_before=$(awk '$1=="read_bytes:"{r=$2} $1=="write_bytes:"{w=$2} END{printf "%d %d\n", r, w}' "/proc/$pid/io")
+            io_before=$(awk '$1=="read_bytes:"{r=$2} $1=="write_bytes:"{w=$2} END{printf "%.0f %.0f\n", r, w}' "/proc/$pid/io")
             machine_before=$(awk '$1=="cpu"{print $2+$3+$4+$7+$8}' /proc/stat)
             line_before=$(wc -l <"$server_log")
             threads_before=$(thread_ticks "$pid")
@@ -171,7 +171,7 @@ for keys in $SIZES; do
             cpu_s=$(awk -v a="$cpu_before" -v t="$ticks" '{printf "%.2f", ($14 + $15 - a) / t}' "/proc/$pid/stat")
             machine_s=$(awk -v a="$machine_before" -v t="$ticks" '$1=="cpu"{printf "%.2f", ($2+$3+$4+$7+$8 - a) / t}' /proc/stat)
             read -r io_read io_write < <(awk -v r0="${io_before% *}" -v w0="${io_before#* }" \
-                '$1=="read_bytes:"{r=$2} $1=="write_bytes:"{w=$2} END{printf "%d %d\n", r-r0, w-w0}' "/proc/$pid/io")
+                '$1=="read_bytes:"{r=$2} $1=="write_bytes:"{w=$2} END{printf "%.0f %.0f\n", r-r0, w-w0}' "/proc/$pid/io")
             # Cores used per thread name over the run: {"tidemark-checkpointer": 0.9, ...}
             threads=$(python3 -c '
 import json, sys
