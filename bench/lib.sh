@@ -11,3 +11,13 @@ wait_port() {
     echo "nothing listening on 127.0.0.1:$port after $seconds s" >&2
     return 1
 }
+
+# target_addr TARGET HTTP_PORT TYRANT_PORT: the loopback address tidemark-bench should
+# use for a tidemark server's TARGET (tyrant | tidemark-http); fails for any other.
+target_addr() {
+    case "$1" in
+        tyrant) echo "127.0.0.1:$3" ;;
+        tidemark-http) echo "127.0.0.1:$2" ;;
+        *) echo "TARGET must be tyrant or tidemark-http" >&2; return 1 ;;
+    esac
+}

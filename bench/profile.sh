@@ -17,6 +17,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 DURABILITY=${DURABILITY:-relaxed}
 TARGET=${TARGET:-tyrant}
@@ -62,16 +64,9 @@ mkdir -p "$WORK/data"
     --tyrant-addr "127.0.0.1:$TYRANT" --durability "$DURABILITY" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$TYRANT") 2>/dev/null && break
-    sleep 0.1
-done
+wait_port "$TYRANT" 10
 
-case "$TARGET" in
-    tyrant) ADDR=127.0.0.1:$TYRANT ;;
-    tidemark-http) ADDR=127.0.0.1:$HTTP ;;
-    *) echo "TARGET must be tyrant or tidemark-http" >&2; exit 1 ;;
-esac
+ADDR=$(target_addr "$TARGET" "$HTTP" "$TYRANT")
 
 common=(--target "$TARGET" --addr "$ADDR" --keys "$KEYS" --value-size "$VALUE_SIZE")
 "$WORK/tidemark-bench" "${common[@]}" --op put \
