@@ -371,9 +371,11 @@ impl Core {
     /// Slow this write down when the changes waiting for redb are past the soft limit:
     /// checkpoints are behind. Measured over both tables, not the active one alone:
     /// that one empties at every checkpoint, and writes would race ahead then and stop
-    /// short at the end of each checkpoint, a saw-tooth of one-second windows. Each write owes `throttle_micros` of delay; the debt is shared by all
-    /// writers and paid a timer tick (1 ms) at a time by whichever write crosses it, so
-    /// that delays shorter than the timer's resolution still slow writes on average.
+    /// short at the end of each checkpoint, a saw-tooth of one-second windows.
+    /// Each write owes `throttle_micros` of delay; the debt is shared by all writers
+    /// and paid a timer tick (1 ms) at a time by whichever write crosses it
+    /// (`pay_throttle`), so that delays shorter than the timer's resolution still slow
+    /// writes on average.
     async fn throttle(&self) {
         let pending =
             self.active_bytes.load(Ordering::Relaxed) + self.frozen_bytes.load(Ordering::Relaxed);
@@ -381,27 +383,9 @@ impl Core {
         if owed == 0 {
             return;
         }
-        const TICK: u64 = 1_000;
-        let debt = self.throttle_debt.fetch_add(owed, Ordering::Relaxed) + owed;
-        let ticks = debt / TICK;
-        if ticks == 0 {
+        let Some(delay) = pay_throttle(&self.throttle_debt, owed) else {
             return;
-        }
-        // Several writers may see the same debt: only the one whose subtraction lands
-        // pays it. Losing the race is harmless (the debt stays for the next writer).
-        if self
-            .throttle_debt
-            .compare_exchange(
-                debt,
-                debt - ticks * TICK,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return;
-        }
-        let delay = Duration::from_micros(ticks * TICK);
+        };
         self.metrics
             .write_throttle_seconds
             .inc_by(delay.as_secs_f64());
@@ -680,6 +664,24 @@ fn throttle_micros(pending: usize) -> u64 {
     fraction * fraction * THROTTLE_MAX_MICROS / 1_000_000
 }
 
+/// Timer resolution the throttle pays its debt in.
+const THROTTLE_TICK_MICROS: u64 = 1_000;
+
+/// Add `owed` µs to the shared `debt`; when it reaches whole ticks, this write pays
+/// them: the delay it must sleep. Several writers may see the same debt: only the one
+/// whose subtraction lands pays it, and losing the race is harmless (the debt stays
+/// for the next writer).
+fn pay_throttle(debt: &AtomicU64, owed: u64) -> Option<Duration> {
+    let now = debt.fetch_add(owed, Ordering::Relaxed) + owed;
+    let paid = now / THROTTLE_TICK_MICROS * THROTTLE_TICK_MICROS;
+    if paid == 0 {
+        return None;
+    }
+    debt.compare_exchange(now, now - paid, Ordering::Relaxed, Ordering::Relaxed)
+        .ok()
+        .map(|_| Duration::from_micros(paid))
+}
+
 /// The changes of `table` in key order.
 fn sorted_changes(table: &Memtable) -> Vec<(&[u8], &Slot)> {
     let mut changes: Vec<(&[u8], &Slot)> = table.iter().collect();
@@ -865,5 +867,21 @@ mod tests {
         );
         assert_eq!(steps[3], THROTTLE_MAX_MICROS);
         assert_eq!(throttle_micros(usize::MAX), THROTTLE_MAX_MICROS);
+    }
+
+    #[test]
+    fn throttle_delays_shorter_than_a_timer_tick_add_up_and_are_paid_in_whole_ticks() {
+        let debt = AtomicU64::new(0);
+        let slept: Vec<Option<Duration>> = (0..10).map(|_| pay_throttle(&debt, 300)).collect();
+        let paid: Vec<usize> = (0..10).filter(|&i| slept[i].is_some()).collect();
+        // 300 µs per write: the 4th, 7th and 10th write reach a whole millisecond.
+        assert_eq!(paid, [3, 6, 9]);
+        assert!(
+            paid.iter()
+                .all(|&i| slept[i] == Some(Duration::from_millis(1)))
+        );
+        assert_eq!(debt.load(Ordering::Relaxed), 0);
+        assert_eq!(pay_throttle(&debt, 2_500), Some(Duration::from_millis(2)));
+        assert_eq!(debt.load(Ordering::Relaxed), 500);
     }
 }
