@@ -158,7 +158,7 @@ impl Record {
     /// CRC-32 of those clocks.
     pub fn etag(&self) -> String {
         match &self.meta.fields {
-            None => format!("\"{}\"", self.timestamp),
+            None => whole_value_etag(self.timestamp),
             Some(fields) => {
                 let mut bytes = Vec::new();
                 fields.encode(&mut bytes);
@@ -210,9 +210,28 @@ impl Record {
     }
 }
 
+/// The ETag of a value written whole at `timestamp` (no field clocks): `"<timestamp>"`,
+/// built without the formatting machinery, as every GET and PUT answer carries one.
+pub fn whole_value_etag(timestamp: u64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(timestamp);
+    let mut etag = String::with_capacity(digits.len() + 2);
+    etag.push('"');
+    etag.push_str(digits);
+    etag.push('"');
+    etag
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_value_etag_is_the_timestamp_in_double_quotes() {
+        for t in [0, 9, 10, 1_767_225_600_000_000, u64::MAX] {
+            assert_eq!(whole_value_etag(t), format!("\"{t}\""));
+        }
+    }
 
     #[test]
     fn the_cas_unique_follows_content_not_expiry() {

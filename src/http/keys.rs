@@ -20,7 +20,7 @@ use super::headers::{
 use super::problem::{PROBLEM_JSON, Problem, RefusedField};
 use super::state::AppState;
 use crate::guard::{Condition, EtagMatch, OwnerChange, PatchReport};
-use crate::record::DEFAULT_CONTENT_TYPE;
+use crate::record::{DEFAULT_CONTENT_TYPE, whole_value_etag};
 use crate::service::jsonl::Micros;
 use crate::service::{Entry, MAX_OWNER_BYTES, MAX_TTL_SECS, WriteOptions, WriteOutcome};
 
@@ -464,20 +464,9 @@ pub async fn put_key(
     };
     // A merged write's document is this value with newer fields: its ETag is not the
     // write's (GET tells it).
-    let etag = (outcome != WriteOutcome::Merged).then(|| quoted(timestamp));
+    let etag = (outcome != WriteOutcome::Merged).then(|| whole_value_etag(timestamp));
     stamp_headers(response.headers_mut(), timestamp, etag.as_deref());
     Ok(response)
-}
-
-/// `"<timestamp>"`, a whole-value write's ETag, without the formatting machinery.
-fn quoted(timestamp: u64) -> String {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(timestamp);
-    let mut etag = String::with_capacity(digits.len() + 2);
-    etag.push('"');
-    etag.push_str(digits);
-    etag.push('"');
-    etag
 }
 
 /// Read a live value.
@@ -918,16 +907,4 @@ fn decode_query_bytes(name: &str, text: &str) -> Result<Vec<u8>, Problem> {
         ));
     }
     Ok(percent_decode_str(text).collect())
-}
-
-#[cfg(test)]
-mod quoted_tests {
-    use super::quoted;
-
-    #[test]
-    fn quoted_is_the_timestamp_in_double_quotes() {
-        for t in [0, 9, 10, 1_767_225_600_000_000, u64::MAX] {
-            assert_eq!(quoted(t), format!("\"{t}\""));
-        }
-    }
 }
