@@ -249,6 +249,7 @@ async fn open_store(config: &ServeConfig, metrics: Arc<Metrics>) -> Result<Store
                 config::Durability::Relaxed => store::Durability::Relaxed,
             },
             cache_size: config.cache_size,
+            record_cache_size: config.record_cache_size,
         };
         return Ok(Store::open(&options, metrics)?);
     };

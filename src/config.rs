@@ -602,6 +602,11 @@ pub struct ServeConfig {
     #[arg(long, env = "TIDEMARK_CACHE_SIZE", default_value_t = 256 << 20)]
     pub cache_size: usize,
 
+    /// Decoded records kept for repeated reads of the same keys, in bytes, beside the
+    /// page cache (embedded engine; 0 turns it off). Sized for the sessions in use.
+    #[arg(long, env = "TIDEMARK_RECORD_CACHE_SIZE", default_value_t = 64 << 20)]
+    pub record_cache_size: usize,
+
     /// Threads serving both ports (the async runtime's workers); default: one per CPU.
     /// One is best when the clients share this machine's few cores.
     #[arg(long, env = "TIDEMARK_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub checkpoint_seconds: Histogram,
     /// Embedded engine: time writers were slowed down because checkpoints fell behind.
     pub write_throttle_seconds: Counter,
+    /// Embedded engine: reads that reached the record cache, result = hit | miss.
+    pub record_cache_reads: IntCounterVec,
+    /// Embedded engine: bytes held by the record cache, as of the last checkpoint.
+    pub record_cache_bytes: IntGauge,
     /// Records purged by the sweeper: kind = expired | tombstone.
     pub swept: IntCounterVec,
     /// Records in the store (live, expired-not-yet-purged and tombstones).
@@ -99,6 +103,19 @@ impl Metrics {
             "Time writes were held back because checkpoints fell behind (embedded engine)",
         )
         .expect("static metric definition");
+        let record_cache_reads = IntCounterVec::new(
+            Opts::new(
+                "tidemark_record_cache_reads_total",
+                "Reads past the memtables that the record cache answered (hit) or sent to the database file (miss) (embedded engine)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let record_cache_bytes = IntGauge::new(
+            "tidemark_record_cache_bytes",
+            "Bytes held by the record cache as of the last checkpoint (embedded engine)",
+        )
+        .expect("static metric definition");
         let swept = IntCounterVec::new(
             Opts::new(
                 "tidemark_swept_records_total",
@@ -154,6 +171,8 @@ impl Metrics {
             Box::new(commit_seconds.clone()),
             Box::new(checkpoint_seconds.clone()),
             Box::new(write_throttle_seconds.clone()),
+            Box::new(record_cache_reads.clone()),
+            Box::new(record_cache_bytes.clone()),
             Box::new(swept.clone()),
             Box::new(records.clone()),
             Box::new(keys.clone()),
@@ -176,6 +195,8 @@ impl Metrics {
             commit_seconds,
             checkpoint_seconds,
             write_throttle_seconds,
+            record_cache_reads,
+            record_cache_bytes,
             swept,
             records,
             keys,

@@ -284,6 +284,7 @@ async fn crash_image(server: &TestServer, into: &Path) -> RedbStore {
             data_dir: into.to_path_buf(),
             durability: store::Durability::Immediate,
             cache_size: 1 << 20,
+            record_cache_size: 1 << 20,
         },
         Arc::new(Metrics::new()),
     )

@@ -247,6 +247,7 @@ fn open_store(dir: &Path) -> Result<RedbStore, StoreError> {
             data_dir: dir.to_path_buf(),
             durability: Durability::Immediate,
             cache_size: 1 << 20,
+            record_cache_size: 1 << 20,
         },
         Arc::new(Metrics::new()),
     )

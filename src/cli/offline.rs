@@ -57,6 +57,7 @@ fn store_in(dir: &Path) -> Result<RedbStore, StoreError> {
             data_dir: dir.to_path_buf(),
             durability: Durability::Immediate,
             cache_size: CACHE_BYTES,
+            record_cache_size: 0,
         },
         Arc::new(Metrics::new()),
     )

@@ -53,6 +53,7 @@ pub async fn open_store(dir: &Path, durability: Durability, metrics: Arc<Metrics
                 data_dir: dir.to_path_buf(),
                 durability,
                 cache_size: 1 << 20,
+                record_cache_size: 1 << 20,
             },
             metrics,
         )

@@ -382,6 +382,7 @@ impl Sink {
                     data_dir: data_dir.clone(),
                     durability: Durability::Immediate,
                     cache_size: CACHE_BYTES,
+                    record_cache_size: 0,
                 };
                 Store::open(&options, metrics.clone()).map_err(|e| match e {
                     StoreError::InUse { .. } => Failure(format!(

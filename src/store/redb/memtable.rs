@@ -114,18 +114,22 @@ impl Memtable {
 
 fn size(key: &[u8], slot: &Slot) -> usize {
     let value = match slot {
-        Slot::Put(Record {
-            state:
-                State::Live {
-                    value,
-                    content_type,
-                    ..
-                },
-            ..
-        }) => value.len() + content_type.len(),
-        _ => 0,
+        Slot::Put(record) => record_bytes(record),
+        Slot::Removed => 0,
     };
     key.len() + value + ENTRY_OVERHEAD
+}
+
+/// The bytes a record holds beyond its fixed fields (value and content type).
+pub fn record_bytes(record: &Record) -> usize {
+    match &record.state {
+        State::Live {
+            value,
+            content_type,
+            ..
+        } => value.len() + content_type.len(),
+        State::Tombstone { .. } => 0,
+    }
 }
 
 #[cfg(test)]

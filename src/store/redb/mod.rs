@@ -9,6 +9,7 @@
 //! look in the memtables, then in redb as of the last checkpoint; scans checkpoint
 //! first and then read redb.
 
+mod cache;
 mod codec;
 mod memtable;
 mod wal;
@@ -91,6 +92,9 @@ pub struct StoreOptions {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub cache_size: usize,
+    /// Bytes of decoded records kept for repeated reads of the same keys, beside
+    /// redb's page cache (0 turns it off; see `cache`).
+    pub record_cache_size: usize,
 }
 
 /// Handle to the store; cheap to clone.
@@ -169,6 +173,7 @@ impl RedbStore {
             applied,
             checkpoint_interval,
             options.durability,
+            options.record_cache_size,
             metrics,
         )?;
         Ok(Self {

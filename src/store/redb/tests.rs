@@ -7,6 +7,7 @@ fn options(dir: &Path) -> StoreOptions {
         data_dir: dir.to_path_buf(),
         durability: Durability::Immediate,
         cache_size: 1 << 20,
+        record_cache_size: 1 << 20,
     }
 }
 
@@ -211,4 +212,69 @@ async fn a_log_from_another_database_file_is_not_replayed() {
     let other = RedbStore::open(&options(b.path()), Arc::new(Metrics::new())).unwrap();
     assert_eq!(other.get(b"x").unwrap(), None);
     other.close().await.unwrap();
+}
+
+/// The record cache keeps what reads found in redb; every checkpoint that rewrites,
+/// removes or clears a cached key must leave reads answering with redb's new state.
+#[tokio::test]
+async fn reads_after_checkpoints_see_what_they_wrote_over_cached_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with_checkpoints(
+        &options(dir.path()),
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    let checkpoint = |store: &RedbStore| store.inner.core.checkpoint_now().unwrap();
+    // Cached as absent, then written: the checkpoint turns the entry into the record.
+    assert_eq!(store.get(b"k1").unwrap(), None);
+    put_all(&store, 0..4, 1).await;
+    checkpoint(&store);
+    assert_eq!(store.get(b"k1").unwrap(), Some(live(1)));
+    // Cached as a record (read from redb above and here), then rewritten and removed.
+    assert_eq!(store.get(b"k2").unwrap(), Some(live(1)));
+    put_all(&store, 1..2, 2).await;
+    store.write(|b| b.remove(b"k2").map(drop)).await.unwrap();
+    checkpoint(&store);
+    assert_eq!(store.get(b"k1").unwrap(), Some(live(2)));
+    assert_eq!(store.get(b"k2").unwrap(), None);
+    assert_eq!(
+        store
+            .get_many(vec![b"k1".to_vec(), b"k3".to_vec()])
+            .await
+            .unwrap(),
+        vec![Some(live(2)), Some(live(1))]
+    );
+    // A clear empties redb: nothing cached may answer for it.
+    store.write(|b| b.clear()).await.unwrap();
+    put_all(&store, 3..4, 3).await;
+    checkpoint(&store);
+    assert_eq!(store.get(b"k1").unwrap(), None);
+    assert_eq!(store.get(b"k3").unwrap(), Some(live(3)));
+    // The guard's read under the write lock goes through the cache too.
+    let seen = store.write(|b| b.get(b"k3")).await.unwrap();
+    assert_eq!(seen, Some(live(3)));
+    store.close().await.unwrap();
+}
+
+/// A reader that took redb's snapshot just before a checkpoint and reads after it
+/// answers from that snapshot (its read began before the write it misses), but what it
+/// read must not be kept: reads after the checkpoint must see the checkpoint's record.
+#[tokio::test]
+async fn a_read_from_the_snapshot_a_checkpoint_replaced_is_not_cached_for_later_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with_checkpoints(
+        &options(dir.path()),
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    put_all(&store, 0..1, 1).await;
+    store.checkpoint().unwrap();
+    let late_reader = store.inner.core.reader_on_current_snapshot();
+    put_all(&store, 0..1, 2).await;
+    store.checkpoint().unwrap();
+    assert_eq!(late_reader(b"k0").unwrap(), Some(live(1)));
+    assert_eq!(store.get(b"k0").unwrap(), Some(live(2)));
+    store.close().await.unwrap();
 }

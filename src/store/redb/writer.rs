@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 use tokio::sync::watch;
 
+use super::cache::RecordCache;
 use super::memtable::{Lookup, Memtable, Slot};
 use super::wal::{self, Wal};
 use super::{
@@ -64,23 +65,33 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// redb as of the last checkpoint, shared by every reader until the next one.
 struct Snapshot {
     records: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The record cache's generation that goes with this state of redb.
+    generation: u64,
 }
 
 impl Snapshot {
-    fn open(db: &Database) -> Result<Self, StoreError> {
+    fn open(db: &Database, generation: u64) -> Result<Self, StoreError> {
         let txn = db.begin_read()?;
         Ok(Self {
             records: txn.open_table(RECORDS)?,
+            generation,
         })
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let Some(guard) = self.records.get(key)? else {
-            return Ok(None);
+    /// The record for `key`: from the cache, or read here and offered to it.
+    fn get(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Record>, StoreError> {
+        if let Some(found) = cache.get(key) {
+            return Ok(found);
+        }
+        let found = match self.records.get(key)? {
+            None => None,
+            Some(guard) => Some(
+                codec::decode(guard.value())
+                    .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })?,
+            ),
         };
-        codec::decode(guard.value())
-            .map(Some)
-            .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })
+        cache.offer(self.generation, key, &found);
+        Ok(found)
     }
 }
 
@@ -117,10 +128,10 @@ impl State {
         Some(found.cloned())
     }
 
-    fn lookup(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    fn lookup(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Record>, StoreError> {
         match self.in_memtables(key) {
             Some(found) => Ok(found),
-            None => self.snapshot.get(key),
+            None => self.snapshot.get(key, cache),
         }
     }
 }
@@ -196,6 +207,8 @@ impl Wakeup {
 pub struct Core {
     db: Arc<Database>,
     state: Mutex<State>,
+    /// Records read from redb, for the next reads of the same keys (see `cache`).
+    cache: RecordCache,
     durability: Durability,
     metrics: Arc<Metrics>,
     /// Serializes checkpoints (the background one and those scans ask for).
@@ -223,9 +236,11 @@ pub fn start(
     last_lsn: u64,
     checkpoint_interval: Duration,
     durability: Durability,
+    record_cache_size: usize,
     metrics: Arc<Metrics>,
 ) -> Result<(Arc<Core>, Threads), StoreError> {
-    let snapshot = Arc::new(Snapshot::open(&db)?);
+    let cache = RecordCache::new(record_cache_size, &metrics);
+    let snapshot = Arc::new(Snapshot::open(&db, cache.generation())?);
     let core = Arc::new(Core {
         db,
         state: Mutex::new(State {
@@ -239,6 +254,7 @@ pub fn start(
             broken: None,
             closed: false,
         }),
+        cache,
         durability,
         metrics,
         checkpointing: Mutex::new(()),
@@ -349,7 +365,7 @@ impl Core {
             if let Some(why) = &state.broken {
                 return Err(StoreError::engine(why.clone()));
             }
-            let mut batch = WriteBatch::new(&state, &self.db);
+            let mut batch = WriteBatch::new(&state, &self.db, &self.cache);
             let value = match catch_unwind(AssertUnwindSafe(|| op(&mut batch))) {
                 Ok(result) => result?,
                 Err(_) => return Err(StoreError::BatchFailed("a write panicked".into())),
@@ -465,7 +481,18 @@ impl Core {
             }
             state.snapshot.clone()
         };
-        snapshot.get(key)
+        snapshot.get(key, &self.cache)
+    }
+
+    /// A point read that has taken redb's current snapshot and reads whenever it is
+    /// called: a reader that lost the processor between the two.
+    #[cfg(test)]
+    pub fn reader_on_current_snapshot(
+        self: &Arc<Self>,
+    ) -> impl Fn(&[u8]) -> Result<Option<Record>, StoreError> + use<> {
+        let snapshot = lock(&self.state).snapshot.clone();
+        let core = self.clone();
+        move |key| snapshot.get(key, &core.cache)
     }
 
     /// The records of `keys` as of one instant: every memtable lookup under one hold
@@ -481,7 +508,7 @@ impl Core {
             .zip(keys)
             .map(|(hit, key)| match hit {
                 Some(found) => Ok(found),
-                None => snapshot.get(key),
+                None => snapshot.get(key, &self.cache),
             })
             .collect()
     }
@@ -621,7 +648,10 @@ impl Core {
         self.metrics
             .checkpoint_seconds
             .observe(committed.as_secs_f64());
-        let snapshot = Arc::new(Snapshot::open(&self.db)?);
+        // The cache follows redb before readers move to the new snapshot: until then
+        // they find the keys just written in the frozen table, above the cache.
+        let generation = self.cache.advance(frozen.cleared(), frozen.iter());
+        let snapshot = Arc::new(Snapshot::open(&self.db, generation)?);
         {
             let mut state = lock(&self.state);
             state.frozen = None;
@@ -705,6 +735,7 @@ const STAGED_SCAN: usize = 16;
 pub struct WriteBatch<'a> {
     state: &'a State,
     db: &'a Database,
+    cache: &'a RecordCache,
     changes: Vec<(Vec<u8>, Slot)>,
     /// Position of each key's latest change, once `changes` outgrows a linear scan.
     index: std::collections::HashMap<Vec<u8>, usize>,
@@ -714,10 +745,11 @@ pub struct WriteBatch<'a> {
 }
 
 impl<'a> WriteBatch<'a> {
-    fn new(state: &'a State, db: &'a Database) -> Self {
+    fn new(state: &'a State, db: &'a Database, cache: &'a RecordCache) -> Self {
         Self {
             state,
             db,
+            cache,
             changes: Vec::new(),
             index: std::collections::HashMap::new(),
             cleared: false,
@@ -763,7 +795,7 @@ impl<'a> WriteBatch<'a> {
             Some(Slot::Put(record)) => Ok(Some(record.clone())),
             Some(Slot::Removed) => Ok(None),
             None if self.cleared => Ok(None),
-            None => self.state.lookup(key),
+            None => self.state.lookup(key, self.cache),
         }
     }
 
