@@ -25,7 +25,7 @@
 #   SIZES ["100000 10000000"]   keyspace sizes; the first is the baseline of the ratios
 #   DURATION [60]  WARMUP [5]  ROUNDS [1]  CONNECTIONS [16]  VALUE_SIZE [200]
 #   HOT_PERCENT [1]   share of the keys the hot cases use
-#   CASES [all six]   subset of the case names above
+#   CASES [all six]   subset of the case names above (Redis runs only for redis/ cases)
 #   CACHE_SIZE [268435456]  tidemark's --cache-size, bytes (its default)
 #   TM_ARGS [""]      extra flags for tidemark serve
 #   OUT [/tmp/tidemark-scale-windows]  PORT_BASE [27700]  SKIP_BUILD [0]
@@ -68,7 +68,12 @@ thread_ticks() {
 
 log() { printf '[scale-windows %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-command -v redis-server >/dev/null || { echo "redis-server is required (bench/compare.sh installs it)" >&2; exit 1; }
+# Redis is started (and prefilled) only when a redis/ case asks for it.
+WANT_REDIS=0
+case " $CASES " in *" redis/"*) WANT_REDIS=1 ;; esac
+if [ "$WANT_REDIS" = 1 ]; then
+    command -v redis-server >/dev/null || { echo "redis-server is required (bench/compare.sh installs it)" >&2; exit 1; }
+fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 if [ "$SKIP_BUILD" != 1 ]; then
     log "building tidemark and tidemark-bench (release)"
@@ -133,19 +138,23 @@ for keys in $SIZES; do
         --tyrant-addr "127.0.0.1:$TYRANT" --durability relaxed \
         --cache-size "$CACHE_SIZE" $TM_ARGS >"$server_log" 2>&1 &
     TM_PID=$!
-    redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
-        --dir "$data/redis" >"$WORK/redis-$keys.log" 2>&1 &
-    REDIS_PID=$!
+    if [ "$WANT_REDIS" = 1 ]; then
+        redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+            --dir "$data/redis" >"$WORK/redis-$keys.log" 2>&1 &
+        REDIS_PID=$!
+        wait_port "$REDIS" 30
+    fi
     wait_port "$TYRANT" 30
-    wait_port "$REDIS" 30
     log "$keys keys ($hot hot): prefilling tidemark"
     started=$(date +%s.%N)
     "$BENCH" --target tyrant --addr "127.0.0.1:$TYRANT" --op put --prefill --duration 0 \
         --keys "$keys" "${common[@]}" >&2
     tm_prefill_s=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
-    log "$keys keys: prefilling Redis"
-    "$BENCH" --target redis --addr "127.0.0.1:$REDIS" --op set --prefill --duration 0 \
-        --keys "$keys" "${common[@]}" >&2
+    if [ "$WANT_REDIS" = 1 ]; then
+        log "$keys keys: prefilling Redis"
+        "$BENCH" --target redis --addr "127.0.0.1:$REDIS" --op set --prefill --duration 0 \
+            --keys "$keys" "${common[@]}" >&2
+    fi
     for round in $(seq "$ROUNDS"); do
         for case in $CASES; do
             server=${case%%/*}
