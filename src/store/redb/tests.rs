@@ -11,18 +11,23 @@ fn options(dir: &Path) -> StoreOptions {
     }
 }
 
+/// A store whose checkpoints happen only when the test asks for one.
+fn open_checkpointing_by_hand(dir: &Path) -> RedbStore {
+    RedbStore::open_with_checkpoints(
+        &options(dir),
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap()
+}
+
 /// A crash leaves the database file as of its last checkpoint plus the log; the
 /// reopened store must hold every acknowledged write.
 #[tokio::test]
 async fn acknowledged_writes_are_replayed_from_the_log_into_an_old_database_file() {
     let live = tempfile::tempdir().unwrap();
     let image = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_with_checkpoints(
-        &options(live.path()),
-        Arc::new(Metrics::new()),
-        std::time::Duration::MAX,
-    )
-    .unwrap();
+    let store = open_checkpointing_by_hand(live.path());
     // The database file as of the last checkpoint (here: the empty, just-created one).
     std::fs::copy(
         live.path().join(DB_FILE_NAME),
@@ -87,12 +92,7 @@ async fn put_all(store: &RedbStore, keys: std::ops::Range<u64>, version: u64) {
 async fn a_crash_during_a_checkpoint_replays_both_log_files_in_order() {
     let live_dir = tempfile::tempdir().unwrap();
     let image = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_with_checkpoints(
-        &options(live_dir.path()),
-        Arc::new(Metrics::new()),
-        std::time::Duration::MAX,
-    )
-    .unwrap();
+    let store = open_checkpointing_by_hand(live_dir.path());
     // Two checkpoints first, so the log has gone once round both files.
     put_all(&store, 0..10, 1).await;
     store.inner.core.checkpoint_now().unwrap();
@@ -195,12 +195,7 @@ async fn a_failed_write_closure_changes_nothing() {
 async fn a_log_from_another_database_file_is_not_replayed() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_with_checkpoints(
-        &options(a.path()),
-        Arc::new(Metrics::new()),
-        std::time::Duration::MAX,
-    )
-    .unwrap();
+    let store = open_checkpointing_by_hand(a.path());
     store
         .write(|b| b.put(b"x", &Record::live(1, b"v".to_vec(), "t".into(), None)))
         .await
@@ -219,12 +214,7 @@ async fn a_log_from_another_database_file_is_not_replayed() {
 #[tokio::test]
 async fn reads_after_checkpoints_see_what_they_wrote_over_cached_records() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_with_checkpoints(
-        &options(dir.path()),
-        Arc::new(Metrics::new()),
-        std::time::Duration::MAX,
-    )
-    .unwrap();
+    let store = open_checkpointing_by_hand(dir.path());
     let checkpoint = |store: &RedbStore| store.inner.core.checkpoint_now().unwrap();
     // Cached as absent, then written: the checkpoint turns the entry into the record.
     assert_eq!(store.get(b"k1").unwrap(), None);
@@ -263,12 +253,7 @@ async fn reads_after_checkpoints_see_what_they_wrote_over_cached_records() {
 #[tokio::test]
 async fn a_read_from_the_snapshot_a_checkpoint_replaced_is_not_cached_for_later_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_with_checkpoints(
-        &options(dir.path()),
-        Arc::new(Metrics::new()),
-        std::time::Duration::MAX,
-    )
-    .unwrap();
+    let store = open_checkpointing_by_hand(dir.path());
     put_all(&store, 0..1, 1).await;
     store.checkpoint().unwrap();
     let late_reader = store.inner.core.reader_on_current_snapshot();
