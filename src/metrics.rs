@@ -25,7 +25,8 @@ pub struct Metrics {
     pub write_throttle_seconds: Counter,
     /// Embedded engine: reads that reached the record cache, result = hit | miss.
     pub record_cache_reads: IntCounterVec,
-    /// Embedded engine: bytes held by the record cache, as of the last checkpoint.
+    /// Embedded engine: bytes held by the record cache (set when counts are taken, as
+    /// for every scrape of `/metrics`).
     pub record_cache_bytes: IntGauge,
     /// Records purged by the sweeper: kind = expired | tombstone.
     pub swept: IntCounterVec,
@@ -113,7 +114,7 @@ impl Metrics {
         .expect("static metric definition");
         let record_cache_bytes = IntGauge::new(
             "tidemark_record_cache_bytes",
-            "Bytes held by the record cache as of the last checkpoint (embedded engine)",
+            "Bytes held by the record cache (embedded engine)",
         )
         .expect("static metric definition");
         let swept = IntCounterVec::new(

@@ -134,10 +134,14 @@ impl RecordCache {
                     let _ = entries.replace(key.to_vec(), found, true);
                 }
             }
-            self.bytes
-                .set(i64::try_from(entries.weight()).unwrap_or(i64::MAX));
         }
         *generation
+    }
+
+    /// Set the `tidemark_record_cache_bytes` gauge to what the cache holds now.
+    pub fn publish_bytes(&self) {
+        let held = self.entries.as_ref().map_or(0, |entries| entries.weight());
+        self.bytes.set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 }
 

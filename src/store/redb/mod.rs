@@ -6,8 +6,8 @@
 //! an in-memory table of changes not yet in redb (the memtable), and is answered once
 //! the log is synced (or at once, when the store is relaxed). A checkpointer thread
 //! moves the memtable into redb in one durable commit every few seconds. Point reads
-//! look in the memtables, then in redb as of the last checkpoint; scans checkpoint
-//! first and then read redb.
+//! look in the memtables, then in a cache of records read from redb ([`cache`]), then
+//! in redb as of the last checkpoint; scans checkpoint first and then read redb.
 
 mod cache;
 mod codec;
@@ -264,8 +264,10 @@ impl RedbStore {
         Ok(())
     }
 
-    /// Record counts at server time `now`.
+    /// Record counts at server time `now` (and the record cache's size gauge, which
+    /// `/metrics` shows beside them).
     pub fn counts(&self, now: u64) -> Result<Counts, StoreError> {
+        self.inner.core.publish_cache_bytes();
         let txn = self.begin_read()?;
         let records = txn.open_table(RECORDS)?.len()?;
         let tombstones = txn.open_table(TOMBSTONES)?.len()?;

@@ -263,3 +263,37 @@ async fn a_read_from_the_snapshot_a_checkpoint_replaced_is_not_cached_for_later_
     assert_eq!(store.get(b"k0").unwrap(), Some(live(2)));
     store.close().await.unwrap();
 }
+
+/// What `/metrics` shows of the record cache: reads it answered or missed, and the
+/// bytes it holds when counts are taken (every scrape takes them).
+#[tokio::test]
+async fn the_record_cache_reports_its_hits_misses_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = RedbStore::open_with_checkpoints(
+        &options(dir.path()),
+        metrics.clone(),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    put_all(&store, 0..1, 1).await;
+    store.checkpoint().unwrap();
+    let reads = |result: &str| {
+        metrics
+            .record_cache_reads
+            .with_label_values(&[result])
+            .get()
+    };
+    assert_eq!(store.get(b"k0").unwrap(), Some(live(1)));
+    assert_eq!((reads("hit"), reads("miss")), (0, 1));
+    assert_eq!(store.get(b"k0").unwrap(), Some(live(1)));
+    assert_eq!((reads("hit"), reads("miss")), (1, 1));
+    assert_eq!(metrics.record_cache_bytes.get(), 0);
+    store.counts(0).unwrap();
+    assert!(
+        metrics.record_cache_bytes.get() > 8,
+        "{}",
+        metrics.record_cache_bytes.get()
+    );
+    store.close().await.unwrap();
+}

@@ -523,6 +523,11 @@ impl Core {
                 .is_some_and(|frozen| frozen.may_hold_due(cutoff))
     }
 
+    /// Bring the record cache's size gauge up to date.
+    pub fn publish_cache_bytes(&self) {
+        self.cache.publish_bytes();
+    }
+
     /// Whether acknowledged writes are waiting for a sync of the log.
     pub fn has_unsynced(&self) -> bool {
         let last = lock(&self.state).last_lsn;
