@@ -297,3 +297,34 @@ async fn the_record_cache_reports_its_hits_misses_and_size() {
     );
     store.close().await.unwrap();
 }
+
+/// A multi-key read answers as of one instant. One that took its snapshot before a
+/// checkpoint and reads after it must not mix a cached record the checkpoint updated
+/// with another key's record from its older snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_key_read_interrupted_by_a_checkpoint_answers_as_of_one_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_checkpointing_by_hand(dir.path());
+    put_all(&store, 0..2, 1).await;
+    store.checkpoint().unwrap();
+    // k1 cached, k0 not.
+    assert_eq!(store.get(b"k1").unwrap(), Some(live(1)));
+    let keys = vec![b"k0".to_vec(), b"k1".to_vec()];
+    let found = store
+        .inner
+        .core
+        .get_many_interrupted(&keys, || {
+            // k0 is written before k1: no instant has k1 new and k0 old.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(put_all(&store, 0..2, 2));
+            });
+            store.checkpoint().unwrap();
+        })
+        .unwrap();
+    assert_eq!(found, vec![Some(live(1)), Some(live(1))]);
+    assert_eq!(
+        store.get_many(keys).await.unwrap(),
+        vec![Some(live(2)), Some(live(2))]
+    );
+    store.close().await.unwrap();
+}

@@ -83,15 +83,19 @@ impl Snapshot {
         if let Some(found) = cache.get(key) {
             return Ok(found);
         }
-        let found = match self.records.get(key)? {
-            None => None,
-            Some(guard) => Some(
-                codec::decode(guard.value())
-                    .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })?,
-            ),
-        };
+        let found = self.read(key)?;
         cache.offer(self.generation, key, &found);
         Ok(found)
+    }
+
+    /// The record for `key` in this snapshot, read from redb.
+    fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let Some(guard) = self.records.get(key)? else {
+            return Ok(None);
+        };
+        codec::decode(guard.value())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })
     }
 }
 
@@ -484,6 +488,17 @@ impl Core {
         snapshot.get(key, &self.cache)
     }
 
+    /// [`Core::get_many`] with `meanwhile` run between its memtable lookups and the
+    /// rest: a multi-key read that lost the processor in the middle.
+    #[cfg(test)]
+    pub fn get_many_interrupted(
+        &self,
+        keys: &[Vec<u8>],
+        meanwhile: impl FnOnce(),
+    ) -> Result<Vec<Option<Record>>, StoreError> {
+        self.get_many_meanwhile(keys, meanwhile)
+    }
+
     /// A point read that has taken redb's current snapshot and reads whenever it is
     /// called: a reader that lost the processor between the two.
     #[cfg(test)]
@@ -498,19 +513,47 @@ impl Core {
     /// The records of `keys` as of one instant: every memtable lookup under one hold
     /// of the lock, the rest from the redb snapshot that goes with those memtables.
     pub fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Record>>, StoreError> {
+        self.get_many_meanwhile(keys, || {})
+    }
+
+    /// [`Core::get_many`], running `meanwhile` between the memtable lookups and the
+    /// rest (tests put a checkpoint there).
+    fn get_many_meanwhile(
+        &self,
+        keys: &[Vec<u8>],
+        meanwhile: impl FnOnce(),
+    ) -> Result<Vec<Option<Record>>, StoreError> {
         let (hits, snapshot) = {
             let state = lock(&self.state);
             let hits: Vec<Option<Option<Record>>> =
                 keys.iter().map(|key| state.in_memtables(key)).collect();
             (hits, state.snapshot.clone())
         };
-        hits.into_iter()
-            .zip(keys)
-            .map(|(hit, key)| match hit {
-                Some(found) => Ok(found),
-                None => snapshot.get(key, &self.cache),
-            })
-            .collect()
+        meanwhile();
+        let read_below = |cache: Option<&RecordCache>| -> Result<Vec<Option<Record>>, StoreError> {
+            hits.iter()
+                .zip(keys)
+                .filter(|(hit, _)| hit.is_none())
+                .map(|(_, key)| match cache {
+                    Some(cache) => snapshot.get(key, cache),
+                    None => snapshot.read(key),
+                })
+                .collect()
+        };
+        // A checkpoint that ends after the memtable lookups updates cached entries past
+        // the snapshot they go with: one key from the cache and another from the
+        // snapshot would then be no one instant. The cache holds exactly the
+        // snapshot's state as long as its generation is the snapshot's, so check that
+        // after reading, and read the snapshot alone if a checkpoint came between.
+        let mut below = read_below(Some(&self.cache))?;
+        if self.cache.generation() != snapshot.generation {
+            below = read_below(None)?;
+        }
+        let mut below = below.into_iter();
+        Ok(hits
+            .into_iter()
+            .map(|hit| hit.unwrap_or_else(|| below.next().flatten()))
+            .collect())
     }
 
     /// Whether a record not yet checkpointed may have lapsed at or before `cutoff`.
