@@ -313,7 +313,7 @@ async fn a_multi_key_read_interrupted_by_a_checkpoint_answers_as_of_one_instant(
     let found = store
         .inner
         .core
-        .get_many_interrupted(&keys, || {
+        .get_many_meanwhile(&keys, || {
             // k0 is written before k1: no instant has k1 new and k0 old.
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(put_all(&store, 0..2, 2));

@@ -488,17 +488,6 @@ impl Core {
         snapshot.get(key, &self.cache)
     }
 
-    /// [`Core::get_many`] with `meanwhile` run between its memtable lookups and the
-    /// rest: a multi-key read that lost the processor in the middle.
-    #[cfg(test)]
-    pub fn get_many_interrupted(
-        &self,
-        keys: &[Vec<u8>],
-        meanwhile: impl FnOnce(),
-    ) -> Result<Vec<Option<Record>>, StoreError> {
-        self.get_many_meanwhile(keys, meanwhile)
-    }
-
     /// A point read that has taken redb's current snapshot and reads whenever it is
     /// called: a reader that lost the processor between the two.
     #[cfg(test)]
@@ -517,8 +506,9 @@ impl Core {
     }
 
     /// [`Core::get_many`], running `meanwhile` between the memtable lookups and the
-    /// rest (tests put a checkpoint there).
-    fn get_many_meanwhile(
+    /// rest: tests put writes and a checkpoint there, a multi-key read that lost the
+    /// processor in the middle.
+    pub(super) fn get_many_meanwhile(
         &self,
         keys: &[Vec<u8>],
         meanwhile: impl FnOnce(),
