@@ -15,7 +15,8 @@
 #   redis/uniform-get        GET, uniform
 #
 # Alongside every run: the server's CPU, its /proc/PID/io (bytes read and written),
-# RSS (now and peak), the database file's size, and the checkpoints the server logged
+# RSS (now and peak), the database file's size (apparent and on disk, after the
+# prefill and after each run) and the data directory's on disk, and the checkpoints the server logged
 # during the run (entries, time writing into redb, time committing) from its debug
 # log, and the cores each of its threads used (by thread name: the checkpointer's
 # share against the runtime workers'). Results: $OUT/windows.jsonl (one line per run), $OUT/windows.md (the tables,
@@ -64,6 +65,13 @@ thread_ticks() {
     for task in /proc/"$1"/task/*; do
         printf '%s %s\n' "$(tr ' ' _ <"$task/comm")" "$(awk '{print $14 + $15}' "$task/stat")"
     done 2>/dev/null | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}'
+}
+
+# Bytes the database file and the whole data directory (file + write-ahead log)
+# take on disk, as "file dir": allocated blocks, not the apparent size, since redb
+# grows its file ahead of need and the part not yet written holds no blocks.
+disk_bytes() {
+    printf '%s %s\n' "$(du -B1 -- "$1/tidemark.redb" | cut -f1)" "$(du -sB1 -- "$1" | cut -f1)"
 }
 
 log() { printf '[scale-windows %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -150,6 +158,8 @@ for keys in $SIZES; do
     "$BENCH" --target tyrant --addr "127.0.0.1:$TYRANT" --op put --prefill --duration 0 \
         --keys "$keys" "${common[@]}" >&2
     tm_prefill_s=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+    prefill_db=$(stat -c %s "$data/tm/tidemark.redb")
+    read -r prefill_db_disk _ < <(disk_bytes "$data/tm")
     if [ "$WANT_REDIS" = 1 ]; then
         log "$keys keys: prefilling Redis"
         "$BENCH" --target redis --addr "127.0.0.1:$REDIS" --op set --prefill --duration 0 \
@@ -193,6 +203,7 @@ print(json.dumps({n: round((float(v) - float(before.get(n, 0))) / tick / wall, 2
             rss=$(awk '$1=="VmRSS:"{print $2}' "/proc/$pid/status")
             hwm=$(awk '$1=="VmHWM:"{print $2}' "/proc/$pid/status")
             db=$(stat -c %s "$data/tm/tidemark.redb")
+            read -r db_disk dir_disk < <(disk_bytes "$data/tm")
             checkpoints=$(tail -n +"$((line_before + 1))" "$server_log" | python3 -c '
 import json, re, sys
 out = []
@@ -203,9 +214,10 @@ for line in sys.stdin:
     f = dict(re.findall(r"(\w+)=(\d+)", line))
     out.append([int(f.get(k, 0)) for k in ("entries", "write_ms", "commit_ms")])
 print(json.dumps(out))')
-            printf '{"keys":%d,"hot_keys":%d,"round":%d,"case":"%s","cache_size":%d,"tm_prefill_s":%s,"server_cpu_s":%s,"machine_cpu_s":%s,"server_read_bytes":%d,"server_write_bytes":%d,"rss_kib":%d,"hwm_kib":%d,"db_bytes":%d,"checkpoints":%s,"thread_cores":%s,"run":%s}\n' \
+            printf '{"keys":%d,"hot_keys":%d,"round":%d,"case":"%s","cache_size":%d,"tm_prefill_s":%s,"server_cpu_s":%s,"machine_cpu_s":%s,"server_read_bytes":%d,"server_write_bytes":%d,"rss_kib":%d,"hwm_kib":%d,"db_bytes":%d,"db_disk_bytes":%d,"dir_disk_bytes":%d,"prefill_db_bytes":%d,"prefill_db_disk_bytes":%d,"checkpoints":%s,"thread_cores":%s,"run":%s}\n' \
                 "$keys" "$hot" "$round" "$case" "$CACHE_SIZE" "$tm_prefill_s" "$cpu_s" "$machine_s" \
-                "$io_read" "$io_write" "$rss" "$hwm" "$db" "$checkpoints" "$threads" "$result" >>"$RAW"
+                "$io_read" "$io_write" "$rss" "$hwm" "$db" "$db_disk" "$dir_disk" \
+                "$prefill_db" "$prefill_db_disk" "$checkpoints" "$threads" "$result" >>"$RAW"
             python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("  %-24s %9s keys %9.0f ops/s  p99 %8.0f us  windows min/median %7.0f/%7.0f (%.2f)" % (sys.argv[2], sys.argv[3], r["ops_per_sec"], r["latency_us"]["p99"], r["window_min"], r["window_median"], r["window_min_over_median"]))' \
                 "$result" "$case" "$keys" >&2
         done
@@ -269,5 +281,10 @@ for k in sizes:
     if runs:
         # 12-byte keys (bk + ten digits) and the value as the client sends it.
         raw = k * (12 + runs[-1]["run"]["value_size"])
-        print(f"| db file / raw keys+values at {k:,} keys | {runs[-1]['db_bytes'] / raw:.2f} |")
+        last = runs[-1]
+        print(f"| db file / raw keys+values at {k:,} keys, apparent size | {last['db_bytes'] / raw:.2f} |")
+        if "db_disk_bytes" in last:
+            print(f"| db file / raw keys+values at {k:,} keys, on disk | {last['db_disk_bytes'] / raw:.2f} |")
+            print(f"| data directory (file + log) / raw at {k:,} keys, on disk | {last['dir_disk_bytes'] / raw:.2f} |")
+            print(f"| db file / raw at {k:,} keys when the prefill ends (the log may still hold its last changes), apparent / on disk | {last['prefill_db_bytes'] / raw:.2f} / {last['prefill_db_disk_bytes'] / raw:.2f} |")
 PY
