@@ -1,14 +1,18 @@
-//! The on-disk schema. Three golden files, each written by tidemark at its schema version
+//! The on-disk schema. Four golden files, each written by tidemark at its schema version
 //! and never regenerated, hold the code to the documents in migrations/:
 //!
 //! * tests/data/v1/tidemark.redb (migrations/v1.md) is the upgrade path: this build
-//!   opens it, upgrades it in place (1 → 2 → 3) inside the opening transaction, and
-//!   reads every record back exactly; a failed open leaves it at version 1.
+//!   opens it, upgrades it in place (1 → 2 → 3 → 4) inside the opening transaction,
+//!   and reads every record back exactly; a failed open leaves it at version 1.
 //! * tests/data/v2/tidemark.redb (migrations/v2.md): every record (metadata
 //!   included) reads back exactly, its bytes and its `owners` index are as
-//!   documented, and this build upgrades it in place to version 3, rewriting nothing.
-//! * tests/data/v3/tidemark.redb (migrations/v3.md) is the current layout: records
-//!   with memcached client flags read back exactly and their bytes are as documented.
+//!   documented, and this build upgrades it in place to version 4, rewriting nothing.
+//! * tests/data/v3/tidemark.redb (migrations/v3.md): records with memcached client
+//!   flags read back exactly, their bytes are as documented, and this build upgrades
+//!   it in place to version 4, rewriting nothing; a record written again is kind 04.
+//! * tests/data/v4/tidemark.redb (migrations/v4.md) is the current layout: every
+//!   live record is kind 04, holding only the parts it has; they read back exactly
+//!   and their bytes are as documented.
 //!
 //! Files from a newer (or no) schema version must be refused with a clear error instead
 //! of being misread. Tables are reached here with redb directly, through the layout the
@@ -375,7 +379,7 @@ async fn golden_v1_file_is_upgraded_in_place_to_v2_and_reads_back_every_record_e
     drop(store);
 
     // Committed to the file: redb itself, read-only, sees the current version (v1 → 2
-    // → 3 in one transaction) and the new table.
+    // → 3 → 4 in one transaction) and the new table.
     assert_eq!(stored_version(&path), Some(SCHEMA_VERSION));
     assert_eq!(
         table_names(&path),
@@ -393,10 +397,11 @@ async fn golden_v1_file_is_upgraded_in_place_to_v2_and_reads_back_every_record_e
     );
     drop(txn);
     drop(db);
-    // Nothing was rewritten: every v1 record is a valid v2 record, byte for byte.
+    // Nothing was rewritten: every v1 record is a valid record of the current version,
+    // byte for byte.
     assert_eq!(raw_records(&path), raw_before);
 
-    // And it opens again as an ordinary v2 file.
+    // And it opens again as an ordinary file of the current version.
     let store = open_store(dir.path()).expect("the upgraded file opens again");
     assert_reads_back_exactly(&store, &golden_v1_records());
     store.close().await.expect("close");
@@ -690,7 +695,8 @@ fn golden_v1_file_matches_the_v1_layout_before_any_upgrade() {
 // ---- schema v2: the current layout ----
 
 #[tokio::test]
-async fn golden_v2_file_is_upgraded_in_place_to_v3_and_reads_back_every_record_exactly() {
+async fn golden_v2_file_is_upgraded_in_place_to_the_current_version_and_reads_back_every_record_exactly()
+ {
     let dir = golden_copy(2);
     let path = dir.path().join(DB_FILE_NAME);
     let raw_before = raw_records(&path);
@@ -698,11 +704,15 @@ async fn golden_v2_file_is_upgraded_in_place_to_v3_and_reads_back_every_record_e
     assert_reads_back_exactly(&store, &golden_v2_records());
     store.close().await.expect("close");
     drop(store);
-    assert_eq!(stored_version(&path), Some(3), "opening upgrades v2 to v3");
+    assert_eq!(
+        stored_version(&path),
+        Some(SCHEMA_VERSION),
+        "opening upgrades v2 to the current version"
+    );
     assert_eq!(
         raw_records(&path),
         raw_before,
-        "every v2 record is a valid v3 record: nothing is rewritten"
+        "every v2 record is a valid record of the current version: nothing is rewritten"
     );
 }
 
@@ -1151,8 +1161,8 @@ fn file_with_schema_version_zero_is_refused_naming_both_versions() {
 #[tokio::test]
 async fn new_file_is_stamped_with_the_current_schema_version() {
     assert_eq!(
-        SCHEMA_VERSION, 3,
-        "a new version needs migrations/v4.md, a golden v3 upgrade test and a golden v4 file"
+        SCHEMA_VERSION, 4,
+        "a new version needs migrations/v5.md, a golden v4 upgrade test and a golden v5 file"
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(dir.path()).expect("opens");
@@ -1236,7 +1246,7 @@ async fn corrupt_record_fails_only_the_writes_to_its_own_key() {
     service.close().await.expect("close");
 }
 
-// ---- schema v3: the current layout ----
+// ---- schema v3 ----
 
 /// Every record in the golden v3 file, exactly as it was written (migrations/v3.md,
 /// "Golden file").
@@ -1288,7 +1298,8 @@ fn golden_v3_records() -> Vec<(&'static [u8], Record)> {
 }
 
 #[tokio::test]
-async fn golden_v3_file_reads_back_every_record_with_its_client_flags() {
+async fn golden_v3_file_is_upgraded_in_place_to_v4_and_reads_back_every_record_with_its_client_flags()
+ {
     let dir = golden_copy(3);
     let path = dir.path().join(DB_FILE_NAME);
     let raw_before = raw_records(&path);
@@ -1297,8 +1308,12 @@ async fn golden_v3_file_reads_back_every_record_with_its_client_flags() {
     assert_eq!(scanned_keys(&store).len(), golden_v3_records().len());
     store.close().await.expect("close");
     drop(store);
-    assert_eq!(stored_version(&path), Some(3), "opening keeps the version");
-    assert_eq!(raw_records(&path), raw_before, "opening rewrites no record");
+    assert_eq!(stored_version(&path), Some(4), "opening upgrades v3 to v4");
+    assert_eq!(
+        raw_records(&path),
+        raw_before,
+        "every v3 record is a valid v4 record: nothing is rewritten"
+    );
 }
 
 #[test]
@@ -1330,4 +1345,247 @@ fn golden_v3_file_matches_the_documented_layout() {
              | 78 9c 01"
         )
     );
+}
+
+// ---- schema v4: the current layout ----
+
+/// Every record in the golden v4 file, exactly as it was written (migrations/v4.md,
+/// "Golden file").
+fn golden_v4_records() -> Vec<(&'static [u8], Record)> {
+    let octets = || "application/octet-stream".to_string();
+    let created = |at: u64| Meta {
+        created_at: Some(at),
+        ..Meta::default()
+    };
+    vec![
+        (
+            b"tyrant:put",
+            with_meta(
+                Record::live(T0, b"hello".to_vec(), octets(), None),
+                created(T0),
+            ),
+        ),
+        (
+            b"session:alice",
+            with_meta(
+                Record::live(
+                    T0 + 1,
+                    b"{\"user\":42}".to_vec(),
+                    "application/json".into(),
+                    Some(T0 + 3601 * SECOND),
+                ),
+                Meta {
+                    owner: Some("alice".into()),
+                    lifetime_ends: Some(T0 + 86_401 * SECOND),
+                    ..created(T0 + SECOND)
+                },
+            ),
+        ),
+        (
+            b"mc:php",
+            with_meta(
+                Record::live(T0 + 2, b"a:1:{s:4:\"user\";i:42;}".to_vec(), octets(), None),
+                Meta {
+                    flags: 0xDEAD_BEEF,
+                    ..created(T0 + 2 * SECOND)
+                },
+            ),
+        ),
+        (
+            b"doc:cart",
+            with_meta(
+                Record::live(
+                    T0 + 3,
+                    b"{\"items\":2}".to_vec(),
+                    "application/json".into(),
+                    None,
+                ),
+                Meta {
+                    fields: Some(clocks(0, true, &[("items", T0 + 3, false)])),
+                    ..created(T0 + 3 * SECOND)
+                },
+            ),
+        ),
+        (b"session:gone", Record::tombstone(T0 + 5, T0 + 4 * SECOND)),
+        (
+            b"import:bare",
+            Record::live(T0 + 6, b"raw".to_vec(), octets(), None),
+        ),
+    ]
+}
+
+/// A kind-04 record laid out as migrations/v4.md says, built here byte by byte from
+/// the kind-03 builder's parts (independently of the store's codec).
+fn kind_04(record: &Record) -> Vec<u8> {
+    let tidemark::record::State::Live {
+        content_type,
+        expires_at,
+        ..
+    } = &record.state
+    else {
+        panic!("kind 04 is a live record");
+    };
+    // kind 03 = 03 | timestamp | expires_at | flags | metadata parts | ct_len | ct | value
+    let v3 = kind_03(record);
+    let flags = v3[17];
+    let ct_at = v3.len() - record_value(record).len() - 2 - content_type.len();
+    let implied = content_type == "application/octet-stream";
+    let parts =
+        flags | if expires_at.is_some() { 0x20 } else { 0 } | if implied { 0 } else { 0x40 };
+    let mut out = vec![0x04];
+    out.extend_from_slice(&record.timestamp.to_be_bytes());
+    out.push(parts);
+    if let Some(at) = expires_at {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
+    out.extend_from_slice(&v3[18..ct_at]);
+    if !implied {
+        out.extend_from_slice(&v3[ct_at..ct_at + 2 + content_type.len()]);
+    }
+    out.extend_from_slice(record_value(record));
+    out
+}
+
+fn record_value(record: &Record) -> &[u8] {
+    match &record.state {
+        tidemark::record::State::Live { value, .. } => value,
+        tidemark::record::State::Tombstone { .. } => &[],
+    }
+}
+
+#[tokio::test]
+async fn golden_v4_file_reads_back_every_record_exactly() {
+    let dir = golden_copy(4);
+    let path = dir.path().join(DB_FILE_NAME);
+    let raw_before = raw_records(&path);
+    let store = open_store(dir.path()).expect("golden v4 file opens");
+    assert_reads_back_exactly(&store, &golden_v4_records());
+    store.close().await.expect("close");
+    drop(store);
+    assert_eq!(stored_version(&path), Some(4), "opening keeps the version");
+    assert_eq!(raw_records(&path), raw_before, "opening rewrites no record");
+}
+
+#[test]
+fn golden_v4_file_matches_the_documented_layout() {
+    let dir = golden_copy(4);
+    let path = dir.path().join(DB_FILE_NAME);
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "owners", "records", "tombstones"]
+    );
+    assert_eq!(stored_version(&path), Some(4));
+    let raw = raw_records(&path);
+    let golden = golden_v4_records();
+    assert_eq!(raw.len(), golden.len());
+    for (key, record) in &golden {
+        let expected = match &record.state {
+            tidemark::record::State::Tombstone { deleted_at } => {
+                let mut out = vec![0x02];
+                out.extend_from_slice(&record.timestamp.to_be_bytes());
+                out.extend_from_slice(&deleted_at.to_be_bytes());
+                out
+            }
+            tidemark::record::State::Live { .. } => kind_04(record),
+        };
+        assert_eq!(raw[*key], expected, "{}", String::from_utf8_lossy(key));
+    }
+    // The worked examples in migrations/v4.md, byte for byte.
+    assert_eq!(
+        raw[b"tyrant:put".as_slice()],
+        hex("04 | 00 06 47 48 46 20 40 00 | 01 | 00 06 47 48 46 20 40 00 | 68 65 6c 6c 6f")
+    );
+    assert_eq!(
+        raw[b"session:alice".as_slice()],
+        hex(
+            "04 | 00 06 47 48 46 20 40 01 | 67 | 00 06 47 49 1c c3 26 40 \
+             | 00 06 47 48 46 2f 82 40 | 00 06 47 5c 64 06 e2 40 | 00 05 61 6c 69 63 65 \
+             | 00 10 61 70 70 6c 69 63 61 74 69 6f 6e 2f 6a 73 6f 6e \
+             | 7b 22 75 73 65 72 22 3a 34 32 7d"
+        )
+    );
+    assert_eq!(raw[b"import:bare".as_slice()].len(), 1 + 8 + 1 + 3);
+
+    let db = ReadOnlyDatabase::open(&path).expect("golden file opens with redb");
+    let txn = db.begin_read().expect("read txn");
+    let owners: Vec<(String, Vec<u8>)> = txn
+        .open_table(OWNERS)
+        .expect("owners")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, _unit) = row.expect("row");
+            let (owner, key) = key.value();
+            (owner.to_string(), key.to_vec())
+        })
+        .collect();
+    assert_eq!(owners, [("alice".to_string(), b"session:alice".to_vec())]);
+    let index = |table: TableDefinition<(u64, &'static [u8]), ()>| -> Vec<(u64, Vec<u8>)> {
+        txn.open_table(table)
+            .expect("index")
+            .iter()
+            .expect("iterate")
+            .map(|row| {
+                let (key, _unit) = row.expect("row");
+                let (at, key) = key.value();
+                (at, key.to_vec())
+            })
+            .collect()
+    };
+    assert_eq!(
+        index(EXPIRIES),
+        [(T0 + 3601 * SECOND, b"session:alice".to_vec())]
+    );
+    assert_eq!(
+        index(TOMBSTONES),
+        [(T0 + 4 * SECOND, b"session:gone".to_vec())]
+    );
+}
+
+#[tokio::test]
+async fn upgraded_v3_record_written_again_is_stored_as_kind_04_and_the_others_keep_their_bytes() {
+    let dir = golden_copy(3);
+    let path = dir.path().join(DB_FILE_NAME);
+    let raw_before = raw_records(&path);
+    let clock = ManualClock::new(READ_AT);
+    let service = service(open_store(dir.path()).expect("opens"), &clock);
+    service
+        .put(
+            b"mc:zero".to_vec(),
+            b"again".to_vec(),
+            "application/octet-stream".into(),
+            READ_AT,
+            None,
+            WriteOptions::default(),
+        )
+        .await
+        .expect("put");
+    service.close().await.expect("close");
+    drop(service);
+
+    let raw = raw_records(&path);
+    // The live value's creation time carries over; no client flags were given.
+    let rewritten = with_meta(
+        Record::live(
+            READ_AT,
+            b"again".to_vec(),
+            "application/octet-stream".into(),
+            None,
+        ),
+        Meta {
+            created_at: Some(T0 + 2 * SECOND),
+            ..Meta::default()
+        },
+    );
+    assert_eq!(raw[b"mc:zero".as_slice()], kind_04(&rewritten));
+    assert_eq!(
+        raw[b"mc:zero".as_slice()].len(),
+        1 + 8 + 1 + 8 + 5,
+        "no expiry, no content type: 18 bytes besides the value, where kind 03 took 52"
+    );
+    for (key, bytes) in &raw_before {
+        if key.as_slice() != b"mc:zero" {
+            assert_eq!(&raw[key], bytes, "{}", String::from_utf8_lossy(key));
+        }
+    }
 }

@@ -55,7 +55,7 @@ const FILE_ID_KEY: &str = "file_id";
 pub const WAL_FILE_NAMES: [&str; 2] = ["tidemark.wal", "tidemark.wal.1"];
 
 /// The on-disk layout this build reads and writes. See migrations/.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 /// File name of the database inside the data directory.
 pub const DB_FILE_NAME: &str = "tidemark.redb";
 
@@ -660,14 +660,15 @@ fn prepare_schema(db: &Database, path: &Path) -> Result<u64, StoreError> {
         let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
         match found {
             Some(v) if v == SCHEMA_VERSION => {}
-            Some(from @ (1 | 2)) => {
+            Some(from @ (1..=3)) => {
                 if from == 1 {
                     upgrade_1_to_2(&txn)?;
                 }
                 // 2 → 3 rewrites nothing: version 3 adds one optional part to
                 // kind-03 records (client flags, bit 0x10) that no version-2 record
-                // has. The bump is what keeps a version-2 binary from misreading a
-                // record that has it.
+                // has. 3 → 4 rewrites nothing either: version 4 writes live records
+                // as kind 04, and still reads kinds 01 and 03. Each bump is what keeps
+                // an older binary from misreading a record it does not know.
                 meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
                 tracing::info!(
                     path = %path.display(),
