@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{
-    Database, Key, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, TableHandle, Value,
+    Database, Key, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle, Value,
 };
 use serde_json::{Map, json};
 use tidemark::clock::ManualClock;
@@ -360,6 +360,75 @@ fn assert_reads_back_exactly(store: &RedbStore, records: &[(&'static [u8], Recor
     assert_eq!(scanned_keys(store), expected, "no record more, none less");
 }
 
+/// Open a copy of the golden file of `version` with this build, read every one of
+/// `records` back exactly and close it. Returns the copy, and its raw records as they
+/// were before the open.
+async fn golden_read_back(
+    version: u64,
+    records: &[(&'static [u8], Record)],
+) -> (tempfile::TempDir, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let dir = golden_copy(version);
+    let raw_before = raw_records(&dir.path().join(DB_FILE_NAME));
+    let store = open_store(dir.path()).expect("golden file opens");
+    assert_reads_back_exactly(&store, records);
+    store.close().await.expect("close");
+    drop(store);
+    (dir, raw_before)
+}
+
+/// A copy of the golden file of `version` and its raw records, read with redb alone,
+/// after checking that the file holds the five tables and says `version`.
+fn golden_layout(version: u64) -> (tempfile::TempDir, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let dir = golden_copy(version);
+    let path = dir.path().join(DB_FILE_NAME);
+    assert_eq!(
+        table_names(&path),
+        ["expiries", "meta", "owners", "records", "tombstones"]
+    );
+    assert_eq!(stored_version(&path), Some(version));
+    let raw = raw_records(&path);
+    (dir, raw)
+}
+
+/// The rows of `owners`, `(owner, key)` in table order.
+fn owner_rows(txn: &ReadTransaction) -> Vec<(String, Vec<u8>)> {
+    txn.open_table(OWNERS)
+        .expect("owners: (&str, &[u8]) -> ()")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, _unit) = row.expect("row");
+            let (owner, key) = key.value();
+            (owner.to_string(), key.to_vec())
+        })
+        .collect()
+}
+
+/// The rows of `expiries` or `tombstones`, `(at, key)` in table order.
+fn index_rows(
+    txn: &ReadTransaction,
+    table: TableDefinition<(u64, &'static [u8]), ()>,
+) -> Vec<(u64, Vec<u8>)> {
+    txn.open_table(table)
+        .expect("index: (u64, &[u8]) -> ()")
+        .iter()
+        .expect("iterate")
+        .map(|row| {
+            let (key, _unit) = row.expect("row");
+            let (at, key) = key.value();
+            (at, key.to_vec())
+        })
+        .collect()
+}
+
+/// A tombstone as migrations/v1.md lays it out: 02 | timestamp u64 BE | deleted_at u64 BE.
+fn kind_02(timestamp: u64, deleted_at: u64) -> Vec<u8> {
+    let mut out = vec![0x02];
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&deleted_at.to_be_bytes());
+    out
+}
+
 // ---- schema v1: the upgrade path ----
 
 #[tokio::test]
@@ -640,9 +709,7 @@ fn golden_v1_file_matches_the_v1_layout_before_any_upgrade() {
             .to_vec()
     };
     // tombstone: 02 | timestamp u64 BE | deleted_at u64 BE
-    let mut tombstone = vec![0x02];
-    tombstone.extend_from_slice(&(T0 + 2).to_be_bytes());
-    tombstone.extend_from_slice(&(T0 + 10 * SECOND).to_be_bytes());
+    let tombstone = kind_02(T0 + 2, T0 + 10 * SECOND);
     assert_eq!(raw(b"session:gone"), tombstone);
     // The worked example in migrations/v1.md, byte for byte.
     assert_eq!(
@@ -667,27 +734,15 @@ fn golden_v1_file_matches_the_v1_layout_before_any_upgrade() {
     forever.extend_from_slice(b"application/octet-stream");
     assert_eq!(raw(b"empty"), forever);
 
-    let index = |table: TableDefinition<(u64, &'static [u8]), ()>| -> Vec<(u64, Vec<u8>)> {
-        txn.open_table(table)
-            .expect("index: (u64, &[u8]) -> ()")
-            .iter()
-            .expect("iterate")
-            .map(|row| {
-                let (key, _unit) = row.expect("row");
-                let (at, key) = key.value();
-                (at, key.to_vec())
-            })
-            .collect()
-    };
     assert_eq!(
-        index(EXPIRIES),
+        index_rows(&txn, EXPIRIES),
         vec![
             (T0 + 20 * SECOND, b"session:expired".to_vec()),
             (T0 + 3600 * SECOND, b"session:ttl".to_vec()),
         ]
     );
     assert_eq!(
-        index(TOMBSTONES),
+        index_rows(&txn, TOMBSTONES),
         vec![(T0 + 10 * SECOND, b"session:gone".to_vec())]
     );
 }
@@ -697,13 +752,8 @@ fn golden_v1_file_matches_the_v1_layout_before_any_upgrade() {
 #[tokio::test]
 async fn golden_v2_file_is_upgraded_in_place_to_the_current_version_and_reads_back_every_record_exactly()
  {
-    let dir = golden_copy(2);
+    let (dir, raw_before) = golden_read_back(2, &golden_v2_records()).await;
     let path = dir.path().join(DB_FILE_NAME);
-    let raw_before = raw_records(&path);
-    let store = open_store(dir.path()).expect("golden v2 file opens");
-    assert_reads_back_exactly(&store, &golden_v2_records());
-    store.close().await.expect("close");
-    drop(store);
     assert_eq!(
         stored_version(&path),
         Some(SCHEMA_VERSION),
@@ -814,10 +864,7 @@ fn golden_v2_file_matches_the_documented_layout() {
         let bytes = &raw[*key];
         let expected = match (&record.state, record.meta == Meta::default()) {
             (tidemark::record::State::Tombstone { deleted_at }, _) => {
-                let mut out = vec![0x02];
-                out.extend_from_slice(&record.timestamp.to_be_bytes());
-                out.extend_from_slice(&deleted_at.to_be_bytes());
-                out
+                kind_02(record.timestamp, *deleted_at)
             }
             (tidemark::record::State::Live { .. }, false) => kind_03(record),
             (
@@ -868,17 +915,7 @@ fn golden_v2_file_matches_the_documented_layout() {
         )
     );
 
-    let owners: Vec<(String, Vec<u8>)> = txn
-        .open_table(OWNERS)
-        .expect("owners: (&str, &[u8]) -> ()")
-        .iter()
-        .expect("iterate")
-        .map(|row| {
-            let (key, _unit) = row.expect("row");
-            let (owner, key) = key.value();
-            (owner.to_string(), key.to_vec())
-        })
-        .collect();
+    let owners = owner_rows(&txn);
     assert_eq!(owners, golden_v2_owner_rows());
     // The invariant: exactly one row per live record with an owner, naming that owner.
     let from_records: Vec<(String, Vec<u8>)> = {
@@ -891,27 +928,15 @@ fn golden_v2_file_matches_the_documented_layout() {
     };
     assert_eq!(owners, from_records);
 
-    let index = |table: TableDefinition<(u64, &'static [u8]), ()>| -> Vec<(u64, Vec<u8>)> {
-        txn.open_table(table)
-            .expect("index: (u64, &[u8]) -> ()")
-            .iter()
-            .expect("iterate")
-            .map(|row| {
-                let (key, _unit) = row.expect("row");
-                let (at, key) = key.value();
-                (at, key.to_vec())
-            })
-            .collect()
-    };
     assert_eq!(
-        index(EXPIRIES),
+        index_rows(&txn, EXPIRIES),
         vec![
             (T0 + 20 * SECOND, b"session:expired".to_vec()),
             (T0 + 3601 * SECOND, b"session:alice-1".to_vec()),
         ]
     );
     assert_eq!(
-        index(TOMBSTONES),
+        index_rows(&txn, TOMBSTONES),
         vec![(T0 + 10 * SECOND, b"session:gone".to_vec())]
     );
 }
@@ -1073,17 +1098,7 @@ async fn golden_v2_file_serves_owners_fields_and_sweeps_as_written() {
     drop(service);
     let db = ReadOnlyDatabase::open(dir.path().join(DB_FILE_NAME)).expect("open read-only");
     let txn = db.begin_read().expect("read txn");
-    let rows: Vec<(String, Vec<u8>)> = txn
-        .open_table(OWNERS)
-        .expect("owners")
-        .iter()
-        .expect("iterate")
-        .map(|row| {
-            let (key, _) = row.expect("row");
-            let (owner, key) = key.value();
-            (owner.to_string(), key.to_vec())
-        })
-        .collect();
+    let rows = owner_rows(&txn);
     let mut expected = golden_v2_owner_rows();
     expected.retain(|(_, key)| key != b"session:expired");
     assert_eq!(
@@ -1300,14 +1315,8 @@ fn golden_v3_records() -> Vec<(&'static [u8], Record)> {
 #[tokio::test]
 async fn golden_v3_file_is_upgraded_in_place_to_v4_and_reads_back_every_record_with_its_client_flags()
  {
-    let dir = golden_copy(3);
+    let (dir, raw_before) = golden_read_back(3, &golden_v3_records()).await;
     let path = dir.path().join(DB_FILE_NAME);
-    let raw_before = raw_records(&path);
-    let store = open_store(dir.path()).expect("golden v3 file opens");
-    assert_reads_back_exactly(&store, &golden_v3_records());
-    assert_eq!(scanned_keys(&store).len(), golden_v3_records().len());
-    store.close().await.expect("close");
-    drop(store);
     assert_eq!(stored_version(&path), Some(4), "opening upgrades v3 to v4");
     assert_eq!(
         raw_records(&path),
@@ -1318,14 +1327,7 @@ async fn golden_v3_file_is_upgraded_in_place_to_v4_and_reads_back_every_record_w
 
 #[test]
 fn golden_v3_file_matches_the_documented_layout() {
-    let dir = golden_copy(3);
-    let path = dir.path().join(DB_FILE_NAME);
-    assert_eq!(
-        table_names(&path),
-        ["expiries", "meta", "owners", "records", "tombstones"]
-    );
-    assert_eq!(stored_version(&path), Some(3));
-    let raw = raw_records(&path);
+    let (_dir, raw) = golden_layout(3);
     let golden = golden_v3_records();
     assert_eq!(raw.len(), golden.len());
     for (key, record) in &golden {
@@ -1455,36 +1457,21 @@ fn record_value(record: &Record) -> &[u8] {
 
 #[tokio::test]
 async fn golden_v4_file_reads_back_every_record_exactly() {
-    let dir = golden_copy(4);
+    let (dir, raw_before) = golden_read_back(4, &golden_v4_records()).await;
     let path = dir.path().join(DB_FILE_NAME);
-    let raw_before = raw_records(&path);
-    let store = open_store(dir.path()).expect("golden v4 file opens");
-    assert_reads_back_exactly(&store, &golden_v4_records());
-    store.close().await.expect("close");
-    drop(store);
     assert_eq!(stored_version(&path), Some(4), "opening keeps the version");
     assert_eq!(raw_records(&path), raw_before, "opening rewrites no record");
 }
 
 #[test]
 fn golden_v4_file_matches_the_documented_layout() {
-    let dir = golden_copy(4);
-    let path = dir.path().join(DB_FILE_NAME);
-    assert_eq!(
-        table_names(&path),
-        ["expiries", "meta", "owners", "records", "tombstones"]
-    );
-    assert_eq!(stored_version(&path), Some(4));
-    let raw = raw_records(&path);
+    let (dir, raw) = golden_layout(4);
     let golden = golden_v4_records();
     assert_eq!(raw.len(), golden.len());
     for (key, record) in &golden {
         let expected = match &record.state {
             tidemark::record::State::Tombstone { deleted_at } => {
-                let mut out = vec![0x02];
-                out.extend_from_slice(&record.timestamp.to_be_bytes());
-                out.extend_from_slice(&deleted_at.to_be_bytes());
-                out
+                kind_02(record.timestamp, *deleted_at)
             }
             tidemark::record::State::Live { .. } => kind_04(record),
         };
@@ -1506,38 +1493,19 @@ fn golden_v4_file_matches_the_documented_layout() {
     );
     assert_eq!(raw[b"import:bare".as_slice()].len(), 1 + 8 + 1 + 3);
 
-    let db = ReadOnlyDatabase::open(&path).expect("golden file opens with redb");
+    let db =
+        ReadOnlyDatabase::open(dir.path().join(DB_FILE_NAME)).expect("golden file opens with redb");
     let txn = db.begin_read().expect("read txn");
-    let owners: Vec<(String, Vec<u8>)> = txn
-        .open_table(OWNERS)
-        .expect("owners")
-        .iter()
-        .expect("iterate")
-        .map(|row| {
-            let (key, _unit) = row.expect("row");
-            let (owner, key) = key.value();
-            (owner.to_string(), key.to_vec())
-        })
-        .collect();
-    assert_eq!(owners, [("alice".to_string(), b"session:alice".to_vec())]);
-    let index = |table: TableDefinition<(u64, &'static [u8]), ()>| -> Vec<(u64, Vec<u8>)> {
-        txn.open_table(table)
-            .expect("index")
-            .iter()
-            .expect("iterate")
-            .map(|row| {
-                let (key, _unit) = row.expect("row");
-                let (at, key) = key.value();
-                (at, key.to_vec())
-            })
-            .collect()
-    };
     assert_eq!(
-        index(EXPIRIES),
+        owner_rows(&txn),
+        [("alice".to_string(), b"session:alice".to_vec())]
+    );
+    assert_eq!(
+        index_rows(&txn, EXPIRIES),
         [(T0 + 3601 * SECOND, b"session:alice".to_vec())]
     );
     assert_eq!(
-        index(TOMBSTONES),
+        index_rows(&txn, TOMBSTONES),
         [(T0 + 4 * SECOND, b"session:gone".to_vec())]
     );
 }
