@@ -12,9 +12,10 @@
 //! ```
 //!
 //! Every live record is written as kind 04, which leaves out what a record does not
-//! have: a value written over the Tyrant port costs 10 bytes besides itself, where
-//! kind 01 took 43. The kinds earlier versions wrote are still read, so a file is
-//! never rewritten on upgrade; a record moves to kind 04 when its key is next written:
+//! have: the session a Tyrant write creates (a creation time, no expiry, the default
+//! content type) costs 18 bytes besides its value, where kind 03 took 52. The kinds
+//! earlier versions wrote are still read, so a file is never rewritten on upgrade; a
+//! record moves to kind 04 when its key is next written:
 //!
 //! ```text
 //! live (v1): 01 | timestamp u64 BE | expires_at u64 BE (0 = never) | ct_len u16 BE | content type | value
