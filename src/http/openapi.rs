@@ -7,7 +7,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::limits::{MAX_HEADER_BYTES, MAX_HEADERS};
+use super::limits::{MAX_HEADER_BYTES, TRANSPORT_MAX_HEADERS};
 use super::problem::PROBLEM_JSON;
 use super::routes::Access;
 use super::{admin, batch, health, keys, owners, problem};
@@ -154,7 +154,9 @@ fn complete(operation: &mut Operation, access: Access, is_head: bool) {
     add(
         "431",
         format!(
-            "More than {MAX_HEADERS} header fields or {} KiB of headers.",
+            "More than {} KiB of headers (a problem), or more than \
+             {TRANSPORT_MAX_HEADERS} header fields (the HTTP layer's answer, without a body; \
+             the connection is closed).",
             MAX_HEADER_BYTES / 1024
         ),
     );

@@ -37,9 +37,10 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
-        // Generous transport limits: the router answers anything over its own, smaller
-        // limits (see `limits`) with a problem+json 431, which hyper cannot.
-        .max_headers(limits::TRANSPORT_MAX_HEADERS)
+        // No `max_headers`: hyper's default count (`limits::TRANSPORT_MAX_HEADERS`)
+        // parses into a stack array, any configured one into two heap arrays per
+        // request. The buffer limit is above the router's own size limit, which
+        // answers with a problem+json 431 (hyper's has no body).
         .max_buf_size(limits::TRANSPORT_MAX_BUF)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
