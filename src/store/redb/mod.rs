@@ -439,7 +439,7 @@ impl RedbStore {
         self.write(move |batch| {
             let (record, answer) = change(batch.get(&key)?);
             if let Some(record) = record {
-                batch.put(&key, &record)?;
+                batch.put(&key, record)?;
             }
             Ok(answer)
         })
@@ -577,13 +577,12 @@ fn apply_guarded(
     write: &GuardedWrite,
     clock: GuardClock,
 ) -> Result<Guarded, StoreError> {
-    let stored = match batch.get(&write.key) {
-        Ok(stored) => stored,
+    let resolved = match batch.peek(&write.key) {
+        Ok(stored) => guard::resolve(stored.as_deref(), write, clock),
         Err(StoreError::Corrupt { .. }) => return Ok(Guarded::Corrupt),
         Err(engine) => return Err(engine),
     };
-    let resolved = guard::resolve(stored.as_ref(), write, clock);
-    if let Some(record) = &resolved.record {
+    if let Some(record) = resolved.record {
         batch.put(&write.key, record)?;
     }
     Ok(resolved.answer)

@@ -37,12 +37,12 @@ async fn acknowledged_writes_are_replayed_from_the_log_into_an_old_database_file
     for i in 0..50u64 {
         let key = format!("k{i}").into_bytes();
         store
-            .write(move |b| b.put(&key, &Record::live(i + 1, vec![i as u8], "t".into(), None)))
+            .write(move |b| b.put(&key, Record::live(i + 1, vec![i as u8], "t".into(), None)))
             .await
             .unwrap();
     }
     store
-        .write(|b| b.put(b"k7", &Record::tombstone(100, 5)).map(|_| ()))
+        .write(|b| b.put(b"k7", Record::tombstone(100, 5)).map(|_| ()))
         .await
         .unwrap();
     store.write(|b| b.remove(b"k8").map(|_| ())).await.unwrap();
@@ -79,7 +79,7 @@ async fn put_all(store: &RedbStore, keys: std::ops::Range<u64>, version: u64) {
     for i in keys {
         let key = format!("k{i}").into_bytes();
         store
-            .write(move |b| b.put(&key, &live(version)))
+            .write(move |b| b.put(&key, live(version)))
             .await
             .unwrap();
     }
@@ -154,7 +154,7 @@ async fn replay_stops_at_a_gap_in_the_log_sequence() {
     assert_eq!(store.get(b"k2").unwrap(), Some(live(2)));
     assert_eq!(store.get(b"k4").unwrap(), None);
     // New writes continue the sequence after the replayed run.
-    store.write(|b| b.put(b"k5", &live(5))).await.unwrap();
+    store.write(|b| b.put(b"k5", live(5))).await.unwrap();
     store.close().await.unwrap();
     drop(store);
     let again = RedbStore::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
@@ -170,17 +170,17 @@ async fn a_failed_write_closure_changes_nothing() {
     let store = RedbStore::open(&options(dir.path()), Arc::new(Metrics::new())).unwrap();
     let failed = store
         .write(|b| {
-            b.put(b"a", &live(1))?;
+            b.put(b"a", live(1))?;
             Err::<(), _>(StoreError::engine("boom"))
         })
         .await;
     assert!(failed.is_err());
     assert_eq!(store.get(b"a").unwrap(), None);
     // A closure sees its own staged changes, then everything beneath.
-    store.write(|b| b.put(b"b", &live(1))).await.unwrap();
+    store.write(|b| b.put(b"b", live(1))).await.unwrap();
     let seen = store
         .write(|b| {
-            b.put(b"a", &live(2))?;
+            b.put(b"a", live(2))?;
             let own = b.get(b"a")?;
             let removed = b.remove(b"b")?;
             Ok((own, removed, b.get(b"b")?))
@@ -197,7 +197,7 @@ async fn a_log_from_another_database_file_is_not_replayed() {
     let b = tempfile::tempdir().unwrap();
     let store = open_checkpointing_by_hand(a.path());
     store
-        .write(|b| b.put(b"x", &Record::live(1, b"v".to_vec(), "t".into(), None)))
+        .write(|b| b.put(b"x", Record::live(1, b"v".to_vec(), "t".into(), None)))
         .await
         .unwrap();
     for name in WAL_FILE_NAMES {

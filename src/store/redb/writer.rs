@@ -17,6 +17,7 @@
 //! per-commit work (page allocation, checksums, the fsync) is paid once per
 //! checkpoint instead of once per write.
 
+use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -121,21 +122,25 @@ struct State {
 
 impl State {
     /// What the memtables say about `key` (active, then frozen); `None` = ask redb.
-    fn in_memtables(&self, key: &[u8]) -> Option<Option<Record>> {
-        let found = match self.active.lookup(key) {
-            Lookup::Found(found) => found,
+    fn in_memtables(&self, key: &[u8]) -> Option<Option<&Record>> {
+        match self.active.lookup(key) {
+            Lookup::Found(found) => Some(found),
             Lookup::Below => match self.frozen.as_deref()?.lookup(key) {
-                Lookup::Found(found) => found,
-                Lookup::Below => return None,
+                Lookup::Found(found) => Some(found),
+                Lookup::Below => None,
             },
-        };
-        Some(found.cloned())
+        }
     }
 
-    fn lookup(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Record>, StoreError> {
+    /// The record for `key`, borrowed from a memtable when it is there.
+    fn lookup(
+        &self,
+        key: &[u8],
+        cache: &RecordCache,
+    ) -> Result<Option<Cow<'_, Record>>, StoreError> {
         match self.in_memtables(key) {
-            Some(found) => Ok(found),
-            None => self.snapshot.get(key, cache),
+            Some(found) => Ok(found.map(Cow::Borrowed)),
+            None => Ok(self.snapshot.get(key, cache)?.map(Cow::Owned)),
         }
     }
 }
@@ -481,7 +486,7 @@ impl Core {
         let snapshot = {
             let state = lock(&self.state);
             if let Some(found) = state.in_memtables(key) {
-                return Ok(found);
+                return Ok(found.cloned());
             }
             state.snapshot.clone()
         };
@@ -515,8 +520,10 @@ impl Core {
     ) -> Result<Vec<Option<Record>>, StoreError> {
         let (hits, snapshot) = {
             let state = lock(&self.state);
-            let hits: Vec<Option<Option<Record>>> =
-                keys.iter().map(|key| state.in_memtables(key)).collect();
+            let hits: Vec<Option<Option<Record>>> = keys
+                .iter()
+                .map(|key| state.in_memtables(key).map(Option::<&Record>::cloned))
+                .collect();
             (hits, state.snapshot.clone())
         };
         meanwhile();
@@ -829,19 +836,27 @@ impl<'a> WriteBatch<'a> {
 
     /// The record for `key` as this write sees it (its own changes included).
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        Ok(self.peek(key)?.map(Cow::into_owned))
+    }
+
+    /// As [`WriteBatch::get`], but borrowed where the record sits in memory (a change
+    /// of this write, or a memtable) instead of copied: the guard only reads it.
+    pub fn peek(&self, key: &[u8]) -> Result<Option<Cow<'_, Record>>, StoreError> {
         match self.staged(key) {
-            Some(Slot::Put(record)) => Ok(Some(record.clone())),
+            Some(Slot::Put(record)) => Ok(Some(Cow::Borrowed(record))),
             Some(Slot::Removed) => Ok(None),
             None if self.cleared => Ok(None),
             None => self.state.lookup(key, self.cache),
         }
     }
 
-    /// Store `record` under `key`, replacing what was there.
-    pub fn put(&mut self, key: &[u8], record: &Record) -> Result<(), StoreError> {
-        codec::encode(record, &mut self.scratch);
+    /// Store `record` under `key`, replacing what was there. Taken by value: it moves
+    /// into the memtable, where a copy would cost the value's bytes and an allocation
+    /// per field once more on every write.
+    pub fn put(&mut self, key: &[u8], record: Record) -> Result<(), StoreError> {
+        codec::encode(&record, &mut self.scratch);
         wal::log_put(&mut self.log, key, &self.scratch);
-        self.stage(key, Slot::Put(record.clone()));
+        self.stage(key, Slot::Put(record));
         Ok(())
     }
 
