@@ -10,7 +10,8 @@
 #   TARGET [tyrant]  OP [guarded-put]   as tidemark bench --target / --op
 #   OPS [20000]  CONNECTIONS [16]  KEYS [20000]  VALUE_SIZE [200]
 #   DURABILITY [relaxed]  PORT_BASE [27900]
-# Prints one line: target, op, ops, total Ir, Ir per request.
+# Prints one line: target, op, ops, total Ir, Ir per request, and the connection
+# tasks' share per request (request_path_Ir/op: steadier between runs than the total).
 #
 # Bounded: the prefill writes each key once, warm-up and measured load stop after a
 # fixed number of requests (and after 120 s at worst), and the server is killed and
@@ -73,4 +74,10 @@ kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=
 total=$(cat "$WORK"/callgrind.out* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')
-echo "$TARGET $OP ops=$OPS Ir=$total Ir/op=$((total / OPS))"
+# The connection tasks alone (inclusive, the request path without the checkpointer and
+# syncer threads, whose share moves by a few percent between runs with the timing of
+# checkpoints): Tyrant's and memcached's run_connection, hyper's dispatcher for HTTP.
+path=$(callgrind_annotate --inclusive=yes "$WORK"/callgrind.out.1 2>/dev/null |
+    grep -E '(::server::run_connection::\{\{closure\}\}|h1::dispatch::Dispatcher<D,Bs,I,T>::poll_catch) \[' |
+    head -1 | awk '{ gsub(",", "", $1); print $1 }' || true)
+echo "$TARGET $OP ops=$OPS Ir=$total Ir/op=$((total / OPS)) request_path_Ir/op=$((${path:-0} / OPS))"
