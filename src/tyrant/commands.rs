@@ -690,11 +690,13 @@ fn restore(path: &[u8]) -> bool {
 /// The timestamp carried by a value's first `digits` bytes, in microseconds.
 /// 10 digits = seconds, 13 = milliseconds, 16 = microseconds, 19 = nanoseconds.
 pub fn prefix_timestamp(value: &[u8], digits: usize) -> Option<u64> {
-    let head = value.get(..digits)?;
-    if !head.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(head).ok()?.parse().ok()?;
+    // Digit by digit, not checked and then parsed again by `str::parse` (75
+    // instructions more per `tsput`, bench/callgrind.sh); overflow is refused as before.
+    let n = value.get(..digits)?.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })?;
     match digits {
         10 => n.checked_mul(1_000_000),
         13 => n.checked_mul(1_000),
@@ -749,6 +751,12 @@ mod tests {
         );
         assert_eq!(prefix_timestamp(b"17000000001234", 16), None);
         assert_eq!(prefix_timestamp(b"170000000012345x", 16), None);
+        assert_eq!(prefix_timestamp(b"+700000000", 10), None);
+        assert_eq!(prefix_timestamp(b"1700000000", 12), None);
+        assert_eq!(
+            prefix_timestamp(b"9999999999999999999", 19),
+            Some(9_999_999_999_999_999)
+        );
     }
 
     #[test]
