@@ -28,7 +28,7 @@ use crate::guard::{
 };
 use crate::metrics::Metrics;
 use crate::record::{Record, State};
-use crate::store::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Store, StoreError};
+use crate::store::{Counts, Found, GuardClock, Guarded, GuardedWrite, KeyRange, Store, StoreError};
 
 /// Limits and guard settings the service enforces for both front doors.
 #[derive(Debug, Clone, Copy)]
@@ -267,11 +267,11 @@ impl Service {
     /// The live value of `key` alone, for answers that carry nothing else (Tyrant
     /// `get` and `vsiz`): the same read as [`Service::get`] without building the
     /// validator and metadata an [`Entry`] holds.
-    pub async fn get_value(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, ServiceError> {
+    pub async fn get_value(&self, key: Vec<u8>) -> Result<Option<LiveValue>, ServiceError> {
         self.check_key(&key)?;
         let now = self.now();
-        let record = self.store.get(&key).await?;
-        Ok(record.and_then(|r| live_value(r, now)))
+        let found = self.store.get_found(&key).await?;
+        Ok(found.filter(|r| r.is_live(now)).map(LiveValue))
     }
 
     /// Guarded put: applies only when `timestamp` is newer than what guards the key
@@ -717,14 +717,19 @@ fn expiry(now: u64, ttl_secs: u64) -> Result<u64, ServiceError> {
     Ok(now.saturating_add(ttl_secs * 1_000_000))
 }
 
-/// The value of `record` if it reads as present at `now` (as [`live_entry`] decides).
-fn live_value(record: Record, now: u64) -> Option<Vec<u8>> {
-    if !record.is_live(now) {
-        return None;
-    }
-    match record.state {
-        State::Live { value, .. } => Some(value),
-        State::Tombstone { .. } => None,
+/// The value of a live record as [`Service::get_value`] found it, shared with the
+/// store's record cache where it came from there: the caller copies the bytes once,
+/// into its reply.
+#[derive(Debug)]
+pub struct LiveValue(Found);
+
+impl LiveValue {
+    pub fn bytes(&self) -> &[u8] {
+        match &self.0.state {
+            State::Live { value, .. } => value,
+            // Never built from a tombstone (`Service::get_value` checks).
+            State::Tombstone { .. } => &[],
+        }
     }
 }
 

@@ -29,6 +29,35 @@ pub use self::redb::{
     DB_FILE_NAME, Durability, RedbStore, SCHEMA_VERSION, StoreOptions, WAL_FILE_NAMES,
 };
 
+/// A record as a point read found it: the reader's own, or shared with the embedded
+/// engine's record cache (a reference count, no copy of the value).
+#[derive(Debug)]
+pub enum Found {
+    Own(Record),
+    Shared(Arc<Record>),
+}
+
+impl Found {
+    /// The record as the caller's own: a copy only if the cache holds it too.
+    pub fn into_record(self) -> Record {
+        match self {
+            Found::Own(record) => record,
+            Found::Shared(record) => Arc::unwrap_or_clone(record),
+        }
+    }
+}
+
+impl std::ops::Deref for Found {
+    type Target = Record;
+
+    fn deref(&self) -> &Record {
+        match self {
+            Found::Own(record) => record,
+            Found::Shared(record) => record,
+        }
+    }
+}
+
 /// Errors from the storage engine, kept behind one type so nothing above the store
 /// depends on redb.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +211,15 @@ impl Store {
             // cheaper inline than a hand-off to the blocking pool.
             Store::Redb(e) => e.get(key),
             Store::Postgres(e) => e.get(key).await,
+        }
+    }
+
+    /// [`Store::get`], for a reader that only looks at the record: the embedded engine
+    /// hands out the one its record cache holds instead of a copy.
+    pub async fn get_found(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
+        match self {
+            Store::Redb(e) => e.get_found(key),
+            Store::Postgres(e) => Ok(e.get(key).await?.map(Found::Own)),
         }
     }
 

@@ -200,7 +200,7 @@ impl Connection<'_> {
 
     async fn on_get(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
         match self.shared.service.get_value(key).await {
-            Ok(Some(value)) => reply::blob(out, &value),
+            Ok(Some(value)) => reply::blob(out, value.bytes()),
             _ => {
                 self.shared.counters.get_miss();
                 reply::status(out, false);
@@ -221,7 +221,9 @@ impl Connection<'_> {
 
     async fn on_vsiz(&mut self, key: Vec<u8>, out: &mut Vec<u8>) {
         match self.shared.service.get_value(key).await {
-            Ok(Some(value)) => reply::u32_ok(out, u32::try_from(value.len()).unwrap_or(u32::MAX)),
+            Ok(Some(value)) => {
+                reply::u32_ok(out, u32::try_from(value.bytes().len()).unwrap_or(u32::MAX))
+            }
             _ => reply::status(out, false),
         }
     }

@@ -16,7 +16,7 @@
 //! the current one, checked under the same lock the checkpoint updates under: a value
 //! read from an older snapshot never lands after the checkpoint that replaced it.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use prometheus::{IntCounter, IntGauge};
 use quick_cache::Weighter;
@@ -35,15 +35,17 @@ const TYPICAL_ENTRY: usize = 384;
 #[derive(Clone)]
 struct EntryWeight;
 
-impl Weighter<Vec<u8>, Option<Record>> for EntryWeight {
-    fn weight(&self, key: &Vec<u8>, found: &Option<Record>) -> u64 {
-        (ENTRY_OVERHEAD + key.len() + found.as_ref().map_or(0, record_bytes)) as u64
+impl Weighter<Vec<u8>, Option<Arc<Record>>> for EntryWeight {
+    fn weight(&self, key: &Vec<u8>, found: &Option<Arc<Record>>) -> u64 {
+        (ENTRY_OVERHEAD + key.len() + found.as_deref().map_or(0, record_bytes)) as u64
     }
 }
 
 pub struct RecordCache {
-    /// `None` when the cache is turned off (a size of 0).
-    entries: Option<Cache<Vec<u8>, Option<Record>, EntryWeight>>,
+    /// `None` when the cache is turned off (a size of 0). Records are shared: a hit
+    /// hands out a reference count, not a copy of the value, and the guard's read
+    /// under the write lock uses it as it is.
+    entries: Option<Cache<Vec<u8>, Option<Arc<Record>>, EntryWeight>>,
     /// The generation of the current snapshot: offers from any other are refused.
     /// Checkpoints hold the write side while they update entries.
     generation: RwLock<u64>,
@@ -71,6 +73,11 @@ impl RecordCache {
         }
     }
 
+    /// Whether the cache keeps anything (a size above 0).
+    pub fn is_on(&self) -> bool {
+        self.entries.is_some()
+    }
+
     /// The generation a snapshot opened now belongs to.
     pub fn generation(&self) -> u64 {
         *self
@@ -80,7 +87,7 @@ impl RecordCache {
     }
 
     /// What redb holds for `key` (`Some(None)`: nothing), if the cache knows.
-    pub fn get(&self, key: &[u8]) -> Option<Option<Record>> {
+    pub fn get(&self, key: &[u8]) -> Option<Option<Arc<Record>>> {
         let found = self.entries.as_ref()?.get(key);
         match found {
             Some(_) => self.hits.inc(),
@@ -92,7 +99,7 @@ impl RecordCache {
     /// Keep what a read of `key` found in the snapshot of `generation`, unless a
     /// checkpoint has moved on since (or is updating entries right now: the read does
     /// not wait for it).
-    pub fn offer(&self, generation: u64, key: &[u8], found: &Option<Record>) {
+    pub fn offer(&self, generation: u64, key: &[u8], found: &Option<Arc<Record>>) {
         let Some(entries) = &self.entries else {
             return;
         };
@@ -127,7 +134,7 @@ impl RecordCache {
                 // read side), so the check and the replacement cannot be split.
                 if entries.contains_key(key) {
                     let found = match slot {
-                        Slot::Put(record) => Some(record.clone()),
+                        Slot::Put(record) => Some(Arc::new(record.clone())),
                         Slot::Removed => None,
                     };
                     // Fails only if the entry was evicted in between: nothing to update.
@@ -153,12 +160,16 @@ mod tests {
         Record::live(timestamp, value.to_vec(), String::new(), None)
     }
 
+    fn shared(timestamp: u64, value: &[u8]) -> Option<Arc<Record>> {
+        Some(Arc::new(record(timestamp, value)))
+    }
+
     #[test]
     fn a_checkpoint_updates_cached_keys_it_wrote_and_leaves_the_rest() {
         let cache = RecordCache::new(1 << 20, &Metrics::new());
         let first = cache.generation();
-        cache.offer(first, b"a", &Some(record(1, b"old")));
-        cache.offer(first, b"b", &Some(record(1, b"kept")));
+        cache.offer(first, b"a", &shared(1, b"old"));
+        cache.offer(first, b"b", &shared(1, b"kept"));
         cache.offer(first, b"c", &None);
         let written = [
             (b"a".to_vec(), Slot::Put(record(2, b"new"))),
@@ -167,9 +178,9 @@ mod tests {
         ];
         let next = cache.advance(false, written.iter().map(|(k, s)| (k.as_slice(), s)));
         assert_ne!(next, first);
-        assert_eq!(cache.get(b"a"), Some(Some(record(2, b"new"))));
-        assert_eq!(cache.get(b"b"), Some(Some(record(1, b"kept"))));
-        assert_eq!(cache.get(b"c"), Some(Some(record(3, b"born"))));
+        assert_eq!(cache.get(b"a"), Some(shared(2, b"new")));
+        assert_eq!(cache.get(b"b"), Some(shared(1, b"kept")));
+        assert_eq!(cache.get(b"c"), Some(shared(3, b"born")));
         assert_eq!(
             cache.get(b"d"),
             None,
@@ -187,17 +198,17 @@ mod tests {
         let written = [(b"k".to_vec(), Slot::Put(record(2, b"new")))];
         let after = cache.advance(false, written.iter().map(|(k, s)| (k.as_slice(), s)));
         // A reader that took the old snapshot before the checkpoint offers late.
-        cache.offer(before, b"k", &Some(record(1, b"old")));
+        cache.offer(before, b"k", &shared(1, b"old"));
         assert_eq!(cache.get(b"k"), None);
-        cache.offer(after, b"k", &Some(record(2, b"new")));
-        assert_eq!(cache.get(b"k"), Some(Some(record(2, b"new"))));
+        cache.offer(after, b"k", &shared(2, b"new"));
+        assert_eq!(cache.get(b"k"), Some(shared(2, b"new")));
     }
 
     #[test]
     fn a_checkpoint_after_a_clear_drops_every_entry() {
         let cache = RecordCache::new(1 << 20, &Metrics::new());
         let generation = cache.generation();
-        cache.offer(generation, b"a", &Some(record(1, b"v")));
+        cache.offer(generation, b"a", &shared(1, b"v"));
         cache.advance(true, std::iter::empty());
         assert_eq!(cache.get(b"a"), None);
     }
@@ -206,7 +217,7 @@ mod tests {
     fn a_cache_of_size_zero_keeps_nothing() {
         let cache = RecordCache::new(0, &Metrics::new());
         let generation = cache.generation();
-        cache.offer(generation, b"a", &Some(record(1, b"v")));
+        cache.offer(generation, b"a", &shared(1, b"v"));
         assert_eq!(cache.get(b"a"), None);
     }
 
@@ -215,7 +226,7 @@ mod tests {
         let cache = RecordCache::new(64 << 10, &Metrics::new());
         let generation = cache.generation();
         for i in 0..10_000u32 {
-            cache.offer(generation, &i.to_be_bytes(), &Some(record(1, &[0; 200])));
+            cache.offer(generation, &i.to_be_bytes(), &shared(1, &[0; 200]));
         }
         let entries = cache.entries.as_ref().map_or(0, |e| e.weight());
         assert!(entries <= 64 << 10, "{entries} bytes held");

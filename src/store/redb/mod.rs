@@ -29,7 +29,9 @@ use redb::{
     WriteTransaction,
 };
 
-use super::{Counts, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, Snapshot, StoreError};
+use super::{
+    Counts, Found, GuardClock, Guarded, GuardedWrite, KeyRange, Purged, Snapshot, StoreError,
+};
 use crate::guard;
 use crate::metrics::Metrics;
 use crate::record::{Record, State};
@@ -228,6 +230,11 @@ impl RedbStore {
     /// The record stored for `key`, including tombstones and expired values.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
         self.inner.core.get(key)
+    }
+
+    /// [`RedbStore::get`], shared with the record cache when it comes from there.
+    pub fn get_found(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
+        self.inner.core.get_found(key)
     }
 
     /// Write every change logged so far into the database file, durably. Blocks; call

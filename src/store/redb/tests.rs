@@ -328,3 +328,45 @@ async fn a_multi_key_read_interrupted_by_a_checkpoint_answers_as_of_one_instant(
     );
     store.close().await.unwrap();
 }
+
+/// A point read that only looks at the record (Tyrant `get`, the guard's read) gets
+/// the one the record cache holds, not a copy; one from the memtable, or with the
+/// cache off, is the reader's own.
+#[tokio::test]
+async fn reads_from_the_record_cache_share_the_cached_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_checkpointing_by_hand(dir.path());
+    put_all(&store, 0..1, 1).await;
+    assert!(matches!(
+        store.get_found(b"k0").unwrap(),
+        Some(Found::Own(_))
+    ));
+    store.checkpoint().unwrap();
+    let (Some(Found::Shared(first)), Some(Found::Shared(second))) = (
+        store.get_found(b"k0").unwrap(),
+        store.get_found(b"k0").unwrap(),
+    ) else {
+        panic!("reads after the checkpoint go through the record cache");
+    };
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "the same cached record, twice"
+    );
+    assert_eq!(*first, live(1));
+    store.close().await.unwrap();
+
+    let off = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_with_checkpoints(
+        &StoreOptions {
+            record_cache_size: 0,
+            ..options(off.path())
+        },
+        Arc::new(Metrics::new()),
+        std::time::Duration::MAX,
+    )
+    .unwrap();
+    put_all(&store, 0..1, 1).await;
+    store.checkpoint().unwrap();
+    assert!(matches!(store.get_found(b"k0").unwrap(), Some(Found::Own(r)) if r == live(1)));
+    store.close().await.unwrap();
+}

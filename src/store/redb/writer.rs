@@ -17,7 +17,7 @@
 //! per-commit work (page allocation, checksums, the fsync) is paid once per
 //! checkpoint instead of once per write.
 
-use std::borrow::Cow;
+use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,8 +30,8 @@ use super::cache::RecordCache;
 use super::memtable::{Lookup, Memtable, Slot};
 use super::wal::{self, Wal};
 use super::{
-    APPLIED_LSN_KEY, Durability, EXPIRIES, META, Purged, RECORDS, StoreError, TOMBSTONES, Tables,
-    codec,
+    APPLIED_LSN_KEY, Durability, EXPIRIES, Found, META, Purged, RECORDS, StoreError, TOMBSTONES,
+    Tables, codec,
 };
 use crate::metrics::Metrics;
 use crate::record::{Record, State as RecordState};
@@ -79,14 +79,25 @@ impl Snapshot {
         })
     }
 
-    /// The record for `key`: from the cache, or read here and offered to it.
-    fn get(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Record>, StoreError> {
+    /// The record for `key`: from the cache, or read here and offered to it, shared
+    /// with the cache either way (the reader's own when the cache is off).
+    fn get(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Found>, StoreError> {
         if let Some(found) = cache.get(key) {
-            return Ok(found);
+            return Ok(found.map(Found::Shared));
         }
         let found = self.read(key)?;
+        if !cache.is_on() {
+            return Ok(found.map(Found::Own));
+        }
+        let found = found.map(Arc::new);
         cache.offer(self.generation, key, &found);
-        Ok(found)
+        Ok(found.map(Found::Shared))
+    }
+
+    /// [`Snapshot::get`], as a record of the caller's own (a copy only if the cache
+    /// holds it too).
+    fn get_owned(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Record>, StoreError> {
+        Ok(self.get(key, cache)?.map(Found::into_record))
     }
 
     /// The record for `key` in this snapshot, read from redb.
@@ -97,6 +108,34 @@ impl Snapshot {
         codec::decode(guard.value())
             .map(Some)
             .ok_or_else(|| StoreError::Corrupt { key: key.to_vec() })
+    }
+}
+
+/// A stored record as a write reads it: borrowed from a memtable or the write's own
+/// changes (under the write lock), or as a point read finds it below them.
+pub enum Stored<'a> {
+    Borrowed(&'a Record),
+    Found(Found),
+}
+
+impl Stored<'_> {
+    /// The record as the caller's own: a copy, unless nothing else holds it.
+    pub fn into_owned(self) -> Record {
+        match self {
+            Stored::Borrowed(record) => record.clone(),
+            Stored::Found(found) => found.into_record(),
+        }
+    }
+}
+
+impl Deref for Stored<'_> {
+    type Target = Record;
+
+    fn deref(&self) -> &Record {
+        match self {
+            Stored::Borrowed(record) => record,
+            Stored::Found(found) => found,
+        }
     }
 }
 
@@ -132,15 +171,12 @@ impl State {
         }
     }
 
-    /// The record for `key`, borrowed from a memtable when it is there.
-    fn lookup(
-        &self,
-        key: &[u8],
-        cache: &RecordCache,
-    ) -> Result<Option<Cow<'_, Record>>, StoreError> {
+    /// The record for `key`, borrowed from a memtable when it is there, else shared
+    /// with the record cache.
+    fn lookup(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Stored<'_>>, StoreError> {
         match self.in_memtables(key) {
-            Some(found) => Ok(found.map(Cow::Borrowed)),
-            None => Ok(self.snapshot.get(key, cache)?.map(Cow::Owned)),
+            Some(found) => Ok(found.map(Stored::Borrowed)),
+            None => Ok(self.snapshot.get(key, cache)?.map(Stored::Found)),
         }
     }
 }
@@ -481,12 +517,17 @@ impl Core {
 
     /// The record stored for `key` now, tombstones and expired values included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        Ok(self.get_found(key)?.map(Found::into_record))
+    }
+
+    /// [`Core::get`] without the copy of a record that comes from the record cache.
+    pub fn get_found(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
         // The redb lookup runs outside the lock, on the snapshot that goes with the
         // memtables just consulted.
         let snapshot = {
             let state = lock(&self.state);
             if let Some(found) = state.in_memtables(key) {
-                return Ok(found.cloned());
+                return Ok(found.cloned().map(Found::Own));
             }
             state.snapshot.clone()
         };
@@ -501,7 +542,7 @@ impl Core {
     ) -> impl Fn(&[u8]) -> Result<Option<Record>, StoreError> + use<> {
         let snapshot = lock(&self.state).snapshot.clone();
         let core = self.clone();
-        move |key| snapshot.get(key, &core.cache)
+        move |key| snapshot.get_owned(key, &core.cache)
     }
 
     /// The records of `keys` as of one instant: every memtable lookup under one hold
@@ -532,7 +573,7 @@ impl Core {
                 .zip(keys)
                 .filter(|(hit, _)| hit.is_none())
                 .map(|(_, key)| match cache {
-                    Some(cache) => snapshot.get(key, cache),
+                    Some(cache) => snapshot.get_owned(key, cache),
                     None => snapshot.read(key),
                 })
                 .collect()
@@ -836,14 +877,14 @@ impl<'a> WriteBatch<'a> {
 
     /// The record for `key` as this write sees it (its own changes included).
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        Ok(self.peek(key)?.map(Cow::into_owned))
+        Ok(self.peek(key)?.map(Stored::into_owned))
     }
 
-    /// As [`WriteBatch::get`], but borrowed where the record sits in memory (a change
-    /// of this write, or a memtable) instead of copied: the guard only reads it.
-    pub fn peek(&self, key: &[u8]) -> Result<Option<Cow<'_, Record>>, StoreError> {
+    /// As [`WriteBatch::get`], but where the record already is (a change of this
+    /// write, a memtable, the record cache) instead of copied: the guard only reads it.
+    pub fn peek(&self, key: &[u8]) -> Result<Option<Stored<'_>>, StoreError> {
         match self.staged(key) {
-            Some(Slot::Put(record)) => Ok(Some(Cow::Borrowed(record))),
+            Some(Slot::Put(record)) => Ok(Some(Stored::Borrowed(record))),
             Some(Slot::Removed) => Ok(None),
             None if self.cleared => Ok(None),
             None => self.state.lookup(key, self.cache),
