@@ -171,8 +171,8 @@ impl State {
         }
     }
 
-    /// The record for `key`, borrowed from a memtable when it is there, else shared
-    /// with the record cache.
+    /// The record for `key`, borrowed from a memtable when it is there, else as the
+    /// snapshot finds it (shared with the record cache when that is on).
     fn lookup(&self, key: &[u8], cache: &RecordCache) -> Result<Option<Stored<'_>>, StoreError> {
         match self.in_memtables(key) {
             Some(found) => Ok(found.map(Stored::Borrowed)),
