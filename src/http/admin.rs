@@ -6,17 +6,17 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, middleware};
 use hyper::body::Body as _;
 use tokio_util::io::ReaderStream;
 
 use super::headers::{X_RECORD_COUNT, no_store};
-use super::problem::{self, PROBLEM_JSON, Problem};
+use super::problem::{PROBLEM_JSON, Problem};
 use super::routes::{Access, Routes};
 use super::state::AppState;
 use crate::service::ServiceError;
@@ -35,8 +35,7 @@ const EXPORT_QUEUE: usize = 1024;
 const UNAUTHORIZED_DESCRIPTION: &str =
     "A bearer token is configured and the request did not carry it.";
 
-/// The `/admin` routes, with their own problem+json mapping (they are merged after
-/// the main router's layers).
+/// The `/admin` routes.
 pub fn routes() -> Routes {
     Routes::new()
         .route("/admin/backup", Access::Admin, get(backup))
@@ -47,11 +46,7 @@ pub fn routes() -> Routes {
             Access::Admin,
             post(import).layer(DefaultBodyLimit::disable()),
         )
-        .map(|admin| {
-            admin
-                .method_not_allowed_fallback(super::wrong_method)
-                .layer(middleware::map_response(problem::ensure_problem))
-        })
+        .map(|admin| admin.method_not_allowed_fallback(super::wrong_method))
 }
 
 /// A consistent snapshot of the whole store as a database file.

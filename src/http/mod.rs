@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod batch;
+pub mod front;
 pub mod headers;
 pub mod health;
 pub mod keys;
@@ -16,22 +17,20 @@ pub mod state;
 
 pub use state::{AppState, Readiness};
 
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{MethodRouter, any, get, post};
-use prometheus::Histogram;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::config::Secret;
+use front::{Front, FrontLayer};
 use problem::Problem;
 use routes::{Access, Routes, Rules};
 
@@ -91,33 +90,23 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         .map(|app| {
             app.fallback(unknown_route)
                 .method_not_allowed_fallback(wrong_method)
-                // Errors produced outside our handlers (the docs UI's bare 404, layers)
-                // get the same problem+json shape as ours.
-                .layer(middleware::map_response(problem::ensure_problem))
-                // One body limit: the value limit. Bodies over it are refused with 413
-                // while streaming, before they are buffered.
-                .layer(DefaultBodyLimit::max(max_value))
         })
-        // Backup, export and import move whole stores: merged here, outside the
-        // value-sized body limit; their `Access::Admin` keeps them outside the request
-        // timeout.
+        // Backup, export and import move whole stores; their `Access::Admin` keeps them
+        // outside the request timeout, and import lifts the body limit on its route.
         .merge(admin::routes());
     let (app, rules) = routes.into_parts();
-    let app = app
-        // Header limits, the token, the request timeout and the request metrics, in one
-        // layer: each layer costs allocations per request (about a third of the HTTP
-        // path's CPU with them as four; docs/BENCHMARKS.md).
-        .layer(middleware::from_fn_with_state(
-            Arc::new(Front {
-                state: state.clone(),
-                token: auth,
-                timeout: request_timeout,
-                rules,
-                seconds: OnceLock::new(),
-            }),
-            front,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response));
+    // Header limits, the token, the body limit, the request timeout, panics, the
+    // problem+json shape of every error and the request metrics, in one layer: each
+    // `Router::layer` costs allocations per request (front.rs).
+    let app = app.layer(FrontLayer::new(Front {
+        metrics: state.service.metrics().clone(),
+        token: auth,
+        timeout: request_timeout,
+        rules,
+        // One body limit: the value limit. Bodies over it are refused with 413 while
+        // streaming, before they are buffered.
+        body_limit: DefaultBodyLimit::max(max_value),
+    }));
     // Per-request spans and failure lines at DEBUG, only when the log filter would
     // show them (`TIDEMARK_LOG=tower_http=debug`): otherwise the layer is skipped, as
     // it costs about a tenth of a GET's CPU for events nobody sees.
@@ -230,115 +219,6 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// What the front middleware needs.
-struct Front {
-    state: AppState,
-    token: Option<Arc<Secret>>,
-    timeout: Duration,
-    rules: Rules,
-    /// `tidemark_request_duration_seconds{door="http"}`, looked up once (created on
-    /// first use, as before).
-    seconds: OnceLock<Histogram>,
-}
-
-/// Every request passes here once: header limits (431), then the token (401) if its
-/// route's [`Access`] asks for one, then the handler — under the request timeout (503)
-/// unless it is an admin route — and every answer is counted by route template and
-/// status.
-async fn front(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let access = front.rules.access(route.as_ref(), request.uri().path());
-    let refused = limits::refuse_large_headers(&request).or_else(|| {
-        front
-            .token
-            .as_deref()
-            .filter(|_| access.needs_token())
-            .and_then(|t| refuse_token(t, &request))
-    });
-    let response = match refused {
-        Some(refusal) => refusal,
-        None if !access.has_timeout() => next.run(request).await,
-        None => with_timeout(front.timeout, next.run(request)).await,
-    };
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let metrics = front.state.service.metrics();
-    with_route_label(&method, route, |label| {
-        metrics
-            .requests
-            .with_label_values(&["http", label, response.status().as_str()])
-            .inc();
-    });
-    front
-        .seconds
-        .get_or_init(|| metrics.request_seconds.with_label_values(&["http"]))
-        .observe(started.elapsed().as_secs_f64());
-    response
-}
-
-/// Calls `f` with the metrics' route label, `"<method> <route template>"`, built on
-/// the stack for the usual short ones instead of in a new `String` per request.
-fn with_route_label<R>(method: &Method, route: &str, f: impl FnOnce(&str) -> R) -> R {
-    let (method, route) = (method.as_str(), route);
-    let len = method.len() + 1 + route.len();
-    let mut buf = [0u8; 128];
-    if let Some(out) = buf.get_mut(..len) {
-        out[..method.len()].copy_from_slice(method.as_bytes());
-        out[method.len()] = b' ';
-        out[method.len() + 1..].copy_from_slice(route.as_bytes());
-        // Two `str`s joined by an ASCII space are UTF-8.
-        if let Ok(label) = std::str::from_utf8(out) {
-            return f(label);
-        }
-    }
-    f(&format!("{method} {route}"))
-}
-
-/// The 401 answer when `request`, on a route that needs the token, does not present it.
-/// CORS preflights never carry credentials, so they pass.
-fn refuse_token(token: &Secret, request: &Request) -> Option<Response> {
-    use subtle::ConstantTimeEq;
-    if request.method() == axum::http::Method::OPTIONS {
-        return None;
-    }
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
-    // Constant-time comparison, so response timing does not reveal the token.
-    if bool::from(presented.ct_eq(token.0.as_bytes())) {
-        return None;
-    }
-    let mut response = Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Unauthorized",
-        "this route needs `Authorization: Bearer <token>` with the server's token",
-    )
-    .into_response();
-    response.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static("Bearer"),
-    );
-    Some(response)
-}
-
-/// Answer 503 when a request takes longer than `limit` (body upload included).
-async fn with_timeout(limit: Duration, handler: impl Future<Output = Response>) -> Response {
-    match tokio::time::timeout(limit, handler).await {
-        Ok(response) => response,
-        Err(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request-timeout",
-            "Request timed out",
-            format!("the request did not complete within {limit:?}"),
-        )
-        .into_response(),
-    }
-}
-
 async fn unknown_route(request: Request) -> Problem {
     Problem::not_found(format!("no route for {}", request.uri().path()))
 }
@@ -354,29 +234,4 @@ async fn wrong_method(request: Request) -> Problem {
             request.uri().path()
         ),
     )
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "Internal error",
-        "the server hit a bug handling this request; it has been logged",
-    )
-    .into_response()
-}
-
-#[cfg(test)]
-mod label_tests {
-    use super::*;
-
-    #[test]
-    fn the_route_label_is_method_space_route_at_any_length() {
-        let long = format!("/{}", "r".repeat(300));
-        for route in ["/keys/{key}", "unmatched", "", long.as_str()] {
-            let label = with_route_label(&Method::PUT, route, str::to_string);
-            assert_eq!(label, format!("PUT {route}"));
-        }
-    }
 }

@@ -130,17 +130,24 @@ impl IntoResponse for Problem {
 /// Longest body of a foreign error response kept as the problem's `detail`.
 const MAX_FOREIGN_DETAIL: usize = 1024;
 
-/// Rewrite an error response that is not problem+json (the docs UI's bare 404, a
-/// rejection from a layer) into one, keeping its status and headers such as `Allow`.
-pub async fn ensure_problem(response: Response) -> Response {
+/// Whether `response` is an error answer that is not problem+json, which
+/// [`ensure_problem`] rewrites.
+pub fn is_foreign_error(response: &Response) -> bool {
     let status = response.status();
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    (status.is_client_error() || status.is_server_error()) && !is_problem
+}
+
+/// Rewrite an error response that is not problem+json (the docs UI's bare 404, a
+/// rejection from a layer) into one, keeping its status and headers such as `Allow`.
+pub async fn ensure_problem(response: Response) -> Response {
+    if !is_foreign_error(&response) {
         return response;
     }
+    let status = response.status();
     let (parts, body) = response.into_parts();
     let reason = status.canonical_reason().unwrap_or("Error");
     // A short text body (axum's rejections) explains this occurrence; anything else

@@ -115,25 +115,30 @@ fn first_segment(path: &str) -> &str {
 }
 
 /// A router whose routes all carry an [`Access`] rule.
-#[derive(Debug, Default)]
-pub struct Routes {
-    router: Router<AppState>,
+/// The state is the app's; tests use others.
+#[derive(Debug)]
+pub struct Routes<S = AppState> {
+    router: Router<S>,
     rules: Rules,
 }
 
-impl Routes {
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self {
+            router: Router::new(),
+            rules: Rules::default(),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Serve `handler` at `path` to callers that `access` admits.
     #[track_caller]
-    pub fn route(
-        mut self,
-        path: &'static str,
-        access: Access,
-        handler: MethodRouter<AppState>,
-    ) -> Self {
+    pub fn route(mut self, path: &'static str, access: Access, handler: MethodRouter<S>) -> Self {
         self.rules.declare(path, access);
         self.router = self.router.route(path, handler);
         self
@@ -146,7 +151,7 @@ impl Routes {
         mut self,
         area: &'static str,
         access: Access,
-        router: impl Into<Router<AppState>>,
+        router: impl Into<Router<S>>,
     ) -> Self {
         self.rules.claim_area(first_segment(area), access);
         self.router = self.router.merge(router);
@@ -155,7 +160,7 @@ impl Routes {
 
     /// Merge `other`'s routes and rules.
     #[track_caller]
-    pub fn merge(mut self, other: Routes) -> Self {
+    pub fn merge(mut self, other: Routes<S>) -> Self {
         self.rules.merge(other.rules);
         self.router = self.router.merge(other.router);
         self
@@ -163,12 +168,12 @@ impl Routes {
 
     /// Add layers or fallbacks to the routes so far. Routes themselves are added only
     /// with [`Routes::route`] and [`Routes::mount`].
-    pub fn map(mut self, f: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Self {
+    pub fn map(mut self, f: impl FnOnce(Router<S>) -> Router<S>) -> Self {
         self.router = f(self.router);
         self
     }
 
-    pub fn into_parts(self) -> (Router<AppState>, Rules) {
+    pub fn into_parts(self) -> (Router<S>, Rules) {
         (self.router, self.rules)
     }
 }
@@ -181,7 +186,7 @@ mod tests {
     async fn handler() {}
 
     fn rules() -> Rules {
-        let routes = Routes::new()
+        let routes = Routes::<()>::new()
             .route("/keys", Access::Token, get(handler))
             .route("/keys/{key}", Access::Token, get(handler))
             .route("/metrics", Access::Token, get(handler))
@@ -209,7 +214,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "declared both")]
     fn one_route_cannot_carry_two_rules() {
-        let _ = Routes::new()
+        let _ = Routes::<()>::new()
             .route("/keys/{key}", Access::Token, get(handler))
             .route("/keys/{key}", Access::Open, axum::routing::put(handler));
     }
@@ -217,7 +222,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "declared both")]
     fn one_area_cannot_carry_two_rules() {
-        let _ = Routes::new()
+        let _ = Routes::<()>::new()
             .route("/keys/{key}", Access::Token, get(handler))
             .route("/keys/{key}/public", Access::Open, get(handler));
     }
