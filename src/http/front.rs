@@ -19,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -111,7 +112,11 @@ where
                 response: Some(refusal),
             },
             None => {
-                front.body_limit.apply(&mut request);
+                // The limit travels as a request extension, whose insertion allocates;
+                // a request whose body has ended already has nothing to limit.
+                if !request.body().is_end_stream() {
+                    front.body_limit.apply(&mut request);
+                }
                 // The inner service was made ready by `poll_ready` above, and the
                 // handler is called here rather than in the future, so no clone of it
                 // is needed. Routes only set up their future here; a panic while doing

@@ -380,9 +380,9 @@ fn created(response: &mut Response, location: &str) {
 
 /// The headers every answer about one key's value carries: its timestamp, its ETag when
 /// the answer knows it, and `Cache-Control: no-store`.
-fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<&str>) {
+fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<String>) {
     headers.insert(X_WRITE_TIMESTAMP, HeaderValue::from(timestamp));
-    if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(etag) = etag.and_then(header_value) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -465,7 +465,7 @@ pub async fn put_key(
     // A merged write's document is this value with newer fields: its ETag is not the
     // write's (GET tells it).
     let etag = (outcome != WriteOutcome::Merged).then(|| whole_value_etag(timestamp));
-    stamp_headers(response.headers_mut(), timestamp, etag.as_deref());
+    stamp_headers(response.headers_mut(), timestamp, etag);
     Ok(response)
 }
 
@@ -509,7 +509,7 @@ pub async fn get_key(
         && tags.names(&entry.etag)
     {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        entry_headers(response.headers_mut(), &entry);
+        entry_headers(response.headers_mut(), entry);
         return Ok(response);
     }
     Ok(entry_response(entry))
@@ -571,18 +571,24 @@ pub async fn empty_key() -> Problem {
 }
 
 fn entry_response(mut entry: Entry) -> Response {
-    let content_type = HeaderValue::from_str(&entry.content_type)
-        .unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    let content_type = header_value(std::mem::take(&mut entry.content_type))
+        .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
     let mut response = (StatusCode::OK, std::mem::take(&mut entry.value)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
-    entry_headers(headers, &entry);
+    entry_headers(headers, entry);
     response
 }
 
+/// `text` as a header value without copying it (a `HeaderValue` from `&str` copies
+/// into a new allocation); `None` if it is not a valid one.
+fn header_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+}
+
 /// The headers describing a live value (GET, HEAD and 304 answers).
-fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
-    stamp_headers(headers, entry.timestamp, Some(&entry.etag));
+fn entry_headers(headers: &mut HeaderMap, entry: Entry) {
+    stamp_headers(headers, entry.timestamp, Some(entry.etag));
     if let Some(at) = entry.expires_at {
         headers.insert(X_EXPIRES_AT, HeaderValue::from(at));
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_micros(at);
@@ -590,11 +596,7 @@ fn entry_headers(headers: &mut HeaderMap, entry: &Entry) {
             headers.insert(header::EXPIRES, v);
         }
     }
-    if let Some(owner) = entry
-        .owner
-        .as_deref()
-        .and_then(|o| HeaderValue::from_str(o).ok())
-    {
+    if let Some(owner) = entry.owner.and_then(header_value) {
         headers.insert(X_SESSION_OWNER, owner);
     }
     if let Some(at) = entry.lifetime_ends {
@@ -756,7 +758,7 @@ pub async fn patch_key(
     if was_created {
         created(&mut response, &location);
     }
-    stamp_headers(response.headers_mut(), newest, etag.as_deref());
+    stamp_headers(response.headers_mut(), newest, etag);
     Ok(response)
 }
 

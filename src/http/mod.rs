@@ -177,7 +177,7 @@ fn main_routes(metrics: MethodRouter<AppState>, openapi: MethodRouter<AppState>)
 
 /// CORS for browser frontends; off unless origins are configured.
 fn cors(origins: &[String]) -> Option<CorsLayer> {
-    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use axum::http::{HeaderValue, Method, header};
     let origins: Vec<&str> = origins
         .iter()
         .map(|o| o.trim())
@@ -191,7 +191,6 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    let custom = |name: &'static str| HeaderName::from_static(name);
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
@@ -205,15 +204,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
-                custom(headers::X_WRITE_TIMESTAMP),
-                custom(headers::X_TTL),
+                headers::X_WRITE_TIMESTAMP,
+                headers::X_TTL,
             ])
             .expose_headers([
                 header::ETAG,
                 header::LOCATION,
                 header::EXPIRES,
-                custom(headers::X_WRITE_TIMESTAMP),
-                custom(headers::X_EXPIRES_AT),
+                headers::X_WRITE_TIMESTAMP,
+                headers::X_EXPIRES_AT,
             ])
             .max_age(Duration::from_secs(600)),
     )
