@@ -1147,7 +1147,22 @@ async fn openapi_json_is_an_openapi_3_1_document_describing_every_endpoint() {
 /// The router over a fresh store, without a socket; the temp dir lives as long as it.
 async fn in_process_router(
     clock: tidemark::clock::ManualClock,
-) -> (axum::Router, tidemark::service::Service, tempfile::TempDir) {
+) -> (
+    tidemark::http::HttpApp,
+    tidemark::service::Service,
+    tempfile::TempDir,
+) {
+    in_process_app(clock, &tidemark::http::HttpOptions::default()).await
+}
+
+async fn in_process_app(
+    clock: tidemark::clock::ManualClock,
+    options: &tidemark::http::HttpOptions,
+) -> (
+    tidemark::http::HttpApp,
+    tidemark::service::Service,
+    tempfile::TempDir,
+) {
     use tidemark::metrics::Metrics;
     use tidemark::service::{Policy, Service};
     use tidemark::store::Durability;
@@ -1169,15 +1184,18 @@ async fn in_process_router(
     );
     let readiness = tidemark::http::Readiness::default();
     readiness.set_ready(true);
-    let router = tidemark::http::router(tidemark::http::AppState {
-        service: service.clone(),
-        readiness,
-    });
+    let router = tidemark::http::router_with(
+        tidemark::http::AppState {
+            service: service.clone(),
+            readiness,
+        },
+        options,
+    );
     (router, service, dir)
 }
 
 async fn oneshot(
-    router: &axum::Router,
+    router: &tidemark::http::HttpApp,
     request: Request<Body>,
 ) -> (u16, axum::http::HeaderMap, Vec<u8>) {
     let response = router
@@ -1283,4 +1301,143 @@ async fn docs_ui_sends_the_document_to_no_outside_validator() {
         script.contains("\"validatorUrl\": \"none\""),
         "the Swagger UI config must turn the validator badge off:\n{script}"
     );
+}
+
+/// Requests for one key skip axum's router; every answer, and every count in the
+/// metrics, must be what the router gives.
+#[tokio::test]
+async fn requests_for_one_key_are_answered_alike_with_and_without_the_router() {
+    let options = tidemark::http::HttpOptions {
+        auth_token: Some(tidemark::config::Secret("t0ken".into())),
+        ..Default::default()
+    };
+    let clock = || tidemark::clock::ManualClock::new(T0);
+    let (direct, direct_service, _dir1) = in_process_app(clock(), &options).await;
+    let (routed, routed_service, _dir2) = in_process_app(clock(), &options).await;
+    let routed = routed.without_direct_routes();
+    let ts = |n: u64| (T0 + n).to_string();
+    /// Method, URI, headers, body.
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<(&'static str, String)>,
+        Vec<u8>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "PUT",
+            "/keys/a",
+            vec![("x-write-timestamp", ts(1))],
+            b"one".to_vec(),
+        ),
+        (
+            "PUT",
+            "/keys/a",
+            vec![("x-write-timestamp", ts(1))],
+            b"one".to_vec(),
+        ),
+        (
+            "PUT",
+            "/keys/a",
+            vec![("x-write-timestamp", ts(0))],
+            b"old".to_vec(),
+        ),
+        ("PUT", "/keys/a", vec![], b"no timestamp".to_vec()),
+        (
+            "PUT",
+            "/keys/b",
+            vec![("x-write-timestamp", ts(1))],
+            vec![b'x'; 1025],
+        ),
+        (
+            "PUT",
+            "/keys/a%2Fb",
+            vec![("x-write-timestamp", ts(1))],
+            b"slash".to_vec(),
+        ),
+        ("GET", "/keys/a", vec![], vec![]),
+        ("HEAD", "/keys/a", vec![], vec![]),
+        (
+            "GET",
+            "/keys/a",
+            vec![("if-none-match", format!("\"{}\"", ts(1)))],
+            vec![],
+        ),
+        ("GET", "/keys/a%2Fb", vec![], vec![]),
+        ("GET", "/keys/missing", vec![], vec![]),
+        ("HEAD", "/keys/missing", vec![], vec![]),
+        ("GET", "/keys/%zz", vec![], vec![]),
+        ("POST", "/keys/a", vec![], vec![]),
+        ("OPTIONS", "/keys/a", vec![], vec![]),
+        (
+            "PATCH",
+            "/keys/a",
+            vec![
+                ("x-write-timestamp", ts(2)),
+                ("content-type", "application/merge-patch+json".into()),
+            ],
+            br#"{"f":1}"#.to_vec(),
+        ),
+        (
+            "DELETE",
+            "/keys/a",
+            vec![("x-write-timestamp", ts(3))],
+            vec![],
+        ),
+        (
+            "DELETE",
+            "/keys/a",
+            vec![("x-write-timestamp", ts(2))],
+            vec![],
+        ),
+        ("GET", "/keys/a", vec![], vec![]),
+        ("GET", "/keys/", vec![], vec![]),
+        ("GET", "/keys/a/", vec![], vec![]),
+        (
+            "POST",
+            "/keys/a/touch",
+            vec![("x-ttl", "60".into())],
+            vec![],
+        ),
+        ("GET", "/keys", vec![], vec![]),
+    ];
+    for with_token in [true, false] {
+        for (method, uri, headers, body) in &cases {
+            let request = || {
+                let mut request = Request::builder().method(*method).uri(*uri);
+                if with_token {
+                    request = request.header("authorization", "Bearer t0ken");
+                }
+                for (name, value) in headers {
+                    request = request.header(*name, value);
+                }
+                request.body(Body::from(body.clone())).expect("builds")
+            };
+            let want = oneshot(&routed, request()).await;
+            let got = oneshot(&direct, request()).await;
+            assert_eq!(got, want, "{method} {uri} (token: {with_token})");
+        }
+    }
+    let http_counts = |service: &tidemark::service::Service| {
+        let mut counts: Vec<_> = prometheus::core::Collector::collect(&service.metrics().requests)
+            .into_iter()
+            .flat_map(|mut family| family.take_metric())
+            .map(|m| {
+                let labels: Vec<_> = m.get_label().iter().map(|l| l.value().to_owned()).collect();
+                (labels, m.get_counter().get_value() as u64)
+            })
+            .filter(|(labels, _)| labels.first().is_some_and(|door| door == "http"))
+            .collect();
+        counts.sort();
+        counts
+    };
+    let counted = http_counts(&routed_service);
+    assert!(
+        counted
+            .iter()
+            .any(|(labels, _)| labels.iter().any(|l| l == "GET /keys/{key}"))
+    );
+    assert_eq!(http_counts(&direct_service), counted);
+    direct_service.close().await.expect("store closes");
+    routed_service.close().await.expect("store closes");
 }

@@ -64,6 +64,36 @@ impl FrontLayer {
     }
 }
 
+impl FrontLayer {
+    /// The same layer for the one route `route`, served without axum's router in
+    /// front (which names the route it matched in `MatchedPath`).
+    pub fn for_route(&self, route: &'static str) -> FrontRouteLayer {
+        FrontRouteLayer {
+            shared: self.0.clone(),
+            route,
+        }
+    }
+}
+
+/// [`FrontLayer`] for one route known in advance.
+#[derive(Clone)]
+pub struct FrontRouteLayer {
+    shared: Arc<Shared>,
+    route: &'static str,
+}
+
+impl<S> Layer<S> for FrontRouteLayer {
+    type Service = FrontService<S>;
+
+    fn layer(&self, inner: S) -> FrontService<S> {
+        FrontService {
+            shared: self.shared.clone(),
+            inner,
+            route: Some(self.route),
+        }
+    }
+}
+
 impl<S> Layer<S> for FrontLayer {
     type Service = FrontService<S>;
 
@@ -71,6 +101,7 @@ impl<S> Layer<S> for FrontLayer {
         FrontService {
             shared: self.0.clone(),
             inner,
+            route: None,
         }
     }
 }
@@ -80,6 +111,25 @@ impl<S> Layer<S> for FrontLayer {
 pub struct FrontService<S> {
     shared: Arc<Shared>,
     inner: S,
+    /// The route template when it is known without axum's `MatchedPath`.
+    route: Option<&'static str>,
+}
+
+/// The route template a request matched, for the access rule and the metrics label.
+enum RouteName {
+    Fixed(&'static str),
+    Matched(MatchedPath),
+    Unmatched,
+}
+
+impl RouteName {
+    fn template(&self) -> Option<&str> {
+        match self {
+            RouteName::Fixed(route) => Some(route),
+            RouteName::Matched(route) => Some(route.as_str()),
+            RouteName::Unmatched => None,
+        }
+    }
 }
 
 impl<S> Service<Request> for FrontService<S>
@@ -98,8 +148,15 @@ where
         let started = Instant::now();
         let front = &self.shared.front;
         let method = request.method().clone();
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let access = front.rules.access(route.as_ref(), request.uri().path());
+        let route = match self.route {
+            Some(route) => RouteName::Fixed(route),
+            None => request
+                .extensions()
+                .get::<MatchedPath>()
+                .cloned()
+                .map_or(RouteName::Unmatched, RouteName::Matched),
+        };
+        let access = front.rules.access(route.template(), request.uri().path());
         let refused = super::limits::refuse_large_headers(&request).or_else(|| {
             front
                 .token
@@ -152,7 +209,7 @@ pin_project! {
         shared: Arc<Shared>,
         started: Instant,
         method: Method,
-        route: Option<MatchedPath>,
+        route: RouteName,
     }
 }
 
@@ -209,7 +266,7 @@ where
             record(
                 this.shared,
                 this.method,
-                this.route.as_ref(),
+                this.route.template(),
                 &response,
                 *this.started,
             );
@@ -222,11 +279,11 @@ where
 fn record(
     shared: &Shared,
     method: &Method,
-    route: Option<&MatchedPath>,
+    route: Option<&str>,
     response: &Response,
     started: Instant,
 ) {
-    let route = route.map_or("unmatched", MatchedPath::as_str);
+    let route = route.unwrap_or("unmatched");
     let metrics = &shared.front.metrics;
     with_route_label(method, route, |label| {
         metrics

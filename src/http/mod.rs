@@ -17,14 +17,20 @@ pub mod state;
 
 pub use state::{AppState, Readiness};
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use axum::routing::{MethodRouter, any, get, post};
+use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::{Config, SwaggerUi};
@@ -61,21 +67,23 @@ impl Default for HttpOptions {
 
 /// The whole HTTP API with default options, ready to serve or to call in-process
 /// with `oneshot`.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> HttpApp {
     router_with(state, &HttpOptions::default())
 }
 
 /// Only `/metrics`, for a separate metrics address.
-pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(health::metrics))
-        .fallback(unknown_route)
-        .layer(middleware::map_response(problem::ensure_problem))
-        .with_state(state)
+pub fn metrics_router(state: AppState) -> HttpApp {
+    HttpApp::from(
+        Router::new()
+            .route("/metrics", get(health::metrics))
+            .fallback(unknown_route)
+            .layer(middleware::map_response(problem::ensure_problem))
+            .with_state(state),
+    )
 }
 
 /// The whole HTTP API.
-pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
+pub fn router_with(state: AppState, options: &HttpOptions) -> HttpApp {
     let max_value = state.service.policy().max_value_bytes;
     let metrics = if options.metrics_here {
         get(health::metrics)
@@ -86,7 +94,7 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     let request_timeout = options.request_timeout;
     let token_configured = options.auth_token.is_some();
     let openapi = get(move || async move { health::openapi_json_for(token_configured) });
-    let routes = main_routes(metrics, openapi)
+    let routes = main_routes(metrics, openapi, key_route())
         .map(|app| {
             app.fallback(unknown_route)
                 .method_not_allowed_fallback(wrong_method)
@@ -98,7 +106,7 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
     // Header limits, the token, the body limit, the request timeout, panics, the
     // problem+json shape of every error and the request metrics, in one layer: each
     // `Router::layer` costs allocations per request (front.rs).
-    let app = app.layer(FrontLayer::new(Front {
+    let front = FrontLayer::new(Front {
         metrics: state.service.metrics().clone(),
         token: auth,
         timeout: request_timeout,
@@ -106,7 +114,9 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         // One body limit: the value limit. Bodies over it are refused with 413 while
         // streaming, before they are buffered.
         body_limit: DefaultBodyLimit::max(max_value),
-    }));
+    });
+    let app = app.layer(front.clone());
+    let mut direct = true;
     // Per-request spans and failure lines at DEBUG, only when the log filter would
     // show them (`TIDEMARK_LOG=tower_http=debug`): otherwise the layer is skipped, as
     // it costs about a tenth of a GET's CPU for events nobody sees.
@@ -114,23 +124,110 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> Router {
         if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
             // 503s from /readyz while draining are expected, not errors worth an ERROR
             // line per health check; real 5xx causes are logged where they happen.
+            direct = false;
             app.layer(TraceLayer::new_for_http().on_failure(
                 tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
             ))
         } else {
             app
         };
-    let app = app.with_state(state);
-    match cors(&options.cors_origins) {
-        Some(layer) => app.layer(layer),
+    let app = app.with_state(state.clone());
+    let router = match cors(&options.cors_origins) {
+        Some(layer) => {
+            direct = false;
+            app.layer(layer)
+        }
         None => app,
+    };
+    // The layers above apply through the router only, so with either of them on every
+    // request takes the router.
+    // The route as the router holds it: the same fallback, then the same layer.
+    let key = direct.then(|| {
+        key_route()
+            .fallback(wrong_method)
+            .layer(front.for_route(KEY_ROUTE))
+            .with_state(state)
+    });
+    HttpApp { key, router }
+}
+
+/// The route of one key, the one nearly every request of a session store takes.
+const KEY_ROUTE: &str = "/keys/{key}";
+
+fn key_route() -> MethodRouter<AppState> {
+    get(keys::get_key)
+        .head(keys::head_key)
+        .put(keys::put_key)
+        .patch(keys::patch_key)
+        .delete(keys::delete_key)
+}
+
+/// Whether axum's router would route `path` to [`KEY_ROUTE`]: one non-empty segment
+/// after `/keys/` (no other route has that shape; a test checks both agree).
+fn is_key_path(path: &str) -> bool {
+    path.strip_prefix("/keys/")
+        .is_some_and(|key| !key.is_empty() && !key.contains('/'))
+}
+
+/// The HTTP API as one service: axum's router, except that requests for
+/// [`KEY_ROUTE`] go straight to that route, built as the router holds it.
+///
+/// axum's routing costs a request a tenth or more of an HTTP GET's instructions (the
+/// path parameters and the matched path as boxed request extensions, and the map that
+/// holds them; `bench/callgrind.sh`), and nearly every request of a session store
+/// names one key. The handlers read the key from the path themselves, so they need
+/// none of what the router adds. With tracing or CORS on, everything takes the
+/// router, which those layers wrap.
+#[derive(Clone)]
+pub struct HttpApp {
+    key: Option<MethodRouter>,
+    router: Router,
+}
+
+impl HttpApp {
+    /// The same API with every request taken by axum's router, for the tests that
+    /// check both ways answer alike.
+    #[doc(hidden)]
+    pub fn without_direct_routes(self) -> Self {
+        HttpApp {
+            key: None,
+            router: self.router,
+        }
+    }
+}
+
+impl From<Router> for HttpApp {
+    fn from(router: Router) -> Self {
+        HttpApp { key: None, router }
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for HttpApp
+where
+    B: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both are always ready: axum's router and method routers do no backpressure.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        match &mut self.key {
+            Some(key) if is_key_path(request.uri().path()) => key.call(request),
+            _ => self.router.call(request),
+        }
     }
 }
 
 /// The access rule of every route [`router_with`] serves: the OpenAPI document derives
 /// each operation's security and 401 from it, so the two cannot drift apart.
 pub fn access_rules() -> Rules {
-    main_routes(get(unknown_route), get(unknown_route))
+    main_routes(get(unknown_route), get(unknown_route), key_route())
         .merge(admin::routes())
         .into_parts()
         .1
@@ -139,18 +236,14 @@ pub fn access_rules() -> Rules {
 /// Every route outside `/admin`, with its rule. Health, readiness and the API
 /// description stay open for load balancers and humans; the keys and the metrics need
 /// the token.
-fn main_routes(metrics: MethodRouter<AppState>, openapi: MethodRouter<AppState>) -> Routes {
+fn main_routes(
+    metrics: MethodRouter<AppState>,
+    openapi: MethodRouter<AppState>,
+    key: MethodRouter<AppState>,
+) -> Routes {
     Routes::new()
         .route("/keys", Access::Token, get(keys::list_keys))
-        .route(
-            "/keys/{key}",
-            Access::Token,
-            get(keys::get_key)
-                .head(keys::head_key)
-                .put(keys::put_key)
-                .patch(keys::patch_key)
-                .delete(keys::delete_key),
-        )
+        .route(KEY_ROUTE, Access::Token, key)
         .route(
             "/owners/{owner}/sessions",
             Access::Token,
@@ -233,4 +326,33 @@ async fn wrong_method(request: Request) -> Problem {
             request.uri().path()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_route_is_the_only_declared_route_of_one_segment_under_keys() {
+        let rules = access_rules();
+        let shaped: Vec<_> = rules
+            .declared_routes()
+            .map(|(route, _)| route)
+            .filter(|route| is_key_path(route))
+            .collect();
+        assert_eq!(shaped, [KEY_ROUTE]);
+        for (path, taken) in [
+            ("/keys/a", true),
+            ("/keys/a%2Fb", true),
+            ("/keys/", false),
+            ("/keys//touch", false),
+            ("/keys/a/", false),
+            ("/keys/a/touch", false),
+            ("/keys", false),
+            ("/keysa", false),
+            ("//keys/a", false),
+        ] {
+            assert_eq!(is_key_path(path), taken, "{path}");
+        }
+    }
 }

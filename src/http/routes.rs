@@ -1,11 +1,10 @@
 //! Routes declared with their access rule: [`Routes::route`] registers a handler and
 //! records who may call it in the same call, so no route exists without a rule. The
-//! front middleware asks [`Rules::access`] which rule a request falls under.
+//! front layer asks [`Rules::access`] which rule a request falls under.
 
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::MatchedPath;
 use axum::routing::MethodRouter;
 
 use super::state::AppState;
@@ -44,9 +43,10 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The rule for a request to `path`, which matched `route` (`None`: no route).
-    pub fn access(&self, route: Option<&MatchedPath>, path: &str) -> Access {
-        if let Some(access) = route.and_then(|r| self.routes.get(r.as_str())) {
+    /// The rule for a request to `path`, which matched the route template `route`
+    /// (`None`: no route).
+    pub fn access(&self, route: Option<&str>, path: &str) -> Access {
+        if let Some(access) = route.and_then(|r| self.routes.get(r)) {
             return *access;
         }
         match self.areas.get(first_segment(path)) {

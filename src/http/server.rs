@@ -1,17 +1,18 @@
 //! The HTTP accept loop: hyper with a header-read timeout (slowloris), a connection
 //! cap, and graceful shutdown. axum's own `serve` exposes none of these knobs.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use super::HttpApp;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::Service;
 
 use super::limits;
 use crate::shutdown::Shutdown;
@@ -29,7 +30,7 @@ pub struct ServeOptions {
 
 /// Serve `app` on `listener` until `shutdown` is requested; then stop accepting and let
 /// in-flight requests finish (up to `options.shutdown_timeout`).
-pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, app: HttpApp, options: ServeOptions, shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -65,9 +66,13 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        // One copy of the app per connection, called in place: hyper calls a service
+        // through `&self`, and cloning the app per request instead copies the boxed
+        // handlers of the key route (`HttpApp`). The connection's requests are called
+        // one at a time from its own task, and every part of the app is always ready.
+        let app = RefCell::new(app.clone());
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            app.clone().oneshot(request)
+            app.borrow_mut().call(request)
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
