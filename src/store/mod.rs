@@ -188,6 +188,19 @@ macro_rules! engine {
     };
 }
 
+/// [`engine!`] for an async call: the PostgreSQL engine's future is boxed. Its futures
+/// hold a driver's query state (kilobytes), and an unboxed one would make every
+/// caller's future that large on the embedded engine too, where it is copied whole
+/// each time a request's future moves (an HTTP GET's was 4 KiB).
+macro_rules! engine_async {
+    ($store:expr, $engine:ident => $call:expr) => {
+        match $store {
+            Store::Redb($engine) => $call.await,
+            Store::Postgres($engine) => Box::pin($call).await,
+        }
+    };
+}
+
 impl Store {
     /// Open (or create) the embedded store in `options.data_dir`.
     pub fn open(options: &StoreOptions, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
@@ -210,7 +223,8 @@ impl Store {
             // A point read is one B-tree descent, almost always in redb's page cache:
             // cheaper inline than a hand-off to the blocking pool.
             Store::Redb(e) => e.get(key),
-            Store::Postgres(e) => e.get(key).await,
+            // Boxed, as in `engine_async!`.
+            Store::Postgres(e) => Box::pin(e.get(key)).await,
         }
     }
 
@@ -219,7 +233,7 @@ impl Store {
     pub async fn get_found(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
         match self {
             Store::Redb(e) => e.get_found(key),
-            Store::Postgres(e) => Ok(e.get(key).await?.map(Found::Own)),
+            Store::Postgres(e) => Ok(Box::pin(e.get(key)).await?.map(Found::Own)),
         }
     }
 
@@ -227,7 +241,7 @@ impl Store {
     pub async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, StoreError> {
         match self {
             Store::Redb(e) => e.get_many(keys).await,
-            Store::Postgres(e) => e.get_many(&keys).await,
+            Store::Postgres(e) => Box::pin(e.get_many(&keys)).await,
         }
     }
 
@@ -241,7 +255,7 @@ impl Store {
     ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
         match self {
             Store::Redb(e) => e.owned(owner.to_string(), after, limit).await,
-            Store::Postgres(e) => e.owned(owner, after.as_deref(), limit).await,
+            Store::Postgres(e) => Box::pin(e.owned(owner, after.as_deref(), limit)).await,
         }
     }
 
@@ -252,7 +266,7 @@ impl Store {
         write: GuardedWrite,
         clock: GuardClock,
     ) -> Result<Guarded, StoreError> {
-        engine!(self, e => e.guarded_write(write, clock).await)
+        engine_async!(self, e => e.guarded_write(write, clock))
     }
 
     /// Guarded writes applied in order as one unit (all or nothing on an engine
@@ -262,7 +276,7 @@ impl Store {
         writes: Vec<GuardedWrite>,
         clock: GuardClock,
     ) -> Result<Vec<Guarded>, StoreError> {
-        engine!(self, e => e.guarded_batch(writes, clock).await)
+        engine_async!(self, e => e.guarded_batch(writes, clock))
     }
 
     /// Atomic read-modify-write of one key: `change` sees the stored record and returns
@@ -273,7 +287,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(Option<Record>) -> (Option<Record>, T) + Send + 'static,
     {
-        engine!(self, e => e.update(key, change).await)
+        engine_async!(self, e => e.update(key, change))
     }
 
     /// Up to `limit` stored records of `range`, in key order, tombstones and expired
@@ -285,7 +299,7 @@ impl Store {
     ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
         match self {
             Store::Redb(e) => e.scan_range(range, limit).await,
-            Store::Postgres(e) => e.scan(range, limit).await,
+            Store::Postgres(e) => Box::pin(e.scan(range, limit)).await,
         }
     }
 
@@ -300,7 +314,7 @@ impl Store {
     pub async fn counts(&self, now: u64) -> Result<Counts, StoreError> {
         match self {
             Store::Redb(e) => e.counts_async(now).await,
-            Store::Postgres(e) => e.counts(now).await,
+            Store::Postgres(e) => Box::pin(e.counts(now)).await,
         }
     }
 
@@ -308,26 +322,26 @@ impl Store {
     pub async fn size_bytes(&self) -> Result<u64, StoreError> {
         match self {
             Store::Redb(e) => Ok(e.file_size()),
-            Store::Postgres(e) => e.size_bytes().await,
+            Store::Postgres(e) => Box::pin(e.size_bytes()).await,
         }
     }
 
     /// Remove up to `limit` records whose guard lapsed at or before server time `cutoff`.
     pub async fn purge(&self, cutoff: u64, limit: usize) -> Result<Purged, StoreError> {
-        engine!(self, e => e.purge(cutoff, limit).await)
+        engine_async!(self, e => e.purge(cutoff, limit))
     }
 
     /// Remove every record, tombstones included.
     pub async fn clear(&self) -> Result<(), StoreError> {
         match self {
             Store::Redb(e) => e.write(|batch| batch.clear()).await,
-            Store::Postgres(e) => e.clear().await,
+            Store::Postgres(e) => Box::pin(e.clear()).await,
         }
     }
 
     /// Make every write acknowledged so far durable, whatever the durability mode.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        engine!(self, e => e.flush().await)
+        engine_async!(self, e => e.flush())
     }
 
     /// Whether writes acknowledged in relaxed mode are waiting to be made durable.
@@ -337,7 +351,7 @@ impl Store {
 
     /// Make everything durable and stop the engine's background work.
     pub async fn close(&self) -> Result<(), StoreError> {
-        engine!(self, e => e.close().await)
+        engine_async!(self, e => e.close())
     }
 
     /// A consistent copy of the whole store as a database file (see [`Snapshot`]).
