@@ -1,13 +1,13 @@
 //! The one layer every HTTP request passes: header limits (431), then the token (401)
-//! if its route's [`Access`] asks for one, then the body limit and the handler — under
-//! the request timeout (503) unless it is an admin route — with a handler's panic
-//! answered 500, any other error that is not problem+json rewritten into one, and
-//! every answer counted by route template and status.
+//! if its route's [`Access`](super::routes::Access) asks for one, then the body limit
+//! and the handler — under the request timeout (503) unless it is an admin route —
+//! with a handler's panic answered 500, any other error that is not problem+json
+//! rewritten into one, and every answer counted by route template and status.
 //!
 //! It is a hand-written tower [`Layer`] rather than axum middleware, and all of it is
 //! one layer, because of what axum does with each `Router::layer`: it wraps every
 //! route in one more boxed service, and calling a route clones the box chain below it
-//! and boxes its future. With the checks as five layers (`from_fn`, `map_response`,
+//! and boxes its future. With the checks as four layers (`from_fn`, `map_response`,
 //! `DefaultBodyLimit`, `CatchPanicLayer`) an HTTP GET made 58 heap allocations, 19 of
 //! them clones of boxed services (`bench/callgrind.sh`, docs/BENCHMARKS.md).
 

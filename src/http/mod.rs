@@ -1,5 +1,6 @@
-//! The HTTP/JSON front door: [`router`] builds the axum app; [`server::serve`] runs
-//! it on a bound listener until a shutdown future resolves.
+//! The HTTP/JSON front door: [`router`] builds the app ([`HttpApp`]: axum's router,
+//! with the key route served directly); [`server::serve`] runs it on a bound listener
+//! until a shutdown future resolves.
 
 pub mod admin;
 pub mod batch;
@@ -139,9 +140,9 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> HttpApp {
         }
         None => app,
     };
-    // The layers above apply through the router only, so with either of them on every
-    // request takes the router.
-    // The route as the router holds it: the same fallback, then the same layer.
+    // The key route as the router holds it: the same fallback, then the same layer.
+    // Tracing and CORS wrap the router alone, so with either on every request takes
+    // the router.
     let key = direct.then(|| {
         key_route()
             .fallback(wrong_method)
@@ -170,7 +171,7 @@ fn is_key_path(path: &str) -> bool {
 }
 
 /// The HTTP API as one service: axum's router, except that requests for
-/// [`KEY_ROUTE`] go straight to that route, built as the router holds it.
+/// `/keys/{key}` go straight to that route, built as the router holds it.
 ///
 /// axum's routing costs a request a tenth or more of an HTTP GET's instructions (the
 /// path parameters and the matched path as boxed request extensions, and the map that
