@@ -147,7 +147,7 @@ impl Model {
                 content_type,
                 expires_at,
             } if expires_at.is_none_or(|at| self.now < at) => Some(Entry {
-                value: VALUES[value].to_vec(),
+                value: VALUES[value].to_vec().into(),
                 content_type: CONTENT_TYPES[content_type].to_string(),
                 timestamp: kept.timestamp,
                 expires_at,

@@ -1245,7 +1245,7 @@ async fn in_process_put_then_get_round_trips_and_stale_put_is_409() {
     assert_eq!(body, b"v1");
     // The service saw the decoded key.
     let entry = service.get(b"a/b".to_vec()).await.expect("read");
-    assert_eq!(entry.map(|e| e.value), Some(b"v1".to_vec()));
+    assert_eq!(entry.map(|e| e.value.to_vec()), Some(b"v1".to_vec()));
     service.close().await.expect("store closes");
 }
 

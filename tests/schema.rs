@@ -589,7 +589,7 @@ async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
     assert_eq!(
         service.get(b"session:ttl".to_vec()).await.expect("get"),
         Some(Entry {
-            value: b"{\"user\":42}".to_vec(),
+            value: b"{\"user\":42}".to_vec().into(),
             content_type: "application/json".into(),
             timestamp: T0 + 1,
             expires_at: Some(T0 + 3600 * SECOND),
@@ -601,7 +601,7 @@ async fn golden_v1_file_serves_reads_guards_and_sweeps_as_written() {
     assert_eq!(
         service.get(b"empty".to_vec()).await.expect("get"),
         Some(Entry {
-            value: Vec::new(),
+            value: Vec::new().into(),
             content_type: "application/octet-stream".into(),
             timestamp: T0 + 4,
             expires_at: None,
@@ -1030,7 +1030,7 @@ async fn golden_v2_file_serves_owners_fields_and_sweeps_as_written() {
     assert_eq!(
         service.get(b"session:alice-1".to_vec()).await.expect("get"),
         Some(Entry {
-            value: b"{\"user\":42}".to_vec(),
+            value: b"{\"user\":42}".to_vec().into(),
             content_type: "application/json".into(),
             timestamp: T0 + 1,
             expires_at: Some(T0 + 3601 * SECOND),
@@ -1064,7 +1064,7 @@ async fn golden_v2_file_serves_owners_fields_and_sweeps_as_written() {
         .await
         .expect("get")
         .expect("live");
-    assert_eq!(doc.value, b"{\"theme\":\"light\",\"user\":43}");
+    assert_eq!(&doc.value[..], b"{\"theme\":\"light\",\"user\":43}");
     assert_eq!(doc.owner.as_deref(), Some("alice"), "the owner sticks");
 
     assert_eq!(

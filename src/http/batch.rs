@@ -137,7 +137,7 @@ pub async fn batch_get(
                 etag: None,
             },
             Some(entry) => {
-                let (value, encoding) = match String::from_utf8(entry.value) {
+                let (value, encoding) = match String::from_utf8(entry.value.into()) {
                     Ok(text) => (text, ValueEncoding::Utf8),
                     Err(bytes) => (
                         base64::engine::general_purpose::STANDARD.encode(bytes.into_bytes()),

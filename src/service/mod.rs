@@ -52,7 +52,9 @@ pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 /// A live value as read by a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub value: Vec<u8>,
+    /// The value's bytes: shared with the store's record cache when the record came
+    /// from there (no copy), else the reader's own.
+    pub value: bytes::Bytes,
     pub content_type: String,
     /// The newest timestamp of anything in the value.
     pub timestamp: u64,
@@ -260,8 +262,8 @@ impl Service {
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Entry>, ServiceError> {
         self.check_key(&key)?;
         let now = self.now();
-        let record = self.store.get(&key).await?;
-        Ok(record.and_then(|r| live_entry(r, now)))
+        let found = self.store.get_found(&key).await?;
+        Ok(found.and_then(|found| live_found_entry(found, now)))
     }
 
     /// The live value of `key` alone, for answers that carry nothing else (Tyrant
@@ -533,7 +535,7 @@ impl Service {
         Ok(keys
             .into_iter()
             .zip(records)
-            .filter_map(|(key, record)| Some((key, live_entry(record?, now)?.value)))
+            .filter_map(|(key, record)| Some((key, live_entry(record?, now)?.value.into())))
             .collect())
     }
 
@@ -727,10 +729,46 @@ impl LiveValue {
     pub fn bytes(&self) -> &[u8] {
         match &self.0.state {
             State::Live { value, .. } => value,
-            // Never built from a tombstone (`Service::get_value` checks).
+            // Never built from a tombstone (`Service::get_value` and
+            // `live_found_entry` check).
             State::Tombstone { .. } => &[],
         }
     }
+}
+
+impl AsRef<[u8]> for LiveValue {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+/// [`live_entry`] for a record that may be shared with the record cache: the value's
+/// bytes stay where they are, and only the metadata is copied.
+fn live_found_entry(found: Found, now: u64) -> Option<Entry> {
+    let record = match found {
+        Found::Own(record) => return live_entry(record, now),
+        Found::Shared(record) => record,
+    };
+    if !record.is_live(now) {
+        return None;
+    }
+    let State::Live {
+        content_type,
+        expires_at,
+        ..
+    } = &record.state
+    else {
+        return None;
+    };
+    Some(Entry {
+        content_type: content_type.clone(),
+        timestamp: record.timestamp,
+        expires_at: *expires_at,
+        etag: record.etag(),
+        owner: record.meta.owner.clone(),
+        lifetime_ends: record.meta.lifetime_ends,
+        value: bytes::Bytes::from_owner(LiveValue(Found::Shared(record))),
+    })
 }
 
 fn live_entry(record: Record, now: u64) -> Option<Entry> {
@@ -744,7 +782,7 @@ fn live_entry(record: Record, now: u64) -> Option<Entry> {
             content_type,
             expires_at,
         } => Some(Entry {
-            value,
+            value: value.into(),
             content_type,
             timestamp: record.timestamp,
             expires_at,
@@ -753,5 +791,32 @@ fn live_entry(record: Record, now: u64) -> Option<Entry> {
             lifetime_ends: record.meta.lifetime_ends,
         }),
         State::Tombstone { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod found_entry_tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_record_reads_as_the_entry_of_its_own_copy() {
+        let mut record = Record::live(7, b"value".to_vec(), "text/plain".into(), Some(100));
+        record.meta.owner = Some("user:7".into());
+        record.meta.lifetime_ends = Some(200);
+        let shared = Arc::new(record.clone());
+        let entry = live_found_entry(Found::Shared(shared.clone()), 50);
+        assert_eq!(entry, live_entry(record.clone(), 50));
+        assert_eq!(
+            entry.map(|e| e.value),
+            Some(bytes::Bytes::from_static(b"value"))
+        );
+        assert_eq!(
+            live_found_entry(Found::Own(record), 50),
+            live_entry(shared.as_ref().clone(), 50)
+        );
+        // Expired, and a tombstone: no entry, shared or not.
+        assert_eq!(live_found_entry(Found::Shared(shared), 100), None);
+        let tombstone = Arc::new(Record::tombstone(8, 8));
+        assert_eq!(live_found_entry(Found::Shared(tombstone), 50), None);
     }
 }

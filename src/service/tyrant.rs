@@ -80,12 +80,12 @@ impl Service {
                         (value, DEFAULT_CONTENT_TYPE.to_string())
                     }
                     (PutMode::Concat, Some(old)) => {
-                        let mut v = old.value;
+                        let mut v = Vec::from(old.value);
                         v.extend_from_slice(&value);
                         (v, old.content_type)
                     }
                     (PutMode::ShiftLeft(width), Some(old)) => {
-                        let mut v = old.value;
+                        let mut v = Vec::from(old.value);
                         v.extend_from_slice(&value);
                         let cut = v.len().saturating_sub(width);
                         v.drain(..cut);
@@ -140,8 +140,7 @@ impl Service {
                 let timestamp = server_stamp(stored.as_ref(), now);
                 let meta = carried_meta(stored.as_ref(), now, lifetime);
                 let live = stored.and_then(|r| live_entry(r, now));
-                let Some((value, answer)) = update(live.as_ref().map(|e| e.value.as_slice()))
-                else {
+                let Some((value, answer)) = update(live.as_ref().map(|e| &e.value[..])) else {
                     return (None, None);
                 };
                 let content_type = live

@@ -536,7 +536,7 @@ impl Connection<'_> {
             }
             b"get" => {
                 let entry = service.get(args.next()?).await.ok()??;
-                Some(vec![entry.value])
+                Some(vec![entry.value.into()])
             }
             b"putlist" => {
                 let mut ok = true;
