@@ -742,56 +742,54 @@ impl AsRef<[u8]> for LiveValue {
     }
 }
 
-/// [`live_entry`] for a record that may be shared with the record cache: the value's
-/// bytes stay where they are, and only the metadata is copied.
+/// The entry of a live record; for one shared with the record cache, the value's
+/// bytes stay where they are and only the metadata is copied.
 fn live_found_entry(found: Found, now: u64) -> Option<Entry> {
-    let record = match found {
-        Found::Own(record) => return live_entry(record, now),
-        Found::Shared(record) => record,
-    };
-    if !record.is_live(now) {
+    if !found.is_live(now) {
         return None;
     }
-    let State::Live {
-        content_type,
-        expires_at,
-        ..
-    } = &record.state
-    else {
-        return None;
+    let etag = found.etag();
+    let (timestamp, lifetime_ends) = (found.timestamp, found.meta.lifetime_ends);
+    let (value, content_type, expires_at, owner) = match found {
+        Found::Own(Record {
+            state:
+                State::Live {
+                    value,
+                    content_type,
+                    expires_at,
+                },
+            meta,
+            ..
+        }) => (value.into(), content_type, expires_at, meta.owner),
+        Found::Shared(record) => {
+            let State::Live {
+                content_type,
+                expires_at,
+                ..
+            } = &record.state
+            else {
+                return None;
+            };
+            let (content_type, expires_at, owner) =
+                (content_type.clone(), *expires_at, record.meta.owner.clone());
+            let value = bytes::Bytes::from_owner(LiveValue(Found::Shared(record)));
+            (value, content_type, expires_at, owner)
+        }
+        Found::Own(_) => return None,
     };
     Some(Entry {
-        content_type: content_type.clone(),
-        timestamp: record.timestamp,
-        expires_at: *expires_at,
-        etag: record.etag(),
-        owner: record.meta.owner.clone(),
-        lifetime_ends: record.meta.lifetime_ends,
-        value: bytes::Bytes::from_owner(LiveValue(Found::Shared(record))),
+        value,
+        content_type,
+        timestamp,
+        expires_at,
+        etag,
+        owner,
+        lifetime_ends,
     })
 }
 
 fn live_entry(record: Record, now: u64) -> Option<Entry> {
-    if !record.is_live(now) {
-        return None;
-    }
-    let etag = record.etag();
-    match record.state {
-        State::Live {
-            value,
-            content_type,
-            expires_at,
-        } => Some(Entry {
-            value: value.into(),
-            content_type,
-            timestamp: record.timestamp,
-            expires_at,
-            etag,
-            owner: record.meta.owner,
-            lifetime_ends: record.meta.lifetime_ends,
-        }),
-        State::Tombstone { .. } => None,
-    }
+    live_found_entry(Found::Own(record), now)
 }
 
 #[cfg(test)]

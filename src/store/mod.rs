@@ -217,22 +217,16 @@ impl Store {
             .map(Store::Postgres)
     }
 
-    /// The record stored for `key`, tombstones and expired values included.
-    pub async fn get(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+    /// The record stored for `key`, tombstones and expired values included. The
+    /// embedded engine hands out the one its record cache holds, shared, instead of a
+    /// copy; a record from a memtable, from PostgreSQL or with the cache off is the
+    /// reader's own.
+    pub async fn get_found(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
         match self {
             // A point read is one B-tree descent, almost always in redb's page cache:
             // cheaper inline than a hand-off to the blocking pool.
-            Store::Redb(e) => e.get(key),
-            // Boxed, as in `engine_async!`.
-            Store::Postgres(e) => Box::pin(e.get(key)).await,
-        }
-    }
-
-    /// [`Store::get`], for a reader that only looks at the record: the embedded engine
-    /// hands out the one its record cache holds instead of a copy.
-    pub async fn get_found(&self, key: &[u8]) -> Result<Option<Found>, StoreError> {
-        match self {
             Store::Redb(e) => e.get_found(key),
+            // Boxed, as in `engine_async!`.
             Store::Postgres(e) => Ok(Box::pin(e.get(key)).await?.map(Found::Own)),
         }
     }
