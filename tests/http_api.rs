@@ -969,6 +969,35 @@ async fn wrong_method_is_405_problem_with_allow() {
     api.stop().await;
 }
 
+/// The key route's `Allow` list is written out by hand: every method it names must be
+/// served, and every method it leaves out must be refused.
+#[tokio::test]
+async fn the_key_routes_allow_list_names_exactly_the_methods_it_serves() {
+    let api = Api::start().await;
+    let response = send(api.request(Method::POST, "/keys/k")).await;
+    let allow = header(response.headers(), "allow");
+    problem_of_kind(response, 405, "method-not-allowed").await;
+    let named: Vec<&str> = allow.split(',').collect();
+    for method in [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::POST,
+        Method::OPTIONS,
+        Method::TRACE,
+    ] {
+        let status = send(api.request(method.clone(), "/keys/k")).await.status();
+        assert_eq!(
+            status != 405,
+            named.contains(&method.as_str()),
+            "{method}: {status}, Allow: {allow}"
+        );
+    }
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_docs_asset_is_404_problem() {
     let api = Api::start().await;

@@ -1,14 +1,19 @@
 //! `/keys` handlers: thin translations between HTTP and [`Service`] calls.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
+use tower::Service;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{KnownFormat, SchemaFormat};
 use utoipa::{IntoParams, ToSchema};
@@ -81,14 +86,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let segment = parts
-            .uri
-            .path()
-            .strip_prefix("/keys/")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default();
-        decode_segment(segment).map(Key)
+        path_key(parts.uri.path()).map(Key)
     }
+}
+
+/// The key a `/keys/{key}…` path names: its second segment, percent-decoded.
+fn path_key(path: &str) -> Result<Vec<u8>, Problem> {
+    let segment = path
+        .strip_prefix("/keys/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    decode_segment(segment)
 }
 
 /// Percent-decode one path segment to bytes; malformed escapes are refused rather than
@@ -433,13 +441,10 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<String>) 
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn put_key(
-    State(state): State<AppState>,
-    Key(key): Key,
-    mut request: Request,
-) -> Result<Response, Problem> {
-    // The headers are moved out, not copied as the HeaderMap extractor would; reading
-    // the body needs only the body and the limit in the extensions.
+pub async fn put_key(state: AppState, mut request: Request) -> Result<Response, Problem> {
+    let key = path_key(request.uri().path())?;
+    // The headers are moved out, not copied; reading the body needs only the body and
+    // the limit in the extensions.
     let headers = std::mem::take(request.headers_mut());
     let value = Bytes::from_request(request, &state).await;
     let timestamp = write_timestamp(&headers)?;
@@ -502,12 +507,14 @@ pub async fn put_key(
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn get_key(
-    State(state): State<AppState>,
-    Key(key): Key,
-    IfNoneMatch(if_none_match): IfNoneMatch,
-) -> Result<Response, Problem> {
-    let if_none_match = if_none_match.as_ref().map(entity_tags);
+pub async fn get_key(state: AppState, request: Request) -> Result<Response, Problem> {
+    let key = path_key(request.uri().path())?;
+    // `If-None-Match` is the one header a read looks at.
+    let if_none_match = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .map(entity_tags);
+    drop(request);
     let Some(entry) = state.service.get(key).await? else {
         return Err(Problem::not_found("no live value for this key"));
     };
@@ -548,26 +555,68 @@ pub async fn get_key(
         (status = 503, description = "The store could not answer (no body); see GET.", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn head_key(
-    state: State<AppState>,
-    key: Key,
-    if_none_match: IfNoneMatch,
-) -> Result<Response, Problem> {
-    // axum drops the body of every HEAD response and keeps its Content-Length.
-    get_key(state, key, if_none_match).await
+pub async fn head_key(state: AppState, request: Request) -> Result<Response, Problem> {
+    // The body is dropped on the way out, keeping its Content-Length (`KeyRoute`).
+    get_key(state, request).await
 }
 
-/// The request's `If-None-Match`, the one header a read looks at: extracted alone,
-/// because the `HeaderMap` extractor clones every header of the request.
-pub struct IfNoneMatch(Option<HeaderValue>);
+/// The methods of `/keys/{key}`, as one service: the route nearly every request of a
+/// session store takes, called by axum's router and, without it, by
+/// [`HttpApp`](super::HttpApp).
+///
+/// Written out rather than built from axum handlers: a method router clones a boxed
+/// service and boxes a future at each of its levels per request, and its extractors
+/// add their own (`bench/callgrind.sh`). A request here costs one boxed future. A
+/// method it does not serve is answered 405 with `Allow`, as axum's method router
+/// answers; whoever calls it sets `Content-Length` and drops a HEAD answer's body
+/// (axum's router does, and so does `HttpApp`).
+#[derive(Clone)]
+pub struct KeyRoute {
+    state: AppState,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
-    type Rejection = std::convert::Infallible;
+/// The `Allow` header of a 405 from [`KeyRoute`], in axum's form.
+const KEY_METHODS: &str = "GET,HEAD,PUT,PATCH,DELETE";
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(IfNoneMatch(
-            parts.headers.get(header::IF_NONE_MATCH).cloned(),
-        ))
+/// What a call of [`KeyRoute`] returns.
+pub type KeyFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl KeyRoute {
+    pub fn new(state: AppState) -> Self {
+        KeyRoute { state }
+    }
+}
+
+impl Service<Request> for KeyRoute {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = KeyFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> KeyFuture {
+        let state = self.state.clone();
+        Box::pin(async move {
+            let answer = match *request.method() {
+                Method::GET => get_key(state, request).await,
+                Method::HEAD => head_key(state, request).await,
+                Method::PUT => put_key(state, request).await,
+                Method::PATCH => patch_key(state, request).await,
+                Method::DELETE => delete_key(state, request).await,
+                _ => {
+                    let mut response =
+                        Problem::method_not_allowed(request.method(), request.uri().path())
+                            .into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(KEY_METHODS));
+                    return Ok(response);
+                }
+            };
+            Ok(answer.into_response())
+        })
     }
 }
 
@@ -631,11 +680,9 @@ fn entry_headers(headers: &mut HeaderMap, entry: Entry) {
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn delete_key(
-    State(state): State<AppState>,
-    Key(key): Key,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
+pub async fn delete_key(state: AppState, request: Request) -> Result<Response, Problem> {
+    let key = path_key(request.uri().path())?;
+    let headers = request.into_parts().0.headers;
     let timestamp = write_timestamp(&headers)?;
     let options = write_options(&headers, false)?;
     state.service.delete(key, timestamp, options).await?;
@@ -711,12 +758,10 @@ value_schema!(
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn patch_key(
-    State(state): State<AppState>,
-    Key(key): Key,
-    headers: HeaderMap,
-    body_bytes: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
+pub async fn patch_key(state: AppState, mut request: Request) -> Result<Response, Problem> {
+    let key = path_key(request.uri().path())?;
+    let headers = std::mem::take(request.headers_mut());
+    let body_bytes = Bytes::from_request(request, &state).await;
     let timestamp = write_timestamp(&headers)?;
     let ttl = ttl(&headers)?;
     let options = write_options(&headers, false)?;

@@ -19,25 +19,28 @@ pub mod state;
 pub use state::{AppState, Readiness};
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::HttpBody;
+use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
-use axum::routing::{MethodRouter, any, get, post};
-use tower::Service;
+use axum::routing::{MethodRouter, any, any_service, get, post};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::config::Secret;
-use front::{Front, FrontLayer};
+use front::{Front, FrontFuture, FrontLayer, FrontService};
+use keys::{KeyFuture, KeyRoute};
 use problem::Problem;
 use routes::{Access, Routes, Rules};
 
@@ -95,7 +98,8 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> HttpApp {
     let request_timeout = options.request_timeout;
     let token_configured = options.auth_token.is_some();
     let openapi = get(move || async move { health::openapi_json_for(token_configured) });
-    let routes = main_routes(metrics, openapi, key_route())
+    let key_route = any_service(KeyRoute::new(state.clone()));
+    let routes = main_routes(metrics, openapi, key_route)
         .map(|app| {
             app.fallback(unknown_route)
                 .method_not_allowed_fallback(wrong_method)
@@ -140,28 +144,14 @@ pub fn router_with(state: AppState, options: &HttpOptions) -> HttpApp {
         }
         None => app,
     };
-    // The key route as the router holds it: the same fallback, then the same layer.
-    // Tracing and CORS wrap the router alone, so with either on every request takes
-    // the router.
-    let key = direct.then(|| {
-        key_route()
-            .fallback(wrong_method)
-            .layer(front.for_route(KEY_ROUTE))
-            .with_state(state)
-    });
+    // The key route behind the same layer as in the router. Tracing and CORS wrap the
+    // router alone, so with either on every request takes the router.
+    let key = direct.then(|| front.for_route(KEY_ROUTE).layer(KeyRoute::new(state)));
     HttpApp { key, router }
 }
 
 /// The route of one key, the one nearly every request of a session store takes.
 const KEY_ROUTE: &str = "/keys/{key}";
-
-fn key_route() -> MethodRouter<AppState> {
-    get(keys::get_key)
-        .head(keys::head_key)
-        .put(keys::put_key)
-        .patch(keys::patch_key)
-        .delete(keys::delete_key)
-}
 
 /// Whether axum's router would route `path` to [`KEY_ROUTE`]: one non-empty segment
 /// after `/keys/` (no other route has that shape; a test checks both agree).
@@ -171,7 +161,8 @@ fn is_key_path(path: &str) -> bool {
 }
 
 /// The HTTP API as one service: axum's router, except that requests for
-/// `/keys/{key}` go straight to that route, built as the router holds it.
+/// `/keys/{key}` go straight to that route ([`KeyRoute`] behind the front layer, as
+/// the router holds it).
 ///
 /// axum's routing costs a request a tenth or more of an HTTP GET's instructions (the
 /// path parameters and the matched path as boxed request extensions, and the map that
@@ -181,7 +172,7 @@ fn is_key_path(path: &str) -> bool {
 /// router, which those layers wrap.
 #[derive(Clone)]
 pub struct HttpApp {
-    key: Option<MethodRouter>,
+    key: Option<FrontService<KeyRoute>>,
     router: Router,
 }
 
@@ -210,25 +201,72 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = AppFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both are always ready: axum's router and method routers do no backpressure.
+        // Both are always ready: axum's router and the key route do no backpressure.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: axum::http::Request<B>) -> AppFuture {
         match &mut self.key {
-            Some(key) if is_key_path(request.uri().path()) => key.call(request),
-            _ => self.router.call(request),
+            Some(key) if is_key_path(request.uri().path()) => AppFuture::Key {
+                head: request.method() == Method::HEAD,
+                answer: key.call(request.map(Body::new)),
+            },
+            _ => AppFuture::Router {
+                answer: self.router.call(request),
+            },
         }
+    }
+}
+
+pin_project! {
+    /// The answer of [`HttpApp`].
+    #[project = AppFutureProj]
+    pub enum AppFuture {
+        /// From the key route, to finish as axum's method router finishes its answers.
+        Key { #[pin] answer: FrontFuture<KeyFuture>, head: bool },
+        /// From axum's router.
+        Router { #[pin] answer: RouteFuture<Infallible> },
+    }
+}
+
+impl Future for AppFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AppFutureProj::Key { answer, head } => {
+                let Ok(mut response) = ready!(answer.poll(cx));
+                finish_key_answer(&mut response, *head);
+                Poll::Ready(Ok(response))
+            }
+            AppFutureProj::Router { answer } => answer.poll(cx),
+        }
+    }
+}
+
+/// What axum's method router does to every answer it returns, done for the key route
+/// when it is called without the router: `Content-Length` when the body's size is
+/// known and the header is not set, and no body for HEAD.
+fn finish_key_answer(response: &mut Response, head: bool) {
+    if !response.headers().contains_key(header::CONTENT_LENGTH)
+        && let Some(size) = response.body().size_hint().exact()
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if head {
+        *response.body_mut() = Body::empty();
     }
 }
 
 /// The access rule of every route [`router_with`] serves: the OpenAPI document derives
 /// each operation's security and 401 from it, so the two cannot drift apart.
 pub fn access_rules() -> Rules {
-    main_routes(get(unknown_route), get(unknown_route), key_route())
+    main_routes(get(unknown_route), get(unknown_route), get(unknown_route))
         .merge(admin::routes())
         .into_parts()
         .1
@@ -317,16 +355,7 @@ async fn unknown_route(request: Request) -> Problem {
 }
 
 async fn wrong_method(request: Request) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        format!(
-            "{} is not supported on {}",
-            request.method(),
-            request.uri().path()
-        ),
-    )
+    Problem::method_not_allowed(request.method(), request.uri().path())
 }
 
 #[cfg(test)]
