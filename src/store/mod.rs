@@ -17,6 +17,7 @@ pub mod redb;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
@@ -255,12 +256,19 @@ impl Store {
 
     /// Apply one guarded put or delete if the guard lets it, atomically with the
     /// decision; the answer says what happened.
-    pub async fn guarded_write(
+    ///
+    /// The engine's future itself, not an `async fn` around it (as in
+    /// `RedbStore::guarded_write`): that would hold the write twice more.
+    pub fn guarded_write(
         &self,
         write: GuardedWrite,
         clock: GuardClock,
-    ) -> Result<Guarded, StoreError> {
-        engine_async!(self, e => e.guarded_write(write, clock))
+    ) -> impl Future<Output = Result<Guarded, StoreError>> {
+        match self {
+            Store::Redb(e) => Either::Left(e.guarded_write(write, clock)),
+            // Boxed, as in `engine_async!`.
+            Store::Postgres(e) => Either::Right(Box::pin(e.guarded_write(write, clock))),
+        }
     }
 
     /// Guarded writes applied in order as one unit (all or nothing on an engine

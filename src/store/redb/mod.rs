@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use redb::{
@@ -197,11 +198,13 @@ impl RedbStore {
     /// `op` runs under the write lock, so it must be short and must not block.
     /// It must only return `Err` for engine failures: nothing it staged is applied.
     /// Refusals (stale writes and the like) are part of `T`.
-    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    pub fn write<T, F>(&self, op: F) -> impl Future<Output = Result<T, StoreError>>
     where
         F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
     {
-        self.inner.core.write(op, false).await
+        // The core's future itself, not one more async layer around it: that would
+        // hold a second copy of `op` (see `guarded_write`).
+        self.inner.core.write(op, false)
     }
 
     /// Make every write so far durable (the write-ahead log is synced), whatever the
@@ -405,22 +408,27 @@ impl RedbStore {
     }
 
     /// One guarded write, decided by [`guard::resolve`] under the write lock.
-    pub async fn guarded_write(
+    ///
+    /// Not an `async fn`: one would keep `write` as its argument beside the future
+    /// that took it, and every async layer of a write's way down does the same, so
+    /// that a PUT's future grew by a copy of the write at each (`bench/callgrind.sh`:
+    /// the futures are copied whole into the HTTP handler's box). The future returned
+    /// holds the write once, in the write lock's closure.
+    pub fn guarded_write(
         &self,
         write: GuardedWrite,
         clock: GuardClock,
-    ) -> Result<Guarded, StoreError> {
-        let answer = self
-            .write(move |batch| {
-                Ok(match apply_guarded(batch, &write, clock)? {
-                    // Handing the key back only on this path keeps the hot path free of
-                    // a copy of it.
-                    Guarded::Corrupt => Err(write.key),
-                    verdict => Ok(verdict),
-                })
+    ) -> impl Future<Output = Result<Guarded, StoreError>> {
+        let written = self.write(move |batch| {
+            Ok(match apply_guarded(batch, &write, clock)? {
+                // Handing the key back only on this path keeps the hot path free of
+                // a copy of it.
+                Guarded::Corrupt => Err(write.key),
+                verdict => Ok(verdict),
             })
-            .await?;
-        answer.map_err(|key| StoreError::Corrupt { key })
+        });
+        // Mapped in place: an async block awaiting `written` would hold it twice.
+        written.map(|answer| answer?.map_err(|key| StoreError::Corrupt { key }))
     }
 
     /// Guarded writes in order as one write (one log frame, all or nothing).

@@ -384,10 +384,30 @@ impl Core {
     ///
     /// `op` must only return `Err` for engine failures; nothing it staged is applied
     /// then. Refusals (stale writes and the like) are part of `T`.
-    pub async fn write<T, F>(&self, op: F, durable: bool) -> Result<T, StoreError>
+    ///
+    /// An async block, not an `async fn`: an `async fn` keeps each argument twice
+    /// across an await (the argument, and the local it is bound to), and results
+    /// held across one more than once; `op` carries a whole write (a guarded write's
+    /// future was 2 KB, copied whole at each layer above it).
+    #[expect(clippy::manual_async_fn, reason = "an async fn would hold `op` twice")]
+    pub fn write<T, F>(&self, op: F, durable: bool) -> impl Future<Output = Result<T, StoreError>>
     where
         F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
     {
+        async move {
+            self.make_room().await?;
+            let (value, upto) = self.run(op)?;
+            if durable || self.durability == Durability::Immediate {
+                // Also when this write changed nothing: its answer may rest on data
+                // that is logged but not yet synced.
+                self.wait_synced(upto).await?;
+            }
+            Ok(value)
+        }
+    }
+
+    /// Wait until a write may go ahead: the throttle, then the memtable's limit.
+    async fn make_room(&self) -> Result<(), StoreError> {
         self.throttle().await;
         let waiting_since = Instant::now();
         while self.active_bytes.load(Ordering::Relaxed) >= MEMTABLE_LIMIT {
@@ -402,31 +422,32 @@ impl Core {
             self.checkpoint.want();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let (value, upto) = {
-            let mut state = lock(&self.state);
-            if state.closed {
-                return Err(StoreError::Closed);
-            }
-            if let Some(why) = &state.broken {
-                return Err(StoreError::engine(why.clone()));
-            }
-            let mut batch = WriteBatch::new(&state, &self.db, &self.cache);
-            let value = match catch_unwind(AssertUnwindSafe(|| op(&mut batch))) {
-                Ok(result) => result?,
-                Err(_) => return Err(StoreError::BatchFailed("a write panicked".into())),
-            };
-            let staged = batch.finish();
-            if !staged.log.is_empty() {
-                self.apply(&mut state, staged)?;
-            }
-            (value, state.last_lsn)
-        };
-        if durable || self.durability == Durability::Immediate {
-            // Also when this write changed nothing: its answer may rest on data that
-            // is logged but not yet synced.
-            self.wait_synced(upto).await?;
+        Ok(())
+    }
+
+    /// Run `op` under the write lock and log what it staged: its answer, and the
+    /// log position to wait for.
+    fn run<T, F>(&self, op: F) -> Result<(T, u64), StoreError>
+    where
+        F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
+    {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(StoreError::Closed);
         }
-        Ok(value)
+        if let Some(why) = &state.broken {
+            return Err(StoreError::engine(why.clone()));
+        }
+        let mut batch = WriteBatch::new(&state, &self.db, &self.cache);
+        let value = match catch_unwind(AssertUnwindSafe(|| op(&mut batch))) {
+            Ok(result) => result?,
+            Err(_) => return Err(StoreError::BatchFailed("a write panicked".into())),
+        };
+        let staged = batch.finish();
+        if !staged.log.is_empty() {
+            self.apply(&mut state, staged)?;
+        }
+        Ok((value, state.last_lsn))
     }
 
     /// Slow this write down when the changes waiting for redb are past the soft limit:
