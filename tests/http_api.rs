@@ -367,6 +367,32 @@ async fn put_over_an_expired_value_with_a_newer_timestamp_is_201() {
     api.stop().await;
 }
 
+/// A PUT wrong in several ways gets one refusal, always the same: the timestamp's
+/// first, then the body's size, then the Content-Type's (the body is read before
+/// any of them is answered).
+#[tokio::test]
+async fn a_put_refused_for_several_reasons_gets_the_timestamps_then_the_bodys_then_the_types() {
+    let api = Api::start_with(|c| c.limits.max_value_bytes = 16).await;
+    let oversize = "y".repeat(17);
+    let response = send(
+        api.request(Method::PUT, "/keys/k")
+            .header("content-type", "*/*")
+            .body(oversize.clone()),
+    )
+    .await;
+    problem_of_kind(response, 428, "missing-timestamp").await;
+    let response = api
+        .put_with("k", T0, &oversize, |r| r.header("content-type", "*/*"))
+        .await;
+    problem_of_kind(response, 413, "value-too-large").await;
+    let response = api
+        .put_with("k", T0, "fits", |r| r.header("content-type", "*/*"))
+        .await;
+    problem_of_kind(response, 400, "invalid-content-type").await;
+    problem(api.get("k").await, 404).await;
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn value_over_max_value_bytes_is_413_and_a_value_at_the_limit_is_stored() {
     let api = Api::start_with(|c| c.limits.max_value_bytes = 16).await;

@@ -508,14 +508,8 @@ pub async fn put_key(state: AppState, mut request: Request) -> Result<Response, 
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn get_key(state: AppState, request: Request) -> Result<Response, Problem> {
-    let key = path_key(request.uri().path())?;
-    // `If-None-Match` is the one header a read looks at.
-    let if_none_match = request
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .map(entity_tags);
-    drop(request);
+pub async fn get_key(state: AppState, read: KeyRead) -> Result<Response, Problem> {
+    let KeyRead { key, if_none_match } = read;
     let Some(entry) = state.service.get(key).await? else {
         return Err(Problem::not_found("no live value for this key"));
     };
@@ -556,9 +550,28 @@ pub async fn get_key(state: AppState, request: Request) -> Result<Response, Prob
         (status = 503, description = "The store could not answer (no body); see GET.", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn head_key(state: AppState, request: Request) -> Result<Response, Problem> {
+pub async fn head_key(state: AppState, read: KeyRead) -> Result<Response, Problem> {
     // The body is dropped on the way out, keeping its Content-Length (`KeyRoute`).
-    get_key(state, request).await
+    get_key(state, read).await
+}
+
+/// What a GET or HEAD of one key asks.
+pub struct KeyRead {
+    key: Vec<u8>,
+    /// `If-None-Match`, the one header a read looks at.
+    if_none_match: Option<EtagMatch>,
+}
+
+impl KeyRead {
+    fn parse(request: &Request) -> Result<Self, Problem> {
+        Ok(KeyRead {
+            key: path_key(request.uri().path())?,
+            if_none_match: request
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .map(entity_tags),
+        })
+    }
 }
 
 /// The methods of `/keys/{key}`, as one service: the route nearly every request of a
@@ -602,11 +615,15 @@ impl Service<Request> for KeyRoute {
         // Each method's future is boxed on its own, so that a GET does not build and
         // copy a box as large as a PUT's future.
         match *request.method() {
-            Method::GET => answer(get_key(state, request)),
-            Method::HEAD => answer(head_key(state, request)),
-            Method::PUT => answer(put_key(state, request)),
-            Method::PATCH => answer(patch_key(state, request)),
-            Method::DELETE => answer(delete_key(state, request)),
+            Method::GET => parsed(KeyRead::parse(&request), |read| get_key(state, read)),
+            Method::HEAD => parsed(KeyRead::parse(&request), |read| head_key(state, read)),
+            // A write's body arrives after its head, so hyper's buffer is not free
+            // again until the body is read: these take the whole request.
+            Method::PUT => handled(put_key(state, request)),
+            Method::PATCH => handled(patch_key(state, request)),
+            Method::DELETE => parsed(KeyDelete::parse(&request), |delete| {
+                delete_key(state, delete)
+            }),
             _ => {
                 let mut response =
                     Problem::method_not_allowed(request.method(), request.uri().path())
@@ -614,16 +631,38 @@ impl Service<Request> for KeyRoute {
                 response
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(KEY_METHODS));
-                Box::pin(std::future::ready(Ok(response)))
+                answered(response)
             }
         }
     }
 }
 
-/// A handler's future as [`KeyRoute`] returns it.
-fn answer(handler: impl Future<Output = Result<Response, Problem>> + Send + 'static) -> KeyFuture {
-    // Mapped in place: an async block awaiting `handler` would hold it twice.
+/// The future of a request whose head has been read into `parsed`: its handler's,
+/// or the problem with the head.
+///
+/// The request's head is dropped before this returns to hyper: its header values are
+/// slices of hyper's read buffer, which hyper reuses for the next request only if
+/// nothing else holds it, and hyper reads ahead while a request is being answered
+/// (it allocated a new 8 KiB buffer for nearly every GET).
+fn parsed<T, F>(parsed: Result<T, Problem>, handler: impl FnOnce(T) -> F) -> KeyFuture
+where
+    F: Future<Output = Result<Response, Problem>> + Send + 'static,
+{
+    match parsed {
+        Ok(parsed) => handled(handler(parsed)),
+        Err(problem) => answered(problem.into_response()),
+    }
+}
+
+/// The future of a request answered by `handler`.
+fn handled(handler: impl Future<Output = Result<Response, Problem>> + Send + 'static) -> KeyFuture {
+    // Mapped in place: an async block awaiting the handler would hold it twice.
     Box::pin(handler.map(|answer| Ok(answer.into_response())))
+}
+
+/// The future of a request answered without a handler.
+fn answered(response: Response) -> KeyFuture {
+    Box::pin(std::future::ready(Ok(response)))
 }
 
 /// `/keys/` and `/keys//touch`: the path names the empty key, which HTTP cannot store.
@@ -686,15 +725,35 @@ fn entry_headers(headers: &mut HeaderMap, entry: Entry) {
         (status = 503, description = STORAGE_DESCRIPTION, body = Problem, content_type = PROBLEM_JSON, headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent with `database-unavailable`."))),
     )
 )]
-pub async fn delete_key(state: AppState, request: Request) -> Result<Response, Problem> {
-    let key = path_key(request.uri().path())?;
-    let headers = request.into_parts().0.headers;
-    let timestamp = write_timestamp(&headers)?;
-    let options = write_options(&headers, false)?;
+pub async fn delete_key(state: AppState, delete: KeyDelete) -> Result<Response, Problem> {
+    let KeyDelete {
+        key,
+        timestamp,
+        options,
+    } = delete;
     state.service.delete(key, timestamp, options).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     stamp_headers(response.headers_mut(), timestamp, None);
     Ok(response)
+}
+
+/// What a DELETE of one key asks.
+pub struct KeyDelete {
+    key: Vec<u8>,
+    timestamp: u64,
+    options: WriteOptions,
+}
+
+impl KeyDelete {
+    fn parse(request: &Request) -> Result<Self, Problem> {
+        let key = path_key(request.uri().path())?;
+        let headers = request.headers();
+        Ok(KeyDelete {
+            key,
+            timestamp: write_timestamp(headers)?,
+            options: write_options(headers, false)?,
+        })
+    }
 }
 
 /// The media type of a PATCH body (RFC 7396).
