@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -396,8 +396,20 @@ fn created(response: &mut Response, location: &str) {
 /// The headers every answer about one key's value carries: its timestamp, its ETag when
 /// the answer knows it, and `Cache-Control: no-store`.
 fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<String>) {
-    headers.insert(X_WRITE_TIMESTAMP, HeaderValue::from(timestamp));
-    if let Some(etag) = etag.and_then(header_value) {
+    let etag = etag.map(bytes::Bytes::from);
+    // A whole value's ETag is its timestamp in quotes: the timestamp's header shares
+    // those bytes instead of taking an allocation of its own.
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(timestamp).as_bytes();
+    let shared = etag
+        .as_ref()
+        .filter(|tag| tag.len() == digits.len() + 2 && &tag[1..=digits.len()] == digits)
+        .and_then(|tag| HeaderValue::from_maybe_shared(tag.slice(1..=digits.len())).ok());
+    headers.insert(
+        X_WRITE_TIMESTAMP,
+        shared.unwrap_or_else(|| HeaderValue::from(timestamp)),
+    );
+    if let Some(etag) = etag.and_then(|tag| HeaderValue::from_maybe_shared(tag).ok()) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -673,7 +685,9 @@ pub async fn empty_key() -> Problem {
 fn entry_response(mut entry: Entry) -> Response {
     let content_type = header_value(std::mem::take(&mut entry.content_type))
         .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
-    let mut response = (StatusCode::OK, std::mem::take(&mut entry.value)).into_response();
+    // Not `(StatusCode::OK, bytes).into_response()`, which would insert a
+    // Content-Type only to have it replaced.
+    let mut response = Response::new(Body::from(std::mem::take(&mut entry.value)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     entry_headers(headers, entry);
@@ -1031,6 +1045,42 @@ fn decode_query_bytes(name: &str, text: &str) -> Result<Vec<u8>, Problem> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_timestamp_header_reads_the_same_whether_or_not_it_shares_the_etags_bytes() {
+        let stamped = |timestamp: u64, etag: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            stamp_headers(&mut headers, timestamp, etag.map(str::to_owned));
+            let get = |name: &axum::http::HeaderName| {
+                headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+            };
+            (get(&X_WRITE_TIMESTAMP), get(&header::ETAG))
+        };
+        let ts = 1_767_225_600_000_001;
+        let whole = whole_value_etag(ts);
+        for (etag, want_etag) in [
+            // Shared: the ETag of a whole value.
+            (Some(whole.as_str()), Some(whole.clone())),
+            // Not shared: a document's ETag, another timestamp's, none, odd ones.
+            (
+                Some("\"1767225600000001-1a2b3c4d\""),
+                Some("\"1767225600000001-1a2b3c4d\"".into()),
+            ),
+            (
+                Some("\"1767225600000002\""),
+                Some("\"1767225600000002\"".into()),
+            ),
+            (Some("\"\""), Some("\"\"".into())),
+            (Some(""), Some(String::new())),
+            (None, None),
+        ] {
+            assert_eq!(
+                stamped(ts, etag),
+                (Some(ts.to_string()), want_etag),
+                "{etag:?}"
+            );
+        }
+    }
 
     proptest! {
         #[test]
