@@ -404,10 +404,9 @@ impl Service {
 
     /// One guarded write through the store, its verdict answered and counted.
     ///
-    /// Not an `async fn`, nor are the puts and deletes that call it: each would keep
-    /// the write twice more in its future (as an argument, and as the local bound to
-    /// it), and an HTTP handler's future is copied whole into its box. The future
-    /// returned is the store's, mapped.
+    /// Not an `async fn`, nor are the puts and deletes that call it: each would hold
+    /// the write twice more (the store's `Core::write` says why). The future returned
+    /// is the store's, mapped.
     fn guarded(
         &self,
         write: Result<GuardedWrite, ServiceError>,

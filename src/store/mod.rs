@@ -257,8 +257,8 @@ impl Store {
     /// Apply one guarded put or delete if the guard lets it, atomically with the
     /// decision; the answer says what happened.
     ///
-    /// The engine's future itself, not an `async fn` around it (as in
-    /// `RedbStore::guarded_write`): that would hold the write twice more.
+    /// The engine's future itself, not an `async fn` around it: that would hold the
+    /// write twice more (`redb::writer::Core::write`).
     pub fn guarded_write(
         &self,
         write: GuardedWrite,

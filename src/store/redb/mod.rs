@@ -203,7 +203,7 @@ impl RedbStore {
         F: FnOnce(&mut WriteBatch<'_>) -> Result<T, StoreError>,
     {
         // The core's future itself, not one more async layer around it: that would
-        // hold a second copy of `op` (see `guarded_write`).
+        // hold a second copy of `op` (`Core::write`).
         self.inner.core.write(op, false)
     }
 
@@ -409,10 +409,7 @@ impl RedbStore {
 
     /// One guarded write, decided by [`guard::resolve`] under the write lock.
     ///
-    /// Not an `async fn`: one would keep `write` as its argument beside the future
-    /// that took it, and every async layer of a write's way down does the same, so
-    /// that a PUT's future grew by a copy of the write at each (`bench/callgrind.sh`:
-    /// the futures are copied whole into the HTTP handler's box). The future returned
+    /// Not an `async fn`, for the reason `Core::write` gives: the future returned
     /// holds the write once, in the write lock's closure.
     pub fn guarded_write(
         &self,
