@@ -396,7 +396,7 @@ fn created(response: &mut Response, location: &str) {
 /// The headers every answer about one key's value carries: its timestamp, its ETag when
 /// the answer knows it, and `Cache-Control: no-store`.
 fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<String>) {
-    let etag = etag.map(bytes::Bytes::from);
+    let etag = etag.map(Bytes::from);
     // A whole value's ETag is its timestamp in quotes: the timestamp's header shares
     // those bytes instead of taking an allocation of its own.
     let mut digits = itoa::Buffer::new();
@@ -404,12 +404,12 @@ fn stamp_headers(headers: &mut HeaderMap, timestamp: u64, etag: Option<String>) 
     let shared = etag
         .as_ref()
         .filter(|tag| tag.len() == digits.len() + 2 && &tag[1..=digits.len()] == digits)
-        .and_then(|tag| HeaderValue::from_maybe_shared(tag.slice(1..=digits.len())).ok());
+        .and_then(|tag| header_value(tag.slice(1..=digits.len())));
     headers.insert(
         X_WRITE_TIMESTAMP,
         shared.unwrap_or_else(|| HeaderValue::from(timestamp)),
     );
-    if let Some(etag) = etag.and_then(|tag| HeaderValue::from_maybe_shared(tag).ok()) {
+    if let Some(etag) = etag.and_then(header_value) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -696,8 +696,8 @@ fn entry_response(mut entry: Entry) -> Response {
 
 /// `text` as a header value without copying it (a `HeaderValue` from `&str` copies
 /// into a new allocation); `None` if it is not a valid one.
-fn header_value(text: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+fn header_value(text: impl Into<Bytes>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(text.into()).ok()
 }
 
 /// The headers describing a live value (GET, HEAD and 304 answers).
